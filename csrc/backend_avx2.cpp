@@ -1,0 +1,203 @@
+// AVX2 kernels (+ FMA, F16C). Compiled with -mavx2 -mfma -mf16c; only run after cpuid says so.
+//
+// TLMM here is the 13-entry + sign variant: a group's table holds the sums of the 14 patterns
+// with |v| = 0..13, split into a low-byte and a high-byte plane of 16 entries each so `pshufb`
+// can look up 32 rows at once. Negative patterns are read as the ones' complement (~x = -x - 1,
+// which is a per-byte XOR), and the -1 per negative group is given back at the end from a
+// per-row count made when the weights were packed (`neg_count`).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core.h"
+#include "tables.h"
+
+namespace tellme {
+namespace {
+
+void tlmm_tables(const int8_t* act, int64_t groups, uint8_t* tables) {
+  for (int64_t g = 0; g < groups; ++g) {
+    int16_t s[TL_MAGNITUDES];
+    group_sums(act + 3 * g, s);
+    uint8_t* lo = tables + 32 * g;
+    uint8_t* hi = lo + 16;
+    std::memset(lo, 0, 32);
+    for (int m = 0; m < TL_MAGNITUDES; ++m) {
+      lo[m] = static_cast<uint8_t>(s[m] & 0xFF);
+      hi[m] = static_cast<uint8_t>((s[m] >> 8) & 0xFF);
+    }
+  }
+}
+
+// T tokens share every index decode and sign mask.
+template <int T>
+void tlmm_tokens(const uint8_t* tiles, const int32_t* neg_count, int64_t ktiles,
+                 const uint8_t* tables, int64_t table_stride, int32_t* acc) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i zero = _mm256_setzero_si256();
+  // int32 sums, rows 0-7, 8-15, 16-23, 24-31
+  __m256i wide[T][4];
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < 4; ++i) wide[t][i] = zero;
+
+  for (int64_t k0 = 0; k0 < ktiles; k0 += WIDEN_EVERY_TILES) {
+    const int64_t k1 = std::min<int64_t>(ktiles, k0 + WIDEN_EVERY_TILES);
+    // int16 sums: [t][0] rows 0-7 | 16-23, [t][1] rows 8-15 | 24-31 (unpack order)
+    __m256i part[T][2];
+    for (int t = 0; t < T; ++t) part[t][0] = part[t][1] = zero;
+    for (int64_t kt = k0; kt < k1; ++kt) {
+      const uint8_t* tile = tiles + kt * TILE_BYTES;
+      const __m256i signs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + 128));
+      for (int c = 0; c < 4; ++c) {
+        const __m256i nibbles = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + 32 * c));
+        const __m256i index[2] = {_mm256_and_si256(nibbles, low4),
+                                  _mm256_and_si256(_mm256_srli_epi16(nibbles, 4), low4)};
+        for (int h = 0; h < 2; ++h) {
+          const int j = 2 * c + h;
+          // bit j of each sign byte moved to the byte's top bit, then spread to the byte
+          const __m256i neg = _mm256_cmpgt_epi8(
+              zero, _mm256_sll_epi16(signs, _mm_cvtsi32_si128(7 - j)));
+          const int64_t g = kt * KB_GROUPS + j;
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* tg = tables + t * table_stride + 32 * g;
+            const __m256i tlo = _mm256_broadcastsi128_si256(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(tg)));
+            const __m256i thi = _mm256_broadcastsi128_si256(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 16)));
+            const __m256i lo = _mm256_xor_si256(_mm256_shuffle_epi8(tlo, index[h]), neg);
+            const __m256i hi = _mm256_xor_si256(_mm256_shuffle_epi8(thi, index[h]), neg);
+            part[t][0] = _mm256_add_epi16(part[t][0], _mm256_unpacklo_epi8(lo, hi));
+            part[t][1] = _mm256_add_epi16(part[t][1], _mm256_unpackhi_epi8(lo, hi));
+          }
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      wide[t][0] = _mm256_add_epi32(wide[t][0], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(part[t][0])));
+      wide[t][2] = _mm256_add_epi32(wide[t][2], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(part[t][0], 1)));
+      wide[t][1] = _mm256_add_epi32(wide[t][1], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(part[t][1])));
+      wide[t][3] = _mm256_add_epi32(wide[t][3], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(part[t][1], 1)));
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < 4; ++i) {
+      __m256i* dst = reinterpret_cast<__m256i*>(acc + t * ROW_BLOCK + 8 * i);
+      __m256i sum = _mm256_add_epi32(_mm256_loadu_si256(dst), wide[t][i]);
+      if (neg_count)
+        sum = _mm256_add_epi32(sum, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(neg_count + 8 * i)));
+      _mm256_storeu_si256(dst, sum);
+    }
+}
+
+void tlmm_block(const uint8_t* tiles, const int32_t* neg_count, int64_t ktiles,
+                const uint8_t* tables, int64_t table_stride, int64_t tokens, int32_t* acc) {
+  int64_t t = 0;
+  for (; t + 2 <= tokens; t += 2)
+    tlmm_tokens<2>(tiles, neg_count, ktiles, tables + t * table_stride, table_stride,
+                   acc + t * ROW_BLOCK);
+  if (t < tokens)
+    tlmm_tokens<1>(tiles, neg_count, ktiles, tables + t * table_stride, table_stride,
+                   acc + t * ROW_BLOCK);
+}
+
+int32_t i2_prepare(const int8_t* act, int64_t in_pad, int8_t* out) {
+  int32_t sum = 0;
+  for (int64_t k = 0; k < in_pad; ++k) {
+    out[k] = act[k];
+    sum += act[k];
+  }
+  return sum;
+}
+
+inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// int16 partial sums stay exact for 15 blocks even at activation -128: 15 * 4 * 2 * 2 * 128.
+constexpr int64_t I2_WIDEN_BLOCKS = 15;
+
+template <int T>
+void i2_row(const uint8_t* row, int64_t blocks, const int8_t* acts, int64_t act_stride,
+            const int32_t* act_sums, int32_t* out /* stride ROW_BLOCK */) {
+  const __m256i mask = _mm256_set1_epi8(3);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i wide[T];
+  for (int t = 0; t < T; ++t) wide[t] = _mm256_setzero_si256();
+  for (int64_t b0 = 0; b0 < blocks; b0 += I2_WIDEN_BLOCKS) {
+    const int64_t b1 = std::min(blocks, b0 + I2_WIDEN_BLOCKS);
+    __m256i part[T];
+    for (int t = 0; t < T; ++t) part[t] = _mm256_setzero_si256();
+    for (int64_t b = b0; b < b1; ++b) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * b));
+      const __m256i code[4] = {_mm256_and_si256(v, mask),
+                               _mm256_and_si256(_mm256_srli_epi16(v, 2), mask),
+                               _mm256_and_si256(_mm256_srli_epi16(v, 4), mask),
+                               _mm256_and_si256(_mm256_srli_epi16(v, 6), mask)};
+      for (int t = 0; t < T; ++t) {
+        const int8_t* a = acts + t * act_stride + I2_BLOCK * b;
+        for (int s = 0; s < 4; ++s)
+          part[t] = _mm256_add_epi16(
+              part[t], _mm256_maddubs_epi16(
+                           code[s], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32 * s))));
+      }
+    }
+    for (int t = 0; t < T; ++t) wide[t] = _mm256_add_epi32(wide[t], _mm256_madd_epi16(part[t], ones));
+  }
+  for (int t = 0; t < T; ++t) out[t * ROW_BLOCK] = hsum_epi32(wide[t]) - act_sums[t];
+}
+
+void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
+              const int32_t* act_sums, int64_t tokens, int32_t* acc) {
+  const int64_t row_bytes = in_pad / 4, blocks = in_pad / I2_BLOCK;
+  for (int r = 0; r < ROW_BLOCK; ++r) {
+    const uint8_t* row = codes + r * row_bytes;
+    int64_t t = 0;
+    for (; t + 4 <= tokens; t += 4)
+      i2_row<4>(row, blocks, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK + r);
+    for (; t < tokens; ++t)
+      i2_row<1>(row, blocks, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK + r);
+  }
+}
+
+// maddubs -> madd(1) -> add: the AVX2 sequence with vpdpbusd's meaning (u8 x s8 into int32).
+double int8_madd_loop(int64_t iterations) {
+  __m256i a = _mm256_set1_epi8(3);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i b[8], acc[8];
+  for (int j = 0; j < 8; ++j) {
+    b[j] = _mm256_set1_epi8(static_cast<char>(j - 4));
+    acc[j] = _mm256_setzero_si256();
+  }
+  for (int64_t i = 0; i < iterations; ++i) {
+    asm volatile("" : "+x"(a));  // the products must be recomputed every iteration
+    for (int j = 0; j < 8; ++j)
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b[j]), ones));
+  }
+  __m256i s = acc[0];
+  for (int j = 1; j < 8; ++j) s = _mm256_add_epi32(s, acc[j]);
+  volatile int32_t sink = hsum_epi32(s);
+  (void)sink;
+  return 8.0 * 32.0 * static_cast<double>(iterations);
+}
+
+uint64_t stream_read(const uint8_t* data, int64_t bytes) {
+  __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                  _mm256_setzero_si256()};
+  for (int64_t i = 0; i + 128 <= bytes; i += 128)
+    for (int j = 0; j < 4; ++j)
+      s[j] = _mm256_add_epi64(s[j], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + i + 32 * j)));
+  const __m256i t = _mm256_xor_si256(_mm256_xor_si256(s[0], s[1]), _mm256_xor_si256(s[2], s[3]));
+  return static_cast<uint64_t>(_mm256_extract_epi64(t, 0) ^ _mm256_extract_epi64(t, 3));
+}
+
+}  // namespace
+
+const Backend avx2_backend = {
+    "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare, i2_block, int8_madd_loop, stream_read,
+};
+
+}  // namespace tellme

@@ -1,0 +1,234 @@
+// Python boundary of the native core (module tellme._core). Every array argument is checked here
+// for dtype, shape, C-contiguity and device, with an error naming the argument; kernels below
+// this point trust their inputs. Kernels use unaligned loads, so no alignment is required.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core.h"
+#include "matmul.h"
+#include "parallel.h"
+#include "quantize.h"
+
+namespace nb = nanobind;
+using namespace tellme;
+
+namespace {
+
+using Array = nb::ndarray<nb::ro>;
+
+template <class T> const char* dtype_name();
+template <> const char* dtype_name<int8_t>() { return "int8"; }
+template <> const char* dtype_name<uint8_t>() { return "uint8"; }
+template <> const char* dtype_name<int32_t>() { return "int32"; }
+template <> const char* dtype_name<float>() { return "float32"; }
+
+std::string shape_str(const Array& a) {
+  std::string s = "(";
+  for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Checks dtype, device, C-contiguity and shape (-1 = any extent) and returns the data pointer.
+template <class T>
+const T* checked(const Array& a, const char* name, std::initializer_list<int64_t> shape) {
+  if (a.device_type() != nb::device::cpu::value)
+    throw nb::value_error((std::string(name) + " must be a CPU array").c_str());
+  if (a.dtype() != nb::dtype<T>())
+    throw nb::type_error((std::string(name) + " must have dtype " + dtype_name<T>()).c_str());
+  if (a.ndim() != shape.size())
+    throw nb::value_error((std::string(name) + " must be " + std::to_string(shape.size()) +
+                           "-D, got shape " + shape_str(a)).c_str());
+  size_t i = 0;
+  for (int64_t want : shape) {
+    if (want >= 0 && static_cast<int64_t>(a.shape(i)) != want)
+      throw nb::value_error((std::string(name) + " has shape " + shape_str(a) + ", expected " +
+                             std::to_string(want) + " in dimension " + std::to_string(i)).c_str());
+    ++i;
+  }
+  int64_t expect = 1;
+  for (size_t d = a.ndim(); d-- > 0;) {
+    if (a.shape(d) != 1 && a.stride(d) != expect)
+      throw nb::value_error((std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)").c_str());
+    expect *= static_cast<int64_t>(a.shape(d));
+  }
+  return static_cast<const T*>(a.data());
+}
+
+template <class T>
+nb::ndarray<nb::numpy, T> new_array(std::vector<size_t> shape, T** data) {
+  size_t n = 1;
+  for (size_t s : shape) n *= s;
+  T* p = new T[n ? n : 1]();
+  nb::capsule owner(p, [](void* q) noexcept { delete[] static_cast<T*>(q); });
+  *data = p;
+  return nb::ndarray<nb::numpy, T>(p, shape.size(), shape.data(), owner);
+}
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+void check_features(int64_t out_features, int64_t in_features) {
+  if (out_features < 1 || in_features < 1)
+    throw nb::value_error("out_features and in_features must be positive");
+}
+
+struct Activations {
+  const int8_t* data;
+  int64_t tokens;
+  const float* scale;
+};
+
+Activations check_activations(const Array& act, int64_t in_features, const Array* act_scale) {
+  const int8_t* a = checked<int8_t>(act, "activations", {-1, in_features});
+  const int64_t tokens = static_cast<int64_t>(act.shape(0));
+  if (tokens < 1) throw nb::value_error("activations must hold at least one token");
+  const float* s = act_scale ? checked<float>(*act_scale, "act_scale", {tokens}) : nullptr;
+  return {a, tokens, s};
+}
+
+TlWeights check_tl(const Array& tiles, const Array& neg_count, int64_t out_features,
+                   int64_t in_features) {
+  check_features(out_features, in_features);
+  const int64_t out_pad = round_up(out_features, ROW_BLOCK), in_pad = round_up(in_features, KB_WEIGHTS);
+  return {checked<uint8_t>(tiles, "tiles", {out_pad / ROW_BLOCK, in_pad / KB_WEIGHTS, TILE_BYTES}),
+          checked<int32_t>(neg_count, "neg_count", {out_pad}), out_features, in_features, out_pad,
+          in_pad};
+}
+
+I2Weights check_i2(const Array& codes, int64_t out_features, int64_t in_features) {
+  check_features(out_features, in_features);
+  const int64_t out_pad = round_up(out_features, ROW_BLOCK), in_pad = round_up(in_features, I2_K_PAD);
+  return {checked<uint8_t>(codes, "codes", {out_pad, in_pad / 4}), out_features, in_features,
+          out_pad, in_pad};
+}
+
+template <class W, class F>
+nb::object run_matmul(const W& w, const Array& act, const Array* act_scale, float weight_scale,
+                      F matmul) {
+  const Activations a = check_activations(act, w.in, act_scale);
+  Output out;
+  nb::object result;
+  if (act_scale) {
+    result = nb::cast(new_array<float>({size_t(a.tokens), size_t(w.out)}, &out.f32));
+    out.act_scale = a.scale;
+    out.weight_scale = weight_scale;
+  } else {
+    result = nb::cast(new_array<int32_t>({size_t(a.tokens), size_t(w.out)}, &out.i32));
+  }
+  nb::gil_scoped_release release;
+  matmul(w, a.data, a.tokens, out);
+  return result;
+}
+
+std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* gamma, double eps) {
+  const float* xp = checked<float>(x, "x", {-1, -1});
+  const int64_t rows = x.shape(0), cols = x.shape(1);
+  if (cols < 1) throw nb::value_error("x must have at least one column");
+  const float* g = gamma ? checked<float>(*gamma, "gamma", {cols}) : nullptr;
+  if (gamma && !(eps >= 0.0)) throw nb::value_error("eps must be >= 0");
+  int8_t* q;
+  float* s;
+  auto qa = new_array<int8_t>({size_t(rows), size_t(cols)}, &q);
+  auto sa = new_array<float>({size_t(rows)}, &s);
+  int64_t bad;
+  {
+    nb::gil_scoped_release release;
+    bad = g ? rmsnorm_quantize_rows(xp, g, eps, rows, cols, q, s) : quantize_rows(xp, rows, cols, q, s);
+  }
+  if (bad >= 0)
+    throw nb::value_error(("x row " + std::to_string(bad) + " contains NaN or Inf").c_str());
+  return {nb::cast(qa), nb::cast(sa)};
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "tellme native core: CPU dispatch, quantization and ternary matmul kernels";
+
+  m.def("cpu_features", [] {
+    const CpuFeatures f = detect_cpu();
+    nb::dict d;
+    d["avx2"] = f.avx2; d["fma"] = f.fma; d["f16c"] = f.f16c;
+    d["avx512f"] = f.avx512f; d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl;
+    d["avx512vbmi"] = f.avx512vbmi; d["avx512vnni"] = f.avx512vnni;
+    return d;
+  });
+  m.def("backends", [] {
+    int n;
+    const Backend* const* all = all_backends(&n);
+    nb::list out;
+    for (int i = 0; i < n; ++i) {
+      nb::dict d;
+      d["name"] = all[i]->name;
+      d["runnable"] = find_backend(all[i]->name) != nullptr;
+      d["emulated"] = all[i]->emulated;
+      out.append(d);
+    }
+    return out;
+  }, "Backends compiled in, best first, with whether each can run here.");
+  m.def("get_isa", [] { return std::string(active_backend().name); });
+  m.def("set_isa", [](const std::string& name) {
+    const Backend* b = find_backend(name.c_str());
+    if (!b) throw nb::value_error(("instruction set '" + name + "' is not available on this CPU or build").c_str());
+    set_active_backend(*b);
+  }, nb::arg("name"));
+  m.def("get_num_threads", &num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw nb::value_error("number of threads must be >= 1");
+    set_num_threads(n);
+  }, nb::arg("n"));
+
+  m.def("quantize", [](const Array& x) { return quantize_impl(x, nullptr, 0.0); }, nb::arg("x"),
+        "Per-row absmax int8 quantization: returns (q int8 [rows, cols], scale float32 [rows]).");
+  m.def("rmsnorm_quantize",
+        [](const Array& x, const Array& gamma, double eps) { return quantize_impl(x, &gamma, eps); },
+        nb::arg("x"), nb::arg("gamma"), nb::arg("eps"),
+        "RMSNorm then absmax int8 quantization in one pass per row.");
+
+  m.def("tl_matmul_int", [](const Array& tiles, const Array& neg, int64_t out_f, int64_t in_f, const Array& act) {
+    return run_matmul(check_tl(tiles, neg, out_f, in_f), act, nullptr, 1.0f, tl_matmul);
+  }, nb::arg("tiles"), nb::arg("neg_count"), nb::arg("out_features"), nb::arg("in_features"), nb::arg("activations"));
+  m.def("tl_matmul", [](const Array& tiles, const Array& neg, int64_t out_f, int64_t in_f, const Array& act,
+                        const Array& act_scale, float weight_scale) {
+    return run_matmul(check_tl(tiles, neg, out_f, in_f), act, &act_scale, weight_scale, tl_matmul);
+  }, nb::arg("tiles"), nb::arg("neg_count"), nb::arg("out_features"), nb::arg("in_features"),
+     nb::arg("activations"), nb::arg("act_scale"), nb::arg("weight_scale"));
+  m.def("i2_matmul_int", [](const Array& codes, int64_t out_f, int64_t in_f, const Array& act) {
+    return run_matmul(check_i2(codes, out_f, in_f), act, nullptr, 1.0f, i2_matmul);
+  }, nb::arg("codes"), nb::arg("out_features"), nb::arg("in_features"), nb::arg("activations"));
+  m.def("i2_matmul", [](const Array& codes, int64_t out_f, int64_t in_f, const Array& act,
+                        const Array& act_scale, float weight_scale) {
+    return run_matmul(check_i2(codes, out_f, in_f), act, &act_scale, weight_scale, i2_matmul);
+  }, nb::arg("codes"), nb::arg("out_features"), nb::arg("in_features"), nb::arg("activations"),
+     nb::arg("act_scale"), nb::arg("weight_scale"));
+
+  m.def("int8_madd_loop", [](int64_t iterations) {
+    if (iterations < 1) throw nb::value_error("iterations must be >= 1");
+    nb::gil_scoped_release release;
+    const Backend& be = active_backend();
+    std::vector<double> done(num_threads());
+    parallel_for(num_threads(), [&](int64_t i) { done[i] = be.int8_madd_loop(iterations); });
+    double total = 0;
+    for (double d : done) total += d;
+    return total;
+  }, nb::arg("iterations"), "Runs the int8 multiply-add loop on every thread; returns the multiply-adds done.");
+  m.def("stream_read", [](const Array& buffer) {
+    const uint8_t* p = checked<uint8_t>(buffer, "buffer", {-1});
+    const int64_t bytes = buffer.shape(0);
+    nb::gil_scoped_release release;
+    const Backend& be = active_backend();
+    const int64_t parts = num_threads(), part = bytes / parts / 4096 * 4096;
+    std::vector<uint64_t> sums(parts);
+    parallel_for(parts, [&](int64_t i) { sums[i] = be.stream_read(p + i * part, part); });
+    uint64_t s = 0;
+    for (uint64_t v : sums) s ^= v;
+    return s;
+  }, nb::arg("buffer"), "Reads the buffer once, split across threads; returns a checksum.");
+}

@@ -1,0 +1,78 @@
+// tellme native core: shared layout constants and the per-ISA backend interface.
+//
+// Weight layouts (built by src/tellme/kernels/layout.py; the math is in reference.py):
+//
+//  TLMM ("tl"): rows padded to ROW_BLOCK, `in` padded to KB_WEIGHTS. Each group of 3 weights is
+//    one of 27 patterns; its balanced-ternary value v = 9*w0 + 3*w1 + w2 in [-13, 13] is stored as
+//    magnitude |v| (a 4-bit nibble) and sign (v < 0, one bit). A tile (32 rows x 8 groups) is
+//    160 bytes: 4 x 32 bytes of nibble pairs (byte r of chunk c = |v(r,2c)| | |v(r,2c+1)| << 4)
+//    then 32 sign bytes (bit j of byte r = sign of group j of row r). Tiles are stored row-block
+//    major, so a GEMV streams memory linearly. 5 bits per 3 weights = 1.667 bits/weight.
+//
+//  2-bit codes ("i2"): code = w + 1 in {0,1,2}; rows padded to ROW_BLOCK, `in` to I2_K_PAD.
+//    Each 128-weight block of a row is 32 bytes: byte j holds the codes of k = j, j+32, j+64,
+//    j+96 in bits 0-1, 2-3, 4-5, 6-7. Rows are stored one after another.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace tellme {
+
+constexpr int64_t ROW_BLOCK = 32;      // output rows per tile (both layouts)
+constexpr int64_t KB_GROUPS = 8;       // groups of 3 weights per TLMM tile
+constexpr int64_t KB_WEIGHTS = 24;     // weights per TLMM tile along `in`
+constexpr int64_t TILE_BYTES = 160;    // bytes per TLMM tile (128 nibble + 32 sign bytes)
+constexpr int64_t I2_BLOCK = 128;      // weights per 32-byte block of 2-bit codes
+constexpr int64_t I2_K_PAD = 256;      // `in` padding of the 2-bit layout (AVX-512 takes 2 blocks)
+constexpr int WIDEN_EVERY_TILES = 8;   // int16 partial sums are widened to int32 every 64 groups
+
+// One instruction-set level. Each backend_*.cpp file fills one of these; cpu.cpp picks one.
+struct Backend {
+  const char* name;
+  bool emulated;  // built against SIMDe (portable emulation) rather than native instructions
+
+  // TLMM: per-token tables, `table_bytes_per_group` bytes for each group of 3 activations.
+  int64_t table_bytes_per_group;
+  void (*tlmm_tables)(const int8_t* act, int64_t groups, uint8_t* tables);
+  // Adds the exact int32 dot products of one 32-row block over `ktiles` tiles with `tokens`
+  // tokens to acc[t*32 + r]. `neg_count` (may be null) is the AVX2 sign correction, passed with
+  // the first K slice only.
+  void (*tlmm_block)(const uint8_t* tiles, const int32_t* neg_count, int64_t ktiles,
+                     const uint8_t* tables, int64_t table_stride, int64_t tokens, int32_t* acc);
+
+  // Multiply-add baseline on 2-bit codes. Activations are first rearranged (`i2_prepare`,
+  // same byte count) into the order the kernel consumes; their sum is returned because
+  // sum(w*a) = sum(code*a) - sum(a).
+  int32_t (*i2_prepare)(const int8_t* act, int64_t in_pad, int8_t* out);
+  void (*i2_block)(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
+                   const int32_t* act_sums, int64_t tokens, int32_t* acc);
+
+  // Benchmark loops: int8 multiply-adds with int32 accumulation on registers (returns the
+  // number of multiply-adds done) and a streaming read of `bytes` bytes (returns a checksum).
+  double (*int8_madd_loop)(int64_t iterations);
+  uint64_t (*stream_read)(const uint8_t* data, int64_t bytes);
+};
+
+extern const Backend scalar_backend;
+#ifdef TELLME_HAVE_X86_BACKENDS
+extern const Backend avx2_backend;
+extern const Backend avx512_backend;
+#endif
+
+// cpu.cpp: detection and the one dispatch point.
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512vbmi = false,
+       avx512vnni = false;
+};
+CpuFeatures detect_cpu();
+const Backend* find_backend(const char* name);  // nullptr if unknown or not runnable here
+const Backend& active_backend();
+void set_active_backend(const Backend& b);
+const Backend* const* all_backends(int* count);  // compiled in, best first
+
+// parallel.cpp: thread count for every parallel region.
+int num_threads();
+void set_num_threads(int n);
+
+}  // namespace tellme

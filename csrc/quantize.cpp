@@ -1,0 +1,65 @@
+#include "quantize.h"
+
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "parallel.h"
+
+namespace tellme {
+namespace {
+
+// false if the row holds NaN or Inf
+bool quantize_row(const float* x, int64_t cols, int8_t* q, float* scale) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t i = 0; i < cols; ++i) {
+    const float a = std::fabs(x[i]);
+    finite &= a <= 3.4028234663852886e38f;  // false for NaN and Inf
+    amax = a > amax ? a : amax;
+  }
+  if (!finite) return false;
+  amax = amax > 1e-5f ? amax : 1e-5f;
+  const float inv = 127.0f / amax;
+  for (int64_t i = 0; i < cols; ++i) {
+    float v = std::nearbyint(x[i] * inv);
+    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+    q[i] = static_cast<int8_t>(v);
+  }
+  *scale = amax / 127.0f;
+  return true;
+}
+
+int64_t first_bad(const std::vector<char>& bad) {
+  for (size_t i = 0; i < bad.size(); ++i)
+    if (bad[i]) return static_cast<int64_t>(i);
+  return -1;
+}
+
+}  // namespace
+
+int64_t quantize_rows(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scale) {
+  std::vector<char> bad(rows, 0);
+  parallel_for(rows, [&](int64_t r) {
+    bad[r] = !quantize_row(x + r * cols, cols, q + r * cols, scale + r);
+  });
+  return first_bad(bad);
+}
+
+int64_t rmsnorm_quantize_rows(const float* x, const float* gamma, double eps, int64_t rows,
+                              int64_t cols, int8_t* q, float* scale) {
+  std::vector<char> bad(rows, 0);
+  parallel_for(rows, [&](int64_t r) {
+    thread_local std::vector<float> y;
+    y.resize(cols);
+    const float* xr = x + r * cols;
+    double ss = 0.0;
+    for (int64_t i = 0; i < cols; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv_rms = static_cast<float>(1.0 / std::sqrt(ss / cols + eps));
+    for (int64_t i = 0; i < cols; ++i) y[i] = (xr[i] * inv_rms) * gamma[i];
+    bad[r] = !quantize_row(y.data(), cols, q + r * cols, scale + r);
+  });
+  return first_bad(bad);
+}
+
+}  // namespace tellme

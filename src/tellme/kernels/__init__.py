@@ -1,0 +1,114 @@
+"""Ternary matmul kernels: activation quantization, weight packing and the matmul itself.
+
+    >>> w = TernaryWeights.pack(ternary_int8_matrix, scale=0.02)      # kernel picked for the shape
+    >>> q, s = quantize(x)                                             # int8 activations + scales
+    >>> y = w.matmul(q, s)                                             # float32 [tokens, out]
+
+The NumPy references in `tellme.kernels.reference` define what every function computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _core
+from ..runtime import get_isa
+from . import layout
+
+KERNELS = ("tlmm", "i2")
+
+
+def quantize(x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token absmax int8 quantization: (q int8 [tokens, k], scale float32 [tokens])."""
+    return _core.quantize(_activations(x, "x"))
+
+
+def rmsnorm_quantize(x, gamma, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """RMSNorm(x) * gamma, then absmax int8 quantization, in one pass per token."""
+    return _core.rmsnorm_quantize(_activations(x, "x"), np.ascontiguousarray(gamma, dtype=np.float32), float(eps))
+
+
+def _activations(x, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [tokens, features], got shape {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def absmean_ternary(w) -> tuple[np.ndarray, float]:
+    """BitNet b1.58 weight quantization: scale = max(mean|w|, 1e-5), t = clip(round(w / scale), -1, 1).
+
+    Returns (t int8, scale) with w ~= t * scale.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    scale = max(float(np.abs(w).mean()), 1e-5)
+    return np.clip(np.rint(w / np.float32(scale)), -1, 1).astype(np.int8), scale
+
+
+def preferred_kernel(out_features: int, in_features: int, isa: str | None = None) -> str:
+    """The kernel used when none is named, per the measurements in docs/kernels.md."""
+    isa = isa or get_isa()
+    return "tlmm" if isa in ("avx2", "avx512") else "i2"
+
+
+@dataclass(frozen=True)
+class TernaryWeights:
+    """A ternary matrix W ~= scale * T (T in {-1, 0, 1}, [out, in]) packed for one kernel."""
+
+    kernel: str
+    out_features: int
+    in_features: int
+    scale: float
+    data: np.ndarray                 # tiles (tlmm) or codes (i2)
+    neg_count: np.ndarray | None     # tlmm only
+
+    @classmethod
+    def pack(cls, ternary, scale: float = 1.0, kernel: str = "auto") -> "TernaryWeights":
+        t = layout.check_ternary(ternary)
+        if kernel == "auto":
+            kernel = preferred_kernel(*t.shape)
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; expected 'auto' or one of {', '.join(KERNELS)}")
+        if not np.isfinite(scale):
+            raise ValueError(f"weight scale must be finite, got {scale!r}")
+        if kernel == "tlmm":
+            tiles, neg = layout.pack_tl(t)
+            return cls("tlmm", t.shape[0], t.shape[1], float(scale), tiles, neg)
+        return cls("i2", t.shape[0], t.shape[1], float(scale), layout.pack_i2(t), None)
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + (self.neg_count.nbytes if self.neg_count is not None else 0)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Packed bytes (padding and per-row data included) per real weight, in bits."""
+        return 8.0 * self.nbytes / (self.out_features * self.in_features)
+
+    def ternary(self) -> np.ndarray:
+        """The unpacked int8 [out, in] matrix (exact)."""
+        if self.kernel == "tlmm":
+            return layout.unpack_tl(self.data, self.out_features, self.in_features)
+        return layout.unpack_i2(self.data, self.out_features, self.in_features)
+
+    def matmul_int(self, q: np.ndarray) -> np.ndarray:
+        """Exact int32 [tokens, out] = q @ T.T for int8 activations q [tokens, in]."""
+        if self.kernel == "tlmm":
+            return _core.tl_matmul_int(self.data, self.neg_count, self.out_features, self.in_features, q)
+        return _core.i2_matmul_int(self.data, self.out_features, self.in_features, q)
+
+    def matmul(self, q: np.ndarray, act_scale: np.ndarray) -> np.ndarray:
+        """float32 [tokens, out] = (q @ T.T) * act_scale[t] * scale."""
+        if self.kernel == "tlmm":
+            return _core.tl_matmul(self.data, self.neg_count, self.out_features, self.in_features, q,
+                                   act_scale, self.scale)
+        return _core.i2_matmul(self.data, self.out_features, self.in_features, q, act_scale, self.scale)
+
+    def __call__(self, x) -> np.ndarray:
+        """float32 activations [tokens, in] -> float32 [tokens, out], quantizing x per token."""
+        return self.matmul(*quantize(x))
+
+
+__all__ = ["KERNELS", "TernaryWeights", "absmean_ternary", "preferred_kernel", "quantize", "rmsnorm_quantize"]

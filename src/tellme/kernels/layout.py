@@ -1,0 +1,101 @@
+"""Packing ternary weight matrices into the kernel layouts (offline, NumPy).
+
+The byte-level description of both layouts is in csrc/core.h and docs/kernels.md. Packing and
+unpacking are exact inverses, so a packed matrix carries no loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ROW_BLOCK = 32      # output rows per tile
+GROUP = 3           # weights per TLMM group (27 patterns)
+KB_GROUPS = 8       # groups per TLMM tile
+KB_WEIGHTS = GROUP * KB_GROUPS
+TILE_BYTES = 160    # 4 x 32 nibble-pair bytes + 32 sign bytes
+I2_BLOCK = 128      # weights per 32-byte block of 2-bit codes
+I2_K_PAD = 256      # `in` padding of the 2-bit layout
+
+
+def round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+def check_ternary(w) -> np.ndarray:
+    """`w` as a C-contiguous int8 [out, in] matrix with values in {-1, 0, 1}, or a ValueError."""
+    w = np.asarray(w)
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+        raise ValueError(f"ternary weights must be a non-empty 2-D [out, in] matrix, got shape {w.shape}")
+    if not (np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)):
+        raise TypeError(f"ternary weights must be numeric, got dtype {w.dtype}")
+    bad = (w != -1) & (w != 0) & (w != 1)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"ternary weights must be -1, 0 or 1; found {w[r, c]!r} at [{r}, {c}]")
+    return np.ascontiguousarray(w, dtype=np.int8)
+
+
+def _padded(w: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    out = np.zeros((rows, cols), dtype=np.int8)
+    out[: w.shape[0], : w.shape[1]] = w
+    return out
+
+
+def pack_tl(w) -> tuple[np.ndarray, np.ndarray]:
+    """TLMM layout: returns (tiles uint8 [out_pad/32, in_pad/24, 160], neg_count int32 [out_pad])."""
+    w = check_ternary(w)
+    out_pad, in_pad = round_up(w.shape[0], ROW_BLOCK), round_up(w.shape[1], KB_WEIGHTS)
+    g = _padded(w, out_pad, in_pad).astype(np.int16).reshape(out_pad, in_pad // GROUP, GROUP)
+    value = 9 * g[..., 0] + 3 * g[..., 1] + g[..., 2]          # balanced ternary, [-13, 13]
+    magnitude = np.abs(value).astype(np.uint8)
+    negative = (value < 0).astype(np.uint8)
+    rb, kt = out_pad // ROW_BLOCK, in_pad // KB_WEIGHTS
+    # [row block, row, tile, group] -> [row block, tile, group, row]
+    magnitude = magnitude.reshape(rb, ROW_BLOCK, kt, KB_GROUPS).transpose(0, 2, 3, 1)
+    negative = negative.reshape(rb, ROW_BLOCK, kt, KB_GROUPS).transpose(0, 2, 3, 1)
+    nibbles = magnitude[:, :, 0::2, :] | (magnitude[:, :, 1::2, :] << 4)   # [rb, kt, 4, 32]
+    signs = np.zeros((rb, kt, ROW_BLOCK), dtype=np.uint8)
+    for j in range(KB_GROUPS):
+        signs |= negative[:, :, j, :] << j
+    tiles = np.concatenate([nibbles.reshape(rb, kt, 4 * ROW_BLOCK), signs], axis=2)
+    neg_count = (value < 0).sum(axis=1, dtype=np.int32)
+    return np.ascontiguousarray(tiles), neg_count
+
+
+def unpack_tl(tiles: np.ndarray, out_features: int, in_features: int) -> np.ndarray:
+    """Inverse of pack_tl: the int8 [out, in] ternary matrix."""
+    rb, kt, _ = tiles.shape
+    nibbles = tiles[:, :, :128].reshape(rb, kt, 4, ROW_BLOCK)
+    magnitude = np.empty((rb, kt, KB_GROUPS, ROW_BLOCK), dtype=np.int16)
+    magnitude[:, :, 0::2] = nibbles & 15
+    magnitude[:, :, 1::2] = nibbles >> 4
+    signs = tiles[:, :, 128:]
+    negative = np.stack([(signs >> j) & 1 for j in range(KB_GROUPS)], axis=2)
+    value = np.where(negative == 1, -magnitude, magnitude)
+    value = value.transpose(0, 3, 1, 2).reshape(rb * ROW_BLOCK, kt * KB_GROUPS)
+    w = np.empty((value.shape[0], value.shape[1], GROUP), dtype=np.int8)
+    v = value.astype(np.int16)
+    for i in (2, 1, 0):                                         # balanced-ternary digits
+        digit = ((v + 1) % 3) - 1
+        w[..., i] = digit
+        v = (v - digit) // 3
+    return w.reshape(value.shape[0], -1)[:out_features, :in_features]
+
+
+def pack_i2(w) -> np.ndarray:
+    """2-bit code layout: codes uint8 [out_pad, in_pad/4] (code = w + 1)."""
+    w = check_ternary(w)
+    out_pad, in_pad = round_up(w.shape[0], ROW_BLOCK), round_up(w.shape[1], I2_K_PAD)
+    codes = (_padded(w, out_pad, in_pad) + 1).astype(np.uint8)
+    blocks = codes.reshape(out_pad, in_pad // I2_BLOCK, 4, 32)   # [row, block, plane s, j]
+    packed = blocks[:, :, 0] | (blocks[:, :, 1] << 2) | (blocks[:, :, 2] << 4) | (blocks[:, :, 3] << 6)
+    return np.ascontiguousarray(packed.reshape(out_pad, in_pad // 4))
+
+
+def unpack_i2(codes: np.ndarray, out_features: int, in_features: int) -> np.ndarray:
+    """Inverse of pack_i2: the int8 [out, in] ternary matrix."""
+    rows, row_bytes = codes.shape
+    b = codes.reshape(rows, row_bytes // 32, 1, 32)
+    planes = np.concatenate([(b >> (2 * s)) & 3 for s in range(4)], axis=2)
+    w = planes.reshape(rows, row_bytes * 4).astype(np.int8) - 1
+    return w[:out_features, :in_features]

@@ -1,0 +1,85 @@
+"""Plain NumPy references for every native kernel. They document the math; tests compare the
+native results against them (bit for bit where the math is integer)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import GROUP, KB_GROUPS, ROW_BLOCK, unpack_i2
+
+ACT_MAX = np.float32(127.0)
+ACT_EPS = np.float32(1e-5)
+
+
+def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BitNet b1.58 per-token absmax quantization to int8 in [-127, 127].
+
+    amax = max(max|x|, 1e-5); q = round_half_even(x * (127 / amax)); scale = amax / 127, so that
+    x ~= q * scale. All in float32.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    amax = np.maximum(np.abs(x).max(axis=-1), ACT_EPS)
+    inv = ACT_MAX / amax
+    q = np.clip(np.rint(x * inv[:, None]), -127, 127).astype(np.int8)
+    return q, amax / ACT_MAX
+
+
+def rmsnorm(x: np.ndarray, gamma: np.ndarray, eps: float) -> np.ndarray:
+    """y = (x * inv_rms) * gamma, inv_rms = float32(1 / sqrt(mean(x^2) + eps)) with the sum in float64."""
+    x = np.asarray(x, dtype=np.float32)
+    ss = np.sum(x.astype(np.float64) ** 2, axis=-1)
+    inv_rms = (1.0 / np.sqrt(ss / x.shape[-1] + eps)).astype(np.float32)
+    return (x * inv_rms[:, None]) * np.asarray(gamma, dtype=np.float32)
+
+
+def rmsnorm_quantize(x, gamma, eps):
+    return quantize(rmsnorm(x, gamma, eps))
+
+
+def ternary_matmul(w: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The exact integer result every kernel must produce: acc[t, r] = sum_k q[t, k] * w[r, k]."""
+    # float64 products and sums are exact here (|acc| <= 128 * in < 2**53) and use BLAS.
+    return (q.astype(np.float64) @ w.astype(np.float64).T).astype(np.int32)
+
+
+def dequantize(acc: np.ndarray, act_scale: np.ndarray, weight_scale: float) -> np.ndarray:
+    """fp32 output = float(acc) * (act_scale[t] * weight_scale), in that order."""
+    return acc.astype(np.float32) * (act_scale.astype(np.float32) * np.float32(weight_scale))[:, None]
+
+
+# The 27 ternary patterns of a group, named by balanced-ternary value v = 9*w0 + 3*w1 + w2.
+PATTERNS = np.array([[(v + 13) // 9 - 1, (v + 13) // 3 % 3 - 1, (v + 13) % 3 - 1]
+                     for v in range(-13, 14)], dtype=np.int32)
+
+
+def tlmm(tiles: np.ndarray, out_features: int, in_features: int, q: np.ndarray) -> np.ndarray:
+    """Table-lookup ternary matmul on the packed TLMM layout, written out in NumPy.
+
+    Per token and group of 3 activations, a table of all 27 partial sums is built once; every
+    output row then looks its value up by the stored pattern index and adds it. No multiplies.
+    """
+    rb, kt, _ = tiles.shape
+    groups = kt * KB_GROUPS
+    a = np.zeros((q.shape[0], groups * GROUP), dtype=np.int32)
+    a[:, :in_features] = q
+    tables = a.reshape(q.shape[0], groups, GROUP) @ PATTERNS.T               # [tokens, groups, 27]
+    nibbles = tiles[:, :, :128].reshape(rb, kt, 4, ROW_BLOCK)
+    magnitude = np.empty((rb, kt, KB_GROUPS, ROW_BLOCK), dtype=np.int32)
+    magnitude[:, :, 0::2] = nibbles & 15
+    magnitude[:, :, 1::2] = nibbles >> 4
+    negative = np.stack([(tiles[:, :, 128:] >> j) & 1 for j in range(KB_GROUPS)], axis=2)
+    value = np.where(negative == 1, -magnitude, magnitude)                   # [rb, kt, 8, 32]
+    index = (value.transpose(0, 3, 1, 2).reshape(rb * ROW_BLOCK, groups) + 13)[:out_features]
+    acc = np.empty((q.shape[0], out_features), dtype=np.int32)
+    for t in range(q.shape[0]):
+        acc[t] = np.take_along_axis(tables[t][None, :, :], index[:, :, None], axis=2)[..., 0].sum(axis=1)
+    return acc
+
+
+def i2_matmul(codes: np.ndarray, out_features: int, in_features: int, q: np.ndarray) -> np.ndarray:
+    """Multiply-add on 2-bit codes: sum_k code * a - sum_k a, since w = code - 1."""
+    c = (unpack_i2(codes, out_features, in_features) + 1).astype(np.int64)
+    a = q.astype(np.int64)
+    return (a @ c.T - a.sum(axis=1, keepdims=True)).astype(np.int32)
+
+

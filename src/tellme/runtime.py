@@ -1,0 +1,86 @@
+"""Process-wide native settings: instruction set level and thread count.
+
+Both are read once from the environment at import (`TELLME_ISA`, `TELLME_NUM_THREADS`) and can
+be changed later with `set_isa` / `set_num_threads`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import _core
+
+ISA_LEVELS = ("avx512", "avx2", "scalar")  # best first
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads counted once)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topo.joinpath("physical_package_id").read_text().strip(),
+                       topo.joinpath("core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by every native kernel. Results are identical for any count."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of threads must be a positive integer, got {n!r}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _core.get_num_threads()
+
+
+def set_isa(name: str) -> None:
+    """Use instruction set level `name` ('avx512', 'avx2' or 'scalar') for every kernel."""
+    if name not in ISA_LEVELS:
+        raise ValueError(f"unknown instruction set {name!r}; expected one of {', '.join(ISA_LEVELS)}")
+    _core.set_isa(name)
+
+
+def get_isa() -> str:
+    return _core.get_isa()
+
+
+def available_isas() -> list[str]:
+    """Levels that can run here, best first (an emulated AVX-512 build included)."""
+    return [b["name"] for b in _core.backends() if b["runnable"]]
+
+
+def cpu_info() -> dict:
+    """What the CPU offers, which kernel levels can run, and what is in use."""
+    return {
+        "features": _core.cpu_features(),
+        "backends": _core.backends(),
+        "isa": get_isa(),
+        "threads": get_num_threads(),
+        "physical_cores": physical_cores(),
+    }
+
+
+def _configure_from_environment() -> None:
+    threads = os.environ.get("TELLME_NUM_THREADS")
+    if threads:
+        try:
+            set_num_threads(int(threads))
+        except ValueError:
+            raise ValueError(f"TELLME_NUM_THREADS={threads!r}: expected a positive integer") from None
+    else:
+        set_num_threads(physical_cores())
+    isa = os.environ.get("TELLME_ISA")
+    if isa:
+        try:
+            set_isa(isa)
+        except ValueError as e:
+            raise ValueError(f"TELLME_ISA={isa!r}: {e}; available here: {', '.join(available_isas())}") from None
+
+
+_configure_from_environment()
