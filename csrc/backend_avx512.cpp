@@ -6,9 +6,7 @@
 // pattern sums, addressed by |v| | sign << 4), one zmm register, and `vpermw` looks up 32 rows
 // at once with no sign logic after the read.
 #ifdef TELLME_EMULATE_AVX512
-#define SIMDE_ENABLE_NATIVE_ALIASES
-#include <simde/x86/avx512.h>
-#define TELLME_KEEP(x) asm volatile("" : : "g"(&(x)) : "memory")
+#include "avx512_emulation.h"
 #else
 #include <immintrin.h>
 #define TELLME_KEEP(x) asm volatile("" : "+v"(x))

@@ -7,6 +7,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -209,6 +210,33 @@ NB_MODULE(_core, m) {
   }, nb::arg("codes"), nb::arg("out_features"), nb::arg("in_features"), nb::arg("activations"),
      nb::arg("act_scale"), nb::arg("weight_scale"));
 
+  m.def("time_matmul", [](const std::string& kernel, const std::vector<Array>& weights,
+                          const Array& neg_count, int64_t out_f, int64_t in_f, const Array& act,
+                          int64_t repeats) {
+    if (weights.empty() || repeats < 1) throw nb::value_error("need at least one weight copy and one repeat");
+    if (kernel != "tlmm" && kernel != "i2") throw nb::value_error(("unknown kernel '" + kernel + "'").c_str());
+    std::vector<TlWeights> tl;
+    std::vector<I2Weights> i2;
+    for (const Array& w : weights) {
+      if (kernel == "tlmm") tl.push_back(check_tl(w, neg_count, out_f, in_f));
+      else i2.push_back(check_i2(w, out_f, in_f));
+    }
+    const Activations a = check_activations(act, in_f, nullptr);
+    std::vector<int32_t> result(a.tokens * out_f);
+    Output out;
+    out.i32 = result.data();
+    nb::gil_scoped_release release;
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t r = 0; r < repeats; ++r)
+      for (size_t c = 0; c < weights.size(); ++c) {
+        if (kernel == "tlmm") tl_matmul(tl[c], a.data, a.tokens, out);
+        else i2_matmul(i2[c], a.data, a.tokens, out);
+      }
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    return took.count() / static_cast<double>(repeats * weights.size());
+  }, nb::arg("kernel"), nb::arg("weights"), nb::arg("neg_count"), nb::arg("out_features"),
+     nb::arg("in_features"), nb::arg("activations"), nb::arg("repeats"),
+     "Seconds per matmul, cycling through copies of the packed weights (native loop, no Python in the timing).");
   m.def("int8_madd_loop", [](int64_t iterations) {
     if (iterations < 1) throw nb::value_error("iterations must be >= 1");
     nb::gil_scoped_release release;

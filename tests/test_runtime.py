@@ -1,0 +1,48 @@
+"""CPU detection, ISA forcing and thread settings, including from the environment."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import tellme
+
+
+def run_python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env})
+
+
+def test_cpu_info_reports_detection_and_choice():
+    info = tellme.cpu_info()
+    assert set(info) >= {"features", "backends", "isa", "threads", "physical_cores"}
+    assert info["isa"] in [b["name"] for b in info["backends"] if b["runnable"]]
+    assert [b["name"] for b in info["backends"]][-1] == "scalar"
+    runnable = {b["name"] for b in info["backends"] if b["runnable"] and not b["emulated"]}
+    f = info["features"]
+    assert ("avx2" in runnable) == (f["avx2"] and f["fma"] and f["f16c"])
+    # the default is the best native level
+    best = next(b["name"] for b in info["backends"] if b["runnable"] and not b["emulated"])
+    assert run_python("import tellme; print(tellme.get_isa())").stdout.strip() == best
+
+
+def test_default_threads_are_physical_cores():
+    out = run_python("import tellme; print(tellme.get_num_threads())", TELLME_NUM_THREADS="")
+    assert int(out.stdout) == tellme.runtime.physical_cores()
+
+
+def test_environment_forces_isa_and_threads():
+    out = run_python("import json, tellme; print(json.dumps([tellme.get_isa(), tellme.get_num_threads()]))",
+                     TELLME_ISA="scalar", TELLME_NUM_THREADS="3")
+    assert json.loads(out.stdout) == ["scalar", 3]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"TELLME_ISA": "neon"}, "TELLME_ISA='neon'"),
+    ({"TELLME_NUM_THREADS": "lots"}, "TELLME_NUM_THREADS='lots'"),
+])
+def test_bad_environment_is_named(env, message):
+    out = run_python("import tellme", **env)
+    assert out.returncode != 0 and message in out.stderr
