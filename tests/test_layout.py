@@ -41,3 +41,11 @@ def test_absmean_ternary_matches_bitnet(rng):
     assert scale == pytest.approx(float(np.abs(w).mean()))
     np.testing.assert_array_equal(t, np.clip(np.rint(w / np.float32(scale)), -1, 1))
     assert set(np.unique(t)) <= {-1, 0, 1}
+
+
+def test_default_kernel_policy():
+    from tellme.kernels import preferred_kernel
+    assert preferred_kernel(6912, 2560, "avx2") == "tlmm"
+    assert preferred_kernel(640, 2560, "avx2") == "i2"
+    assert preferred_kernel(640, 2560, "scalar") == "tlmm"
+    assert TernaryWeights.pack(np.ones((2, 3), np.int8)).kernel == preferred_kernel(2, 3)
