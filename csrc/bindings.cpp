@@ -55,7 +55,7 @@ const T* checked(const Array& a, const char* name, std::initializer_list<int64_t
     ++i;
   }
   int64_t expect = 1;
-  for (size_t d = a.ndim(); d-- > 0;) {
+  for (size_t d = a.size() ? a.ndim() : 0; d-- > 0;) {  // an empty array has no layout to check
     if (a.shape(d) != 1 && a.stride(d) != expect)
       throw nb::value_error((std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)").c_str());
     expect *= static_cast<int64_t>(a.shape(d));

@@ -31,7 +31,7 @@ def check_ternary(w) -> np.ndarray:
     bad = (w != -1) & (w != 0) & (w != 1)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(f"ternary weights must be -1, 0 or 1; found {w[r, c]!r} at [{r}, {c}]")
+        raise ValueError(f"ternary weights must be -1, 0 or 1; found {w[r, c].item()!r} at [{r}, {c}]")
     return np.ascontiguousarray(w, dtype=np.int8)
 
 
