@@ -8,8 +8,6 @@
 #include <nanobind/stl/vector.h>
 
 #include <chrono>
-#include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
