@@ -196,8 +196,39 @@ uint64_t stream_read(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
+// |w| (unsigned) x sign(x, w) with maddubs: pair sums stay within 2 * 127 * 127 < 2^15.
+void int8_gemv_avx2(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t k32 = k / 32 * 32;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const int8_t* w = rows + r * k;
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 64 <= k32; i += 64) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 32));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 32));
+      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(
+          _mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0)), ones));
+      acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(
+          _mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1)), ones));
+    }
+    for (; i < k32; i += 32) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(
+          _mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0)), ones));
+    }
+    int32_t sum = hsum_epi32(_mm256_add_epi32(acc0, acc1));
+    for (; i < k; ++i) sum += static_cast<int32_t>(w[i]) * x[i];
+    out[r] = sum;
+  }
+}
+
 const Backend avx2_backend = {
-    "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare, i2_block, int8_madd_loop, stream_read,
+    "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare, i2_block, int8_gemv_avx2, int8_madd_loop,
+    stream_read,
 };
 
 }  // namespace tellme

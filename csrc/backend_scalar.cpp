@@ -53,6 +53,15 @@ void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t 
   }
 }
 
+void int8_gemv(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const int8_t* w = rows + r * k;
+    int32_t sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += static_cast<int32_t>(w[i]) * x[i];
+    out[r] = sum;
+  }
+}
+
 double int8_madd_loop(int64_t iterations) {
   int32_t acc[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   int8_t a = 3, b = -5;
@@ -80,7 +89,7 @@ uint64_t stream_read(const uint8_t* data, int64_t bytes) {
 }  // namespace
 
 const Backend scalar_backend = {
-    "scalar", false, 64, full_tables, tlmm_block, i2_prepare, i2_block, int8_madd_loop,
+    "scalar", false, 64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv, int8_madd_loop,
     stream_read,
 };
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings.h"
 #include "core.h"
 #include "matmul.h"
 #include "parallel.h"
@@ -21,62 +22,7 @@ using namespace tellme;
 
 namespace {
 
-using Array = nb::ndarray<nb::ro>;
-
-template <class T> const char* dtype_name();
-template <> const char* dtype_name<int8_t>() { return "int8"; }
-template <> const char* dtype_name<uint8_t>() { return "uint8"; }
-template <> const char* dtype_name<int32_t>() { return "int32"; }
-template <> const char* dtype_name<float>() { return "float32"; }
-
-std::string shape_str(const Array& a) {
-  std::string s = "(";
-  for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// Checks dtype, device, C-contiguity and shape (-1 = any extent) and returns the data pointer.
-template <class T>
-const T* checked(const Array& a, const char* name, std::initializer_list<int64_t> shape) {
-  if (a.device_type() != nb::device::cpu::value)
-    throw nb::value_error((std::string(name) + " must be a CPU array").c_str());
-  if (a.dtype() != nb::dtype<T>())
-    throw nb::type_error((std::string(name) + " must have dtype " + dtype_name<T>()).c_str());
-  if (a.ndim() != shape.size())
-    throw nb::value_error((std::string(name) + " must be " + std::to_string(shape.size()) +
-                           "-D, got shape " + shape_str(a)).c_str());
-  size_t i = 0;
-  for (int64_t want : shape) {
-    if (want >= 0 && static_cast<int64_t>(a.shape(i)) != want)
-      throw nb::value_error((std::string(name) + " has shape " + shape_str(a) + ", expected " +
-                             std::to_string(want) + " in dimension " + std::to_string(i)).c_str());
-    ++i;
-  }
-  int64_t expect = 1;
-  for (size_t d = a.size() ? a.ndim() : 0; d-- > 0;) {  // an empty array has no layout to check
-    if (a.shape(d) != 1 && a.stride(d) != expect)
-      throw nb::value_error((std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)").c_str());
-    expect *= static_cast<int64_t>(a.shape(d));
-  }
-  return static_cast<const T*>(a.data());
-}
-
-template <class T>
-nb::ndarray<nb::numpy, T> new_array(std::vector<size_t> shape, T** data) {
-  size_t n = 1;
-  for (size_t s : shape) n *= s;
-  T* p = new T[n ? n : 1]();
-  nb::capsule owner(p, [](void* q) noexcept { delete[] static_cast<T*>(q); });
-  *data = p;
-  return nb::ndarray<nb::numpy, T>(p, shape.size(), shape.data(), owner);
-}
-
-int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-void check_features(int64_t out_features, int64_t in_features) {
-  if (out_features < 1 || in_features < 1)
-    throw nb::value_error("out_features and in_features must be positive");
-}
+using namespace tellme::bind;
 
 struct Activations {
   const int8_t* data;
@@ -90,22 +36,6 @@ Activations check_activations(const Array& act, int64_t in_features, const Array
   if (tokens < 1) throw nb::value_error("activations must hold at least one token");
   const float* s = act_scale ? checked<float>(*act_scale, "act_scale", {tokens}) : nullptr;
   return {a, tokens, s};
-}
-
-TlWeights check_tl(const Array& tiles, const Array& neg_count, int64_t out_features,
-                   int64_t in_features) {
-  check_features(out_features, in_features);
-  const int64_t out_pad = round_up(out_features, ROW_BLOCK), in_pad = round_up(in_features, KB_WEIGHTS);
-  return {checked<uint8_t>(tiles, "tiles", {out_pad / ROW_BLOCK, in_pad / KB_WEIGHTS, TILE_BYTES}),
-          checked<int32_t>(neg_count, "neg_count", {out_pad}), out_features, in_features, out_pad,
-          in_pad};
-}
-
-I2Weights check_i2(const Array& codes, int64_t out_features, int64_t in_features) {
-  check_features(out_features, in_features);
-  const int64_t out_pad = round_up(out_features, ROW_BLOCK), in_pad = round_up(in_features, I2_K_PAD);
-  return {checked<uint8_t>(codes, "codes", {out_pad, in_pad / 4}), out_features, in_features,
-          out_pad, in_pad};
 }
 
 template <class W, class F>
@@ -149,7 +79,8 @@ std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* ga
 }  // namespace
 
 NB_MODULE(_core, m) {
-  m.doc() = "tellme native core: CPU dispatch, quantization and ternary matmul kernels";
+  m.doc() = "tellme native core: CPU dispatch, quantization, ternary matmul kernels and the model";
+  tellme::bind::bind_model(m);
 
   m.def("cpu_features", [] {
     const CpuFeatures f = detect_cpu();

@@ -47,6 +47,9 @@ struct Backend {
   void (*i2_block)(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
                    const int32_t* act_sums, int64_t tokens, int32_t* acc);
 
+  // int8 GEMV for the embedding-tied LM head: out[r] = sum_k rows[r*k + i] * x[i], x in [-127, 127].
+  void (*int8_gemv)(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out);
+
   // Benchmark loops: int8 multiply-adds with int32 accumulation on registers (returns the
   // number of multiply-adds done) and a streaming read of `bytes` bytes (returns a checksum).
   double (*int8_madd_loop)(int64_t iterations);
@@ -55,6 +58,8 @@ struct Backend {
 
 extern const Backend scalar_backend;
 #ifdef TELLME_HAVE_X86_BACKENDS
+// AVX-512 machines run the AVX2 int8 GEMV: it is bandwidth-bound either way.
+void int8_gemv_avx2(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out);
 extern const Backend avx2_backend;
 extern const Backend avx512_backend;
 #endif

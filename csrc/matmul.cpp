@@ -3,10 +3,12 @@
 #include "matmul.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "core.h"
+#include "fp16.h"
 #include "parallel.h"
 
 namespace tellme {
@@ -24,17 +26,49 @@ int64_t row_blocks_per_task(int64_t row_blocks, int64_t tokens) {
   return per;
 }
 
+float activate(float x, Activation a) {
+  if (a == Activation::ReLU2) {
+    const float r = x > 0.0f ? x : 0.0f;
+    return r * r;
+  }
+  return x / (1.0f + std::exp(-x));
+}
+
 void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t0, int64_t nt,
                 const int32_t* acc /* [nt][ROW_BLOCK] */) {
   const int64_t rows = std::min<int64_t>(ROW_BLOCK, out_features - row0);
+  const int64_t stride = out.row_stride ? out.row_stride : out_features;
   for (int64_t t = 0; t < nt; ++t) {
     const int32_t* a = acc + t * ROW_BLOCK;
-    const int64_t base = (t0 + t) * out_features + row0;
+    const int64_t base = (t0 + t) * stride + row0;
     if (out.i32) {
       std::memcpy(out.i32 + base, a, rows * sizeof(int32_t));
-    } else {
-      const float s = out.act_scale[t0 + t] * out.weight_scale;
-      for (int64_t r = 0; r < rows; ++r) out.f32[base + r] = static_cast<float>(a[r]) * s;
+      continue;
+    }
+    const float s = out.act_scale[t0 + t] * out.weight_scale;
+    float y[ROW_BLOCK];
+    for (int64_t r = 0; r < rows; ++r) y[r] = static_cast<float>(a[r]) * s;
+    if (out.rope.cos) {  // row blocks start at even rows and head_dim is even: pairs stay whole
+      const int64_t half = out.rope.head_dim / 2;
+      const int64_t at = (out.rope.first_position + t0 + t) * half;
+      for (int64_t r = 0; r + 1 < rows; r += 2) {
+        const int64_t j = ((row0 + r) % out.rope.head_dim) / 2;
+        const float c = out.rope.cos[at + j], sn = out.rope.sin[at + j];
+        const float x0 = y[r], x1 = y[r + 1];
+        y[r] = x0 * c - x1 * sn;
+        y[r + 1] = x1 * c + x0 * sn;
+      }
+    }
+    if (out.f16) {
+      for (int64_t r = 0; r < rows; ++r) out.f16[base + r] = float_to_half(y[r]);
+      continue;
+    }
+    float* o = out.f32 + base;
+    switch (out.epilogue) {
+      case Epilogue::Store: for (int64_t r = 0; r < rows; ++r) o[r] = y[r]; break;
+      case Epilogue::Add: for (int64_t r = 0; r < rows; ++r) o[r] += y[r]; break;
+      case Epilogue::Activate: for (int64_t r = 0; r < rows; ++r) o[r] = activate(y[r], out.activation); break;
+      case Epilogue::Multiply: for (int64_t r = 0; r < rows; ++r) o[r] *= y[r]; break;
     }
   }
 }

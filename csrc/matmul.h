@@ -14,12 +14,31 @@ struct I2Weights {  // 2-bit code layout, see core.h
   int64_t out, in, out_pad, in_pad;
 };
 
-// Where results go: exact int32 sums, or fp32 = float(sum) * (act_scale[t] * weight_scale).
+// What the epilogue does with y = float(sum) * (act_scale[t] * weight_scale) for output row r of
+// token t. The model's element-wise steps live here so that no intermediate tensor is written
+// and read back: residual add (o, down), act(gate) then * up, and RoPE on q and k.
+enum class Epilogue { Store, Add, Activate, Multiply };
+enum class Activation { SiLU, ReLU2 };
+
+struct Rope {               // rotates adjacent row pairs (2j, 2j+1) within each head
+  const float* cos = nullptr;  // [positions, head_dim / 2]
+  const float* sin = nullptr;
+  int64_t head_dim = 0;
+  int64_t first_position = 0;  // token t sits at position first_position + t
+};
+
+// Where results go: exact int32 sums, or y through the epilogue into fp32 or fp16 rows of
+// `row_stride` elements (default: out_features).
 struct Output {
   int32_t* i32 = nullptr;
   float* f32 = nullptr;
+  uint16_t* f16 = nullptr;
+  int64_t row_stride = 0;
   const float* act_scale = nullptr;
   float weight_scale = 1.0f;
+  Epilogue epilogue = Epilogue::Store;
+  Activation activation = Activation::SiLU;
+  Rope rope;                 // used when rope.cos is set
 };
 
 // act: int8 [tokens, in], row-major. Output rows are [tokens, out].

@@ -1,0 +1,198 @@
+// Python boundary of the model (class tellme._core.Engine). Every tensor is checked against the
+// model's configuration when it is attached; forward() refuses until all of them are present.
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <cmath>
+#include <optional>
+#include <stdexcept>
+
+#include "bindings.h"
+#include "fp16.h"
+#include "model.h"
+
+namespace tellme::bind {
+namespace {
+
+struct Engine {
+  Model model;
+  std::vector<nb::object> keep_alive;  // the arrays the model points into (often memory-mapped)
+  std::vector<std::string> missing;    // names not attached yet
+
+  Engine(const ModelConfig& c, std::vector<float> cos, std::vector<float> sin)
+      : model(c, std::move(cos), std::move(sin)) {
+    for (int64_t l = 0; l < c.layers; ++l)
+      for (const char* n : {"attn_norm", "ffn_norm", "q", "k", "v", "o", "gate", "up", "down"})
+        missing.push_back("layer " + std::to_string(l) + " " + n);
+    for (const char* n : {"embedding", "lm_head", "final_norm"}) missing.push_back(n);
+  }
+
+  void attached(const std::string& what, const Array& a) {
+    keep_alive.push_back(nb::cast(a));
+    for (size_t i = 0; i < missing.size(); ++i)
+      if (missing[i] == what) { missing.erase(missing.begin() + i); break; }
+  }
+
+  Layer& layer(int64_t l) {
+    if (l < 0 || l >= model.config.layers)
+      throw nb::index_error(("layer " + std::to_string(l) + " out of range").c_str());
+    return model.layers[l];
+  }
+};
+
+ModelConfig make_config(int64_t hidden, int64_t intermediate, int64_t layers, int64_t heads,
+                        int64_t kv_heads, int64_t head_dim, int64_t vocab, int64_t context,
+                        double eps, const std::string& activation) {
+  ModelConfig c{hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, context, eps,
+                Activation::SiLU};
+  if (activation == "relu2") c.activation = Activation::ReLU2;
+  else if (activation != "silu")
+    throw nb::value_error(("unsupported activation '" + activation + "' (expected silu or relu2)").c_str());
+  for (auto [v, n] : {std::pair{hidden, "hidden"}, {intermediate, "intermediate"}, {layers, "layers"},
+                      {heads, "heads"}, {kv_heads, "kv_heads"}, {head_dim, "head_dim"},
+                      {vocab, "vocab"}, {context, "context"}})
+    if (v < 1) throw nb::value_error((std::string(n) + " must be positive").c_str());
+  if (heads % kv_heads) throw nb::value_error("heads must be a multiple of kv_heads");
+  if (head_dim % 2) throw nb::value_error("head_dim must be even (RoPE rotates pairs)");
+  if (!(eps > 0.0)) throw nb::value_error("eps must be positive");
+  return c;
+}
+
+}  // namespace
+
+void bind_model(nb::module_& m) {
+  nb::class_<Engine>(m, "Engine", "Native transformer: weights, KV cache and the forward pass.")
+      .def("__init__", [](Engine* self, int64_t hidden, int64_t intermediate, int64_t layers,
+                          int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t vocab,
+                          int64_t context, double eps, const std::string& activation,
+                          const Array& rope_cos, const Array& rope_sin) {
+        const ModelConfig c = make_config(hidden, intermediate, layers, heads, kv_heads, head_dim,
+                                          vocab, context, eps, activation);
+        const float* cp = checked<float>(rope_cos, "rope_cos", {context, head_dim / 2});
+        const float* sp = checked<float>(rope_sin, "rope_sin", {context, head_dim / 2});
+        const size_t n = static_cast<size_t>(context * head_dim / 2);
+        new (self) Engine(c, std::vector<float>(cp, cp + n), std::vector<float>(sp, sp + n));
+      }, nb::arg("hidden"), nb::arg("intermediate"), nb::arg("layers"), nb::arg("heads"),
+         nb::arg("kv_heads"), nb::arg("head_dim"), nb::arg("vocab"), nb::arg("context"),
+         nb::arg("eps"), nb::arg("activation"), nb::arg("rope_cos"), nb::arg("rope_sin"))
+      .def("set_linear", [](Engine& e, int64_t l, const std::string& name, const std::string& kernel,
+                            const Array& data, std::optional<Array> neg_count, int64_t out_f,
+                            int64_t in_f, float scale) {
+        const ModelConfig& c = e.model.config;
+        Layer& L = e.layer(l);
+        const int64_t qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
+        struct Slot { const char* name; Linear* lin; int64_t out, in; };
+        const Slot slots[] = {{"q", &L.q, qd, c.hidden}, {"k", &L.k, kvd, c.hidden},
+                              {"v", &L.v, kvd, c.hidden}, {"o", &L.o, c.hidden, qd},
+                              {"gate", &L.gate, c.intermediate, c.hidden},
+                              {"up", &L.up, c.intermediate, c.hidden},
+                              {"down", &L.down, c.hidden, c.intermediate}};
+        const Slot* slot = nullptr;
+        for (const Slot& s : slots) if (name == s.name) slot = &s;
+        if (!slot) throw nb::value_error(("unknown linear '" + name + "'").c_str());
+        const std::string what = "layer " + std::to_string(l) + " " + name;
+        if (out_f != slot->out || in_f != slot->in)
+          throw nb::value_error((what + " is " + std::to_string(out_f) + "x" + std::to_string(in_f) +
+                                 ", the config needs " + std::to_string(slot->out) + "x" +
+                                 std::to_string(slot->in)).c_str());
+        if (!std::isfinite(scale)) throw nb::value_error((what + " has a non-finite scale").c_str());
+        Linear lin;
+        lin.scale = scale;
+        if (kernel == "tlmm") {
+          if (!neg_count) throw nb::value_error((what + ": tlmm weights need neg_count").c_str());
+          lin.tl = check_tl(data, *neg_count, out_f, in_f);
+          e.keep_alive.push_back(nb::cast(*neg_count));
+        } else if (kernel == "i2") {
+          lin.tlmm = false;
+          lin.i2 = check_i2(data, out_f, in_f);
+        } else {
+          throw nb::value_error(("unknown kernel '" + kernel + "'").c_str());
+        }
+        *slot->lin = lin;
+        e.attached(what, data);
+      }, nb::arg("layer"), nb::arg("name"), nb::arg("kernel"), nb::arg("data"),
+         nb::arg("neg_count").none(), nb::arg("out_features"), nb::arg("in_features"), nb::arg("scale"))
+      .def("set_norm", [](Engine& e, int64_t l, const std::string& name, const Array& gamma) {
+        const ModelConfig& c = e.model.config;
+        if (name == "final_norm") {
+          e.model.final_norm = checked<float>(gamma, "final_norm", {c.hidden});
+          e.attached(name, gamma);
+          return;
+        }
+        Layer& L = e.layer(l);
+        const std::string what = "layer " + std::to_string(l) + " " + name;
+        const float** slot;
+        int64_t dim = c.hidden;
+        if (name == "attn_norm") slot = &L.attn_norm;
+        else if (name == "ffn_norm") slot = &L.ffn_norm;
+        else if (name == "attn_sub_norm") { slot = &L.attn_sub_norm; dim = c.heads * c.head_dim; }
+        else if (name == "ffn_sub_norm") { slot = &L.ffn_sub_norm; dim = c.intermediate; }
+        else throw nb::value_error(("unknown norm '" + name + "'").c_str());
+        *slot = checked<float>(gamma, what.c_str(), {dim});
+        e.attached(what, gamma);
+      }, nb::arg("layer"), nb::arg("name"), nb::arg("gamma"))
+      .def("set_rows", [](Engine& e, const std::string& name, std::optional<Array> q,
+                          std::optional<Array> row_scale, std::optional<Array> f32) {
+        const ModelConfig& c = e.model.config;
+        Rows* rows;
+        if (name == "embedding") rows = &e.model.embedding;
+        else if (name == "lm_head") rows = &e.model.lm_head;
+        else throw nb::value_error(("unknown table '" + name + "'").c_str());
+        Rows r;
+        r.rows = c.vocab;
+        r.cols = c.hidden;
+        if (f32) {
+          r.f32 = checked<float>(*f32, name.c_str(), {c.vocab, c.hidden});
+          e.attached(name, *f32);
+        } else {
+          if (!q || !row_scale) throw nb::value_error((name + ": give f32, or q and row_scale").c_str());
+          r.q = checked<int8_t>(*q, name.c_str(), {c.vocab, c.hidden});
+          r.row_scale = checked<float>(*row_scale, (name + " row_scale").c_str(), {c.vocab});
+          e.keep_alive.push_back(nb::cast(*row_scale));
+          e.attached(name, *q);
+        }
+        *rows = r;
+      }, nb::arg("name"), nb::arg("q").none(), nb::arg("row_scale").none(), nb::arg("f32").none())
+      .def("forward", [](Engine& e, const Array& tokens, int64_t position, bool all_logits) {
+        if (!e.missing.empty())
+          throw nb::value_error(("model incomplete: " + e.missing.front() + " was not set").c_str());
+        const ModelConfig& c = e.model.config;
+        const int32_t* ids = checked<int32_t>(tokens, "tokens", {-1});
+        const int64_t n = static_cast<int64_t>(tokens.shape(0));
+        if (n < 1) throw nb::value_error("tokens must hold at least one token");
+        for (int64_t i = 0; i < n; ++i)
+          if (ids[i] < 0 || ids[i] >= c.vocab)
+            throw nb::value_error(("token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                                   " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")").c_str());
+        if (position < 0 || position + n > c.context)
+          throw nb::value_error(("positions " + std::to_string(position) + ".." + std::to_string(position + n) +
+                                 " exceed the context of " + std::to_string(c.context) + " tokens").c_str());
+        float* out;
+        auto logits = new_array<float>({size_t(all_logits ? n : 1), size_t(c.vocab)}, &out);
+        {
+          nb::gil_scoped_release release;
+          e.model.forward(ids, n, position, all_logits, out);  // runtime_error -> RuntimeError
+        }
+        return logits;
+      }, nb::arg("tokens"), nb::arg("position"), nb::arg("all_logits") = false,
+         "Runs tokens at positions [position, position + len) and returns float32 logits "
+         "[1 or len, vocab]; K/V of those positions are written to the cache.")
+      .def_prop_ro("cache_bytes", [](const Engine& e) { return e.model.cache_bytes(); })
+      .def_prop_ro("context", [](const Engine& e) { return e.model.config.context; });
+
+  m.def("float_to_half", [](const Array& x) {
+    const float* p = checked<float>(x, "x", {-1});
+    uint16_t* out;
+    auto a = new_array<uint16_t>({x.shape(0)}, &out);
+    for (size_t i = 0; i < x.shape(0); ++i) out[i] = float_to_half(p[i]);
+    return a;
+  }, nb::arg("x"), "fp16 bits of each float (the KV cache's conversion), for tests.");
+  m.def("half_to_float", [](const nb::ndarray<nb::ro, uint16_t>& h) {
+    float* out;
+    auto a = new_array<float>({h.shape(0)}, &out);
+    for (size_t i = 0; i < h.shape(0); ++i) out[i] = half_to_float(h.data()[i * h.stride(0)]);
+    return a;
+  }, nb::arg("h"));
+}
+
+}  // namespace tellme::bind

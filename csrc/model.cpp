@@ -1,0 +1,170 @@
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "attention.h"
+#include "core.h"
+#include "parallel.h"
+#include "quantize.h"
+
+namespace tellme {
+namespace {
+
+void run_linear(const Linear& l, const int8_t* act, int64_t tokens, const Output& out) {
+  if (l.tlmm) tl_matmul(l.tl, act, tokens, out);
+  else i2_matmul(l.i2, act, tokens, out);
+}
+
+Output to_f32(float* dst, const float* act_scale, const Linear& l, Epilogue e) {
+  Output o;
+  o.f32 = dst;
+  o.act_scale = act_scale;
+  o.weight_scale = l.scale;
+  o.epilogue = e;
+  return o;
+}
+
+// Quantizes rows of x (after RMSNorm when gamma is given); NaN or Inf means the model diverged.
+void quantize_input(const float* x, const float* gamma, double eps, int64_t rows, int64_t cols,
+                    int8_t* q, float* scale, const char* where) {
+  const int64_t bad = gamma ? rmsnorm_quantize_rows(x, gamma, eps, rows, cols, q, scale)
+                            : quantize_rows(x, rows, cols, q, scale);
+  if (bad >= 0)
+    throw std::runtime_error(std::string("non-finite activations at ") + where + " (token " +
+                             std::to_string(bad) + " of the chunk)");
+}
+
+}  // namespace
+
+Model::Model(const ModelConfig& c, std::vector<float> rope_cos, std::vector<float> rope_sin)
+    : config(c), layers(c.layers), rope_cos_(std::move(rope_cos)), rope_sin_(std::move(rope_sin)) {
+  // new[] without value-initialisation: pages are only touched as the cache fills
+  const size_t n = static_cast<size_t>(c.layers * c.context * kv_dim());
+  k_cache_.reset(new uint16_t[n]);
+  v_cache_.reset(new uint16_t[n]);
+}
+
+void Model::forward(const int32_t* tokens, int64_t count, int64_t position, bool all_logits,
+                    float* logits) {
+  for (int64_t i = 0; i < count; i += PREFILL_CHUNK) {
+    const int64_t n = std::min(PREFILL_CHUNK, count - i);
+    const bool last = i + n == count;
+    if (all_logits) forward_chunk(tokens + i, n, position + i, true, logits + i * config.vocab);
+    else forward_chunk(tokens + i, n, position + i, false, last ? logits : nullptr);
+  }
+}
+
+void Model::forward_chunk(const int32_t* tokens, int64_t n, int64_t position, bool all_logits,
+                          float* logits) {
+  const ModelConfig& c = config;
+  const int64_t qd = c.heads * c.head_dim, kvd = kv_dim();
+  const int64_t widest = std::max({c.hidden, c.intermediate, qd});
+  x_.resize(n * c.hidden);
+  q_.resize(n * qd);
+  attn_.resize(n * qd);
+  ffn_.resize(n * c.intermediate);
+  act_q_.resize(n * widest);
+  act_scale_.resize(n);
+  float* x = x_.data();
+  int8_t* aq = act_q_.data();
+  float* as = act_scale_.data();
+
+  parallel_for(n, [&](int64_t t) {  // embedding rows, dequantized
+    const int64_t id = tokens[t];
+    float* dst = x + t * c.hidden;
+    if (embedding.f32) {
+      std::copy(embedding.f32 + id * c.hidden, embedding.f32 + (id + 1) * c.hidden, dst);
+    } else {
+      const float s = embedding.row_scale[id];
+      const int8_t* src = embedding.q + id * c.hidden;
+      for (int64_t i = 0; i < c.hidden; ++i) dst[i] = static_cast<float>(src[i]) * s;
+    }
+  });
+
+  Rope rope{rope_cos_.data(), rope_sin_.data(), c.head_dim, position};
+  for (int64_t li = 0; li < c.layers; ++li) {
+    const Layer& L = layers[li];
+    uint16_t* kc = k_cache_.get() + li * c.context * kvd;
+    uint16_t* vc = v_cache_.get() + li * c.context * kvd;
+
+    quantize_input(x, L.attn_norm, c.eps, n, c.hidden, aq, as, "attention input");
+    Output oq = to_f32(q_.data(), as, L.q, Epilogue::Store);
+    oq.rope = rope;
+    run_linear(L.q, aq, n, oq);
+    Output ok;
+    ok.f16 = kc + position * kvd;
+    ok.act_scale = as;
+    ok.weight_scale = L.k.scale;
+    ok.rope = rope;
+    run_linear(L.k, aq, n, ok);
+    Output ov = ok;
+    ov.f16 = vc + position * kvd;
+    ov.weight_scale = L.v.scale;
+    ov.rope = Rope{};
+    run_linear(L.v, aq, n, ov);
+
+    attention(q_.data(), kc, vc, n, position, c.heads, c.kv_heads, c.head_dim, attn_.data());
+    quantize_input(attn_.data(), L.attn_sub_norm, c.eps, n, qd, aq, as, "o_proj input");
+    run_linear(L.o, aq, n, to_f32(x, as, L.o, Epilogue::Add));
+
+    quantize_input(x, L.ffn_norm, c.eps, n, c.hidden, aq, as, "FFN input");
+    Output og = to_f32(ffn_.data(), as, L.gate, Epilogue::Activate);
+    og.activation = c.activation;
+    run_linear(L.gate, aq, n, og);
+    run_linear(L.up, aq, n, to_f32(ffn_.data(), as, L.up, Epilogue::Multiply));
+    quantize_input(ffn_.data(), L.ffn_sub_norm, c.eps, n, c.intermediate, aq, as, "down_proj input");
+    run_linear(L.down, aq, n, to_f32(x, as, L.down, Epilogue::Add));
+  }
+  if (!logits) return;
+  if (all_logits) head(x, n, logits);
+  else head(x + (n - 1) * c.hidden, 1, logits);
+}
+
+// Final RMSNorm and LM head. int8 head: the normed row is quantized like a linear's input and
+// multiplied with the int8 rows; fp32 head: plain dot products.
+void Model::head(const float* x, int64_t n, float* logits) {
+  const ModelConfig& c = config;
+  const Backend& be = active_backend();
+  if (lm_head.q) {
+    quantize_input(x, final_norm, c.eps, n, c.hidden, act_q_.data(), act_scale_.data(), "LM head input");
+    constexpr int64_t ROWS_PER_TASK = 256;
+    const int64_t tasks = (c.vocab + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    parallel_for(n * tasks, [&](int64_t task) {
+      const int64_t t = task / tasks, r0 = (task % tasks) * ROWS_PER_TASK;
+      const int64_t rows = std::min(ROWS_PER_TASK, c.vocab - r0);
+      int32_t acc[ROWS_PER_TASK];
+      be.int8_gemv(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data() + t * c.hidden, acc);
+      float* out = logits + t * c.vocab + r0;
+      const float s = act_scale_[t];
+      for (int64_t r = 0; r < rows; ++r) out[r] = static_cast<float>(acc[r]) * (s * lm_head.row_scale[r0 + r]);
+    });
+    return;
+  }
+  std::vector<float> normed(n * c.hidden);
+  parallel_for(n, [&](int64_t t) {
+    const float* xr = x + t * c.hidden;
+    double ss = 0.0;
+    for (int64_t i = 0; i < c.hidden; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / c.hidden + c.eps));
+    for (int64_t i = 0; i < c.hidden; ++i) normed[t * c.hidden + i] = (xr[i] * inv) * final_norm[i];
+  });
+  const int64_t tasks = (c.vocab + 255) / 256;
+  parallel_for(n * tasks, [&](int64_t task) {
+    const int64_t t = task / tasks, r0 = (task % tasks) * 256, r1 = std::min(c.vocab, r0 + 256);
+    const float* xn = normed.data() + t * c.hidden;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* w = lm_head.f32 + r * c.hidden;
+      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t i = 0;
+      for (; i + 8 <= c.hidden; i += 8)
+        for (int j = 0; j < 8; ++j) s[j] += w[i + j] * xn[i + j];
+      for (int j = 0; i < c.hidden; ++i, ++j) s[j] += w[i] * xn[i];
+      logits[t * c.vocab + r] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
+  });
+}
+
+}  // namespace tellme

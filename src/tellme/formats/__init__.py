@@ -1,0 +1,1 @@
+"""On-disk formats: Hugging Face checkpoint directories and tellme's packed file."""

@@ -1,0 +1,126 @@
+"""Zero-copy safetensors reading: tensors are numpy views of one memory map of each file.
+
+The `safetensors` package writes our files; for reading we need views into a shared mmap (so
+weights are paged in on use, not copied) and bf16, which numpy does not have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
+    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "BOOL": np.bool_,
+}
+
+
+class FormatError(ValueError):
+    """A model file is missing, truncated or inconsistent; the message names the file and tensor."""
+
+
+class SafetensorsFile:
+    """One .safetensors file: `names`, `metadata`, `dtype(name)`, `shape(name)`, `raw(name)`, `float32(name)`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise FormatError(f"{self.path}: too short to be a safetensors file ({size} bytes)")
+                (n,) = struct.unpack("<Q", head)
+                if n > min(size - 8, 100 << 20):
+                    raise FormatError(f"{self.path}: header length {n} exceeds the file ({size} bytes)")
+                header = json.loads(f.read(n))
+        except OSError as e:
+            raise FormatError(f"{self.path}: cannot read ({e.strerror})") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise FormatError(f"{self.path}: corrupt safetensors header ({e})") from e
+        if not isinstance(header, dict):
+            raise FormatError(f"{self.path}: corrupt safetensors header")
+        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        self._entries = header
+        self._data_start = 8 + n
+        data_len = size - self._data_start
+        for name, e in header.items():
+            try:
+                begin, end = (int(v) for v in e["data_offsets"])
+                dtype = np.dtype(DTYPES[e["dtype"]])
+                count = int(np.prod(e["shape"], dtype=np.int64))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FormatError(f"{self.path}: tensor {name!r} has a corrupt header entry ({exc!r})") from exc
+            if not 0 <= begin <= end <= data_len:
+                raise FormatError(f"{self.path}: tensor {name!r} lies outside the file (truncated?)")
+            if end - begin != count * dtype.itemsize:
+                raise FormatError(f"{self.path}: tensor {name!r} holds {end - begin} bytes, its shape "
+                                  f"{tuple(e['shape'])} of {e['dtype']} needs {count * dtype.itemsize}")
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size > 0 else None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def dtype(self, name: str) -> str:
+        return self._entry(name)["dtype"]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._entry(name)["shape"])
+
+    def raw(self, name: str) -> np.ndarray:
+        """The stored values as a read-only view (bf16 as uint16 bits)."""
+        e = self._entry(name)
+        begin, end = e["data_offsets"]
+        dtype = np.dtype(DTYPES[e["dtype"]])
+        buf = self._map[self._data_start + begin:self._data_start + end]
+        if (self._data_start + begin) % dtype.itemsize:  # numpy allows it, native code must not see it
+            buf = buf.copy()
+        return buf.view(dtype).reshape(e["shape"])
+
+    def float32(self, name: str) -> np.ndarray:
+        a = self.raw(name)
+        if self.dtype(name) == "BF16":
+            return (a.astype(np.uint32) << 16).view(np.float32)
+        return a.astype(np.float32)
+
+    def _entry(self, name: str) -> dict:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise FormatError(f"{self.path}: tensor {name!r} not found") from None
+
+
+class TensorStore:
+    """All tensors of a checkpoint directory (model.safetensors, or shards listed in the index)."""
+
+    def __init__(self, directory: Path):
+        index = directory / "model.safetensors.index.json"
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise FormatError(f"{index}: not a safetensors index ({e!r})") from e
+            files = sorted(set(weight_map.values()))
+        else:
+            files = sorted(p.name for p in directory.glob("*.safetensors"))
+        if not files:
+            raise FormatError(f"{directory}: no *.safetensors weights found")
+        self.files = [SafetensorsFile(directory / f) for f in files]
+        self._where = {n: f for f in self.files for n in f.names}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def file(self, name: str) -> SafetensorsFile:
+        try:
+            return self._where[name]
+        except KeyError:
+            raise FormatError(f"tensor {name!r} not found in {', '.join(str(f.path) for f in self.files)}") from None

@@ -1,0 +1,56 @@
+"""Sampling: temperature, top-k, top-p and repetition penalty over one row of logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8      # 0: greedy
+    top_k: int = 40               # 0: no limit
+    top_p: float = 0.95           # 1: no limit
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if not (self.temperature >= 0):
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not (self.repetition_penalty > 0):
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+def apply_repetition_penalty(logits: np.ndarray, history, penalty: float) -> np.ndarray:
+    """CTRL-style, as transformers does it: seen tokens' logits are divided by the penalty when
+    positive and multiplied by it when negative."""
+    if penalty == 1.0 or not len(history):
+        return logits
+    ids = np.unique(np.asarray(history, dtype=np.int64))
+    logits = logits.copy()
+    seen = logits[ids]
+    logits[ids] = np.where(seen > 0, seen / penalty, seen * penalty)
+    return logits
+
+
+def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, history=()) -> int:
+    logits = apply_repetition_penalty(np.asarray(logits, dtype=np.float32), history, params.repetition_penalty)
+    if params.temperature == 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / params.temperature
+    if 0 < params.top_k < z.size:
+        idx = np.argpartition(-z, params.top_k - 1)[:params.top_k]
+    else:
+        idx = np.arange(z.size)
+    idx = idx[np.argsort(-z[idx], kind="stable")]
+    p = np.exp(z[idx] - z[idx[0]])
+    p /= p.sum()
+    if params.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), params.top_p) + 1)
+        idx, p = idx[:keep], p[:keep] / p[:keep].sum()
+    return int(idx[rng.choice(idx.size, p=p)])

@@ -1,0 +1,1 @@
+"""The model: configuration, weight packing, and the native forward pass behind `Model`."""

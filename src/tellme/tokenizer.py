@@ -1,0 +1,91 @@
+"""Tokenizer (`tokenizers` library) and chat template (Jinja, as transformers renders it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .formats.safetensors import FormatError
+
+
+class Tokenizer:
+    def __init__(self, tokenizer_json: str, tokenizer_config: dict | None = None, source: str = ""):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            self._tok = HFTokenizer.from_str(tokenizer_json)
+        except Exception as e:  # the library raises bare Exceptions for malformed JSON
+            raise FormatError(f"{source or 'tokenizer'}: cannot read tokenizer ({e})") from e
+        self.json = tokenizer_json
+        self.config = tokenizer_config or {}
+        self.chat_template = self.config.get("chat_template")
+        if isinstance(self.chat_template, list):  # named templates: take the default one
+            named = {t.get("name"): t.get("template") for t in self.chat_template}
+            self.chat_template = named.get("default") or next(iter(named.values()), None)
+
+    @classmethod
+    def from_dir(cls, path: Path) -> "Tokenizer | None":
+        file = path / "tokenizer.json"
+        if not file.exists():
+            return None
+        config_file = path / "tokenizer_config.json"
+        try:
+            config = json.loads(config_file.read_text()) if config_file.exists() else {}
+        except json.JSONDecodeError as e:
+            raise FormatError(f"{config_file}: invalid JSON ({e})") from e
+        return cls(file.read_text(), config, str(file))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def token_id(self, token) -> int | None:
+        if isinstance(token, dict):  # AddedToken serialisation
+            token = token.get("content")
+        return self._tok.token_to_id(token) if isinstance(token, str) else None
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        from jinja2 import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        if not self.chat_template:
+            raise ValueError("this model's tokenizer_config.json has no chat_template; use generate() instead")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise ValueError(f"message {i} must be a dict with 'role' and 'content', got {m!r}")
+
+        def raise_exception(message):
+            raise TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        special = {k: (v.get("content") if isinstance(v, dict) else v)
+                   for k, v in self.config.items() if k.endswith("_token")}
+        return env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **special)
+
+
+class StreamDecoder:
+    """Turns a growing list of token ids into text pieces, holding back an incomplete character."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = 0  # characters already returned
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):  # a multi-byte character split across tokens
+            return ""
+        piece, self.emitted = text[self.emitted:], len(text)
+        return piece
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.ids)
