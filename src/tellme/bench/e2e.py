@@ -1,0 +1,173 @@
+"""`tellme bench e2e`: whole-model prefill and decode speed, time to first token, memory and load
+time, on synthetic models of real shapes (random ternary weights built in memory, no download)
+or on a real checkpoint (`--model PATH`). Decode bytes/s is reported against the memory read
+bandwidth measured in the same run at the same thread count.
+
+Each model runs in its own process so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import resource
+import time
+
+import numpy as np
+
+from ..runtime import get_num_threads, set_num_threads
+
+SHAPES = {  # name: (config fields, real checkpoint it mirrors)
+    "0.73B": dict(architecture="bitnet-1bitllm", hidden=1536, intermediate=4096, layers=24, heads=16, kv_heads=16,
+                  vocab=32002, activation="silu", tied_embeddings=False),   # 1bitLLM/bitnet_b1_58-large
+    "2B-4T": dict(architecture="bitnet", hidden=2560, intermediate=6912, layers=30, heads=20, kv_heads=5,
+                  vocab=128256, activation="relu2", tied_embeddings=True),  # microsoft/bitnet-b1.58-2B-4T
+}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", help="measure this checkpoint instead of the synthetic shapes")
+    p.add_argument("--shape", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--decode-tokens", type=int, default=128)
+    p.add_argument("--layers", type=int, help="override the layer count (quick runs)")
+    p.add_argument("--json", metavar="PATH", help="write one record per (model, threads)")
+
+
+def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
+    from ..model.config import ModelConfig
+    from ..model.model import Model
+    from ..model.weights import LINEAR_NAMES, NORM_NAMES, pack_linear, pack_rows
+    from ..kernels import preferred_kernel
+
+    f = dict(SHAPES[name])
+    if layers:
+        f["layers"] = layers
+    c = ModelConfig(head_dim=f["hidden"] // f["heads"], context=context, eps=1e-5, sub_norms=True,
+                    rope_theta=10000.0, **f)
+    rng = np.random.default_rng(0)
+    shapes = {"q": (c.heads * c.head_dim, c.hidden), "k": (c.kv_heads * c.head_dim, c.hidden),
+              "v": (c.kv_heads * c.head_dim, c.hidden), "o": (c.hidden, c.heads * c.head_dim),
+              "gate": (c.intermediate, c.hidden), "up": (c.intermediate, c.hidden), "down": (c.hidden, c.intermediate)}
+    # pack one random matrix per linear, then give every layer its own copy: decode must stream
+    # every layer's weights from memory, as with a real model
+    protos = {n: pack_linear(rng.integers(-1, 2, size=s, dtype=np.int8), 0.02, preferred_kernel(*s))
+              for n, s in shapes.items()}
+    tensors = {}
+    for i in range(c.layers):
+        for n in LINEAR_NAMES:
+            for k, a in protos[n].items():
+                tensors[f"layers.{i}.{n}.{k}"] = a.copy()
+        for n in NORM_NAMES:
+            dim = {"attn_sub_norm": c.heads * c.head_dim, "ffn_sub_norm": c.intermediate}.get(n, c.hidden)
+            tensors[f"layers.{i}.{n}"] = np.ones(dim, np.float32)
+    del protos
+    table = rng.standard_normal((c.vocab, c.hidden), dtype=np.float32)
+    tensors.update(pack_rows("embedding", table, "int8"))
+    if not c.tied_embeddings:
+        tensors.update(pack_rows("lm_head", table[::-1], "int8"))
+    del table
+    tensors["final_norm"] = np.ones(c.hidden, np.float32)
+    return Model(c, tensors, None, context, source=f"synthetic {name}")
+
+
+def bytes_per_decode_step(model) -> int:
+    """Weights a decode step reads: every ternary linear, the LM head, one embedding row."""
+    t = model._tensors
+    linear = sum(a.nbytes for k, a in t.items() if k.startswith("layers.") and a.dtype != np.float32)
+    head = t["lm_head.q"] if "lm_head.q" in t else t.get("embedding.q", t.get("embedding.f32"))
+    head = t.get("lm_head.f32", head)
+    return linear + head.nbytes
+
+
+def measure(model, threads: int, decode_tokens: int) -> dict:
+    from .kernels import read_bandwidth_gb_s
+
+    set_num_threads(threads)
+    eng, vocab = model._engine, model.config.vocab
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, vocab, size=512, dtype=np.int32)
+    eng.forward(tokens[:16], 0, False)  # warm-up: page in weights, start threads
+
+    def prefill(n, repeats):
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            logits = eng.forward(tokens[:n], 0, False)
+            int(np.argmax(logits[0]))  # the first token is sampled before time-to-first-token ends
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    t128, t512 = prefill(128, 3), prefill(512, 2)
+    eng.forward(tokens[:128], 0, False)
+    native = 0.0
+    start = time.perf_counter()
+    token, pos = int(tokens[127]), 128
+    for _ in range(decode_tokens):  # what Model.stream_tokens does per step, greedy
+        s = time.perf_counter()
+        logits = eng.forward(np.array([token], dtype=np.int32), pos, False)
+        native += time.perf_counter() - s
+        token, pos = int(np.argmax(logits[0])), pos + 1
+    decode_s = time.perf_counter() - start
+    bw = read_bandwidth_gb_s(np.ones(256 << 20, np.uint8))
+    step_bytes = bytes_per_decode_step(model)
+    tps = decode_tokens / decode_s
+    return {"threads": threads, "prefill_128_tokens_per_s": 128 / t128, "prefill_512_tokens_per_s": 512 / t512,
+            "ttft_128_s": t128, "decode_tokens_per_s": tps, "decode_bytes_per_token": step_bytes,
+            "decode_gb_s": step_bytes * tps / 1e9, "read_bw_gb_s": bw,
+            "decode_pct_of_read_bw": 100 * step_bytes * tps / 1e9 / bw,
+            "python_overhead_pct": 100 * (decode_s - native) / decode_s}
+
+
+def _child(spec: dict, out) -> None:
+    try:
+        start = time.perf_counter()
+        if spec["path"]:
+            from ..model.model import load
+            model = load(spec["path"], context=1024, progress=False)
+            name = spec["path"]
+        else:
+            model = synthetic_model(spec["shape"], spec["layers"])
+            name = spec["shape"]
+        load_s = time.perf_counter() - start
+        records = []
+        for threads in spec["threads"]:
+            r = {"model": name, "load_s": load_s, **measure(model, threads, spec["decode_tokens"])}
+            records.append(r)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        kv_used = model._engine.cache_bytes * (128 + 512) // model.context  # positions written
+        for r in records:
+            r.update(peak_rss_mb=rss, packed_weights_mb=model.weight_bytes / 2**20, kv_cache_used_mb=kv_used / 2**20)
+        out.put(records)
+    except Exception as e:  # report, do not hang the parent
+        out.put(e)
+
+
+def run(args) -> int:
+    from .kernels import cpu_name
+
+    specs = ([{"path": args.model, "shape": None}] if args.model else [{"path": None, "shape": s} for s in args.shape])
+    ctx = mp.get_context("spawn")
+    records, saved = [], get_num_threads()
+    print(f"machine: {cpu_name()}")
+    print(f"{'model':>8} {'thr':>3} {'load s':>7} {'pf128 t/s':>10} {'pf512 t/s':>10} {'ttft128 s':>9} "
+          f"{'decode t/s':>10} {'%read bw':>8} {'py %':>5} {'RSS MB':>7}")
+    for spec in specs:
+        spec.update(threads=args.threads, decode_tokens=args.decode_tokens, layers=args.layers)
+        q = ctx.Queue()
+        p = ctx.Process(target=_child, args=(spec, q))
+        p.start()
+        result = q.get()
+        p.join()
+        if isinstance(result, Exception):
+            raise result
+        for r in result:
+            print(f"{str(r['model'])[-8:]:>8} {r['threads']:>3} {r['load_s']:>7.2f} {r['prefill_128_tokens_per_s']:>10.1f} "
+                  f"{r['prefill_512_tokens_per_s']:>10.1f} {r['ttft_128_s']:>9.3f} {r['decode_tokens_per_s']:>10.1f} "
+                  f"{r['decode_pct_of_read_bw']:>8.1f} {r['python_overhead_pct']:>5.1f} {r['peak_rss_mb']:>7.0f}")
+        records += result
+    set_num_threads(saved)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"kind": "machine", "cpu": cpu_name()}] + records, f, indent=2)
+    return 0
