@@ -5,31 +5,16 @@
 #include <limits>
 #include <vector>
 
-#include "fp16.h"
+#include "core.h"
 #include "parallel.h"
 
 namespace tellme {
 namespace {
 
-// Eight independent partial sums in a fixed tree: the compiler may vectorise it at any width and
-// the result stays the same.
-float dot(const float* a, const float* b, int64_t n) {
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
-  for (int j = 0; i < n; ++i, ++j) s[j] += a[i] * b[i];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-const float* half_table() {  // every fp16 value as float: the cache is read through this
-  static const std::vector<float> table = [] {
-    std::vector<float> t(65536);
-    for (uint32_t h = 0; h < 65536; ++h) t[h] = half_to_float(static_cast<uint16_t>(h));
-    return t;
-  }();
-  return table.data();
-}
+// exp for softmax weights (x <= 0). Weights below e^-69 (1e-30) are dropped: they cannot change
+// a float sum of weights >= 1, and keeping them lets products with V become subnormal, which
+// costs ~100 cycles per operation on common CPUs.
+inline float softmax_exp(float x) { return x < -69.0f ? 0.0f : std::exp(x); }
 
 struct Partial {  // softmax state over some keys: max score, sum of exp, exp-weighted values
   float max;
@@ -40,37 +25,34 @@ struct Partial {  // softmax state over some keys: max score, sum of exp, exp-we
 // Merges `part` into `state` (both over disjoint key sets).
 void merge(Partial& state, const Partial& part, int64_t head_dim) {
   const float m = std::max(state.max, part.max);
-  const float a = state.max == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(state.max - m);
-  const float b = std::exp(part.max - m);
+  const float a = state.max == -std::numeric_limits<float>::infinity() ? 0.0f : softmax_exp(state.max - m);
+  const float b = softmax_exp(part.max - m);
   state.sum = state.sum * a + part.sum * b;
   for (int64_t d = 0; d < head_dim; ++d) state.acc[d] = state.acc[d] * a + part.acc[d] * b;
   state.max = m;
 }
 
 // Converts rows [start, start + count) of one kv head to fp32.
-void load_chunk(const uint16_t* cache, int64_t row_stride, int64_t start, int64_t count,
-                int64_t head_dim, float* dst) {
-  const float* h2f = half_table();
-  for (int64_t j = 0; j < count; ++j) {
-    const uint16_t* src = cache + (start + j) * row_stride;
-    for (int64_t d = 0; d < head_dim; ++d) dst[j * head_dim + d] = h2f[src[d]];
-  }
+void load_chunk(const Backend& be, const uint16_t* cache, int64_t row_stride, int64_t start,
+                int64_t count, int64_t head_dim, float* dst) {
+  for (int64_t j = 0; j < count; ++j)
+    be.half_to_float(cache + (start + j) * row_stride, head_dim, dst + j * head_dim);
 }
 
 // The partial of one query over `count` keys of a chunk (k, v fp32 [count, head_dim]).
-void chunk_partial(const float* q, const float* k, const float* v, int64_t count, int64_t head_dim,
-                   float scale, float* scores, Partial& part) {
+void chunk_partial(const Backend& be, const float* q, const float* k, const float* v, int64_t count,
+                   int64_t head_dim, float scale, float* scores, Partial& part) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < count; ++j) {
-    scores[j] = dot(q, k + j * head_dim, head_dim) * scale;
+    scores[j] = be.dot(q, k + j * head_dim, head_dim) * scale;
     m = std::max(m, scores[j]);
   }
   float sum = 0.0f;
   std::fill(part.acc, part.acc + head_dim, 0.0f);
   for (int64_t j = 0; j < count; ++j) {
-    const float p = std::exp(scores[j] - m);
+    const float p = softmax_exp(scores[j] - m);
     sum += p;
-    for (int64_t d = 0; d < head_dim; ++d) part.acc[d] += p * v[j * head_dim + d];
+    be.axpy(p, v + j * head_dim, head_dim, part.acc);
   }
   part.max = m;
   part.sum = sum;
@@ -84,7 +66,7 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
   const int64_t group = heads / kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  half_table();  // built before the threads start
+  const Backend& be = active_backend();
 
   if (tokens == 1) {  // decode: one task per (head, chunk), merged per head in schedule order
     const int64_t position = first_position;
@@ -97,10 +79,10 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
       kv.resize(2 * ATTN_CHUNK * head_dim);
       scores.resize(ATTN_CHUNK);
       const int64_t off = (h / group) * head_dim;
-      load_chunk(k_cache + off, kv_stride, start, count, head_dim, kv.data());
-      load_chunk(v_cache + off, kv_stride, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+      load_chunk(be, k_cache + off, kv_stride, start, count, head_dim, kv.data());
+      load_chunk(be, v_cache + off, kv_stride, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
       Partial part{0, 0, acc.data() + task * head_dim};
-      chunk_partial(q + h * head_dim, kv.data(), kv.data() + ATTN_CHUNK * head_dim, count, head_dim,
+      chunk_partial(be, q + h * head_dim, kv.data(), kv.data() + ATTN_CHUNK * head_dim, count, head_dim,
                     scale, scores.data(), part);
       stats[2 * task] = part.max;
       stats[2 * task + 1] = part.sum;
@@ -134,14 +116,14 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
     const int64_t last = first_position + i1 - 1;
     for (int64_t c = last / ATTN_CHUNK; c >= 0; --c) {
       const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, last + 1 - start);
-      load_chunk(k_cache + off, kv_stride, start, count, head_dim, kv.data());
-      load_chunk(v_cache + off, kv_stride, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+      load_chunk(be, k_cache + off, kv_stride, start, count, head_dim, kv.data());
+      load_chunk(be, v_cache + off, kv_stride, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t position = first_position + i;
         if (position < start) continue;  // this chunk is entirely in the query's future
         const int64_t visible = std::min(count, position + 1 - start);
         Partial part{0, 0, part_acc.data()};
-        chunk_partial(q + i * q_stride + h * head_dim, kv.data(), kv.data() + ATTN_CHUNK * head_dim,
+        chunk_partial(be, q + i * q_stride + h * head_dim, kv.data(), kv.data() + ATTN_CHUNK * head_dim,
                       visible, head_dim, scale, scores.data(), part);
         Partial state{state_max[i - i0], state_sum[i - i0], out + i * q_stride + h * head_dim};
         merge(state, part, head_dim);

@@ -160,7 +160,8 @@ const Backend avx512_backend = {
 #else
     "avx512", false,
 #endif
-    64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv_avx2, int8_madd_loop, stream_read,
+    64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv_avx2, dot_avx2, axpy_avx2,
+    half_to_float_f16c, int8_madd_loop, stream_read,
 };
 
 }  // namespace tellme

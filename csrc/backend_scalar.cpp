@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "core.h"
+#include "fp16.h"
 #include "tables.h"
 
 namespace tellme {
@@ -62,6 +63,23 @@ void int8_gemv(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, i
   }
 }
 
+float dot(const float* a, const float* b, int64_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
+  for (int j = 0; i < n; ++i, ++j) s[j] += a[i] * b[i];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+void axpy(float a, const float* x, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void half_to_float_row(const uint16_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
 double int8_madd_loop(int64_t iterations) {
   int32_t acc[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   int8_t a = 3, b = -5;
@@ -89,7 +107,8 @@ uint64_t stream_read(const uint8_t* data, int64_t bytes) {
 }  // namespace
 
 const Backend scalar_backend = {
-    "scalar", false, 64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv, int8_madd_loop,
+    "scalar", false, 64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv, dot, axpy,
+    half_to_float_row, int8_madd_loop,
     stream_read,
 };
 

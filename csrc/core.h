@@ -50,6 +50,13 @@ struct Backend {
   // int8 GEMV for the embedding-tied LM head: out[r] = sum_k rows[r*k + i] * x[i], x in [-127, 127].
   void (*int8_gemv)(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out);
 
+  // Attention arithmetic (fp32). `dot` sums in 8 lanes (lane j takes elements i = j mod 8) joined
+  // as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with no fused multiply-add, so every level gives the
+  // same bits. `axpy`: y += a * x. `half_to_float`: exact conversion of fp16 (the KV cache).
+  float (*dot)(const float* a, const float* b, int64_t n);
+  void (*axpy)(float a, const float* x, int64_t n, float* y);
+  void (*half_to_float)(const uint16_t* src, int64_t n, float* dst);
+
   // Benchmark loops: int8 multiply-adds with int32 accumulation on registers (returns the
   // number of multiply-adds done) and a streaming read of `bytes` bytes (returns a checksum).
   double (*int8_madd_loop)(int64_t iterations);
@@ -60,6 +67,9 @@ extern const Backend scalar_backend;
 #ifdef TELLME_HAVE_X86_BACKENDS
 // AVX-512 machines run the AVX2 int8 GEMV: it is bandwidth-bound either way.
 void int8_gemv_avx2(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out);
+float dot_avx2(const float* a, const float* b, int64_t n);
+void axpy_avx2(float a, const float* x, int64_t n, float* y);
+void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst);
 extern const Backend avx2_backend;
 extern const Backend avx512_backend;
 #endif

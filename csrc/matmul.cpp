@@ -31,6 +31,10 @@ float activate(float x, Activation a) {
     const float r = x > 0.0f ? x : 0.0f;
     return r * r;
   }
+  // SiLU. Outside [-80, 20] libm's exp would under- or overflow slowly; there the result is x
+  // exactly (1 + e^-x rounds to 1) or within 1e-33 of zero.
+  if (x > 20.0f) return x;
+  if (x < -80.0f) return -0.0f;
   return x / (1.0f + std::exp(-x));
 }
 

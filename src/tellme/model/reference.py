@@ -1,0 +1,94 @@
+"""Plain NumPy forward pass over the packed tensors: the definition of what the native engine
+computes, written the way transformers writes BitNet (q/k rows in Hugging Face order, RoPE by
+rotate_half, softmax over the whole score row). Slow; for tests.
+
+Per layer, with Q(x) = per-token absmax int8 quantization and lin(T, s)(x) = (Q(x) @ T.T) * s:
+    h = x + o(subnorm_a(attention(rope(q(n)), rope(k(n)), v(n))))          n = rmsnorm_a(x)
+    x = h + down(subnorm_f(act(gate(m)) * up(m)))                          m = rmsnorm_f(h)
+K and V are rounded to fp16, as the KV cache stores them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import TernaryWeights
+from ..kernels.reference import quantize, rmsnorm
+from .config import ModelConfig
+from .model import rope_tables
+from .weights import rope_pair_order
+
+
+def _linear(tensors, prefix: str, out_f: int, in_f: int) -> tuple[np.ndarray, float]:
+    scale = float(tensors[prefix + ".scale"][0])
+    if prefix + ".tiles" in tensors:
+        w = TernaryWeights("tlmm", out_f, in_f, scale, tensors[prefix + ".tiles"], tensors[prefix + ".neg_count"])
+    else:
+        w = TernaryWeights("i2", out_f, in_f, scale, tensors[prefix + ".codes"], None)
+    return w.ternary(), scale
+
+
+def _apply(t: np.ndarray, scale: float, x: np.ndarray) -> np.ndarray:
+    q, s = quantize(x)
+    acc = q.astype(np.int64) @ t.T.astype(np.int64)                     # exact
+    return acc.astype(np.float32) * (s[:, None] * np.float32(scale))
+
+
+def _rows(tensors, name: str) -> np.ndarray:
+    if name + ".f32" in tensors:
+        return tensors[name + ".f32"]
+    return tensors[name + ".q"].astype(np.float32) * tensors[name + ".row_scale"][:, None]
+
+
+def forward(c: ModelConfig, tensors: dict[str, np.ndarray], ids) -> np.ndarray:
+    """Logits [len(ids), vocab] for a fresh sequence."""
+    ids = np.asarray(ids)
+    n, hd, half = len(ids), c.head_dim, c.head_dim // 2
+    qd, kvd = c.heads * hd, c.kv_heads * hd
+    cos, sin = rope_tables(c, n)
+    unorder_q = np.argsort(rope_pair_order(c.heads, hd))     # packed rows -> Hugging Face rows
+    unorder_k = np.argsort(rope_pair_order(c.kv_heads, hd))
+
+    def rope(x, heads):
+        x = x.reshape(n, heads, hd)
+        a, b = x[..., :half], x[..., half:]
+        cc, ss = cos[:, None, :], sin[:, None, :]
+        return np.concatenate([a * cc - b * ss, b * cc + a * ss], axis=-1).reshape(n, heads * hd)
+
+    def act(g):
+        return np.square(np.maximum(g, 0)) if c.activation == "relu2" else g / (1 + np.exp(-g))
+
+    emb = _rows(tensors, "embedding")
+    x = emb[ids].astype(np.float32)
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    for i in range(c.layers):
+        p = f"layers.{i}."
+        lin = {name: _linear(tensors, p + name, *shape) for name, shape in {
+            "q": (qd, c.hidden), "k": (kvd, c.hidden), "v": (kvd, c.hidden), "o": (c.hidden, qd),
+            "gate": (c.intermediate, c.hidden), "up": (c.intermediate, c.hidden),
+            "down": (c.hidden, c.intermediate)}.items()}
+        h = rmsnorm(x, tensors[p + "attn_norm"], c.eps)
+        q = rope(_apply(*lin["q"], h)[:, unorder_q], c.heads)
+        k = rope(_apply(*lin["k"], h)[:, unorder_k], c.kv_heads).astype(np.float16).astype(np.float64)
+        v = _apply(*lin["v"], h).astype(np.float16).astype(np.float64)
+        out = np.empty((n, qd), np.float32)
+        for head in range(c.heads):
+            g = head // (c.heads // c.kv_heads)
+            s = q[:, head * hd:(head + 1) * hd].astype(np.float64) @ k[:, g * hd:(g + 1) * hd].T / np.sqrt(hd) + mask
+            pr = np.exp(s - s.max(axis=1, keepdims=True))
+            out[:, head * hd:(head + 1) * hd] = (pr / pr.sum(axis=1, keepdims=True)) @ v[:, g * hd:(g + 1) * hd]
+        if c.sub_norms:
+            out = rmsnorm(out, tensors[p + "attn_sub_norm"], c.eps)
+        x = x + _apply(*lin["o"], out)
+        m = rmsnorm(x, tensors[p + "ffn_norm"], c.eps)
+        f = act(_apply(*lin["gate"], m)) * _apply(*lin["up"], m)
+        if c.sub_norms:
+            f = rmsnorm(f, tensors[p + "ffn_sub_norm"], c.eps)
+        x = x + _apply(*lin["down"], f)
+    name = "lm_head" if "lm_head.q" in tensors or "lm_head.f32" in tensors else "embedding"  # tied
+    h = rmsnorm(x, tensors["final_norm"], c.eps)
+    if name + ".f32" in tensors:
+        return h @ tensors[name + ".f32"].T
+    q, s = quantize(h)  # int8 head: the normed hidden state is quantized like a linear's input
+    acc = q.astype(np.int64) @ tensors[name + ".q"].astype(np.int64).T
+    return acc.astype(np.float32) * (s[:, None] * tensors[name + ".row_scale"][None, :])

@@ -1,0 +1,119 @@
+"""Bad model input gets an error naming the file, tensor or limit; never a crash."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import tellme
+from tellme.formats.safetensors import FormatError
+from tests.checkpoints import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "llama"
+    make_checkpoint(path, "llama-bitnet", layers=1)
+    return path
+
+
+@pytest.fixture
+def copy(good, tmp_path):
+    dst = tmp_path / "model"
+    shutil.copytree(good, dst)
+    return dst
+
+
+def edit_config(path, **changes):
+    c = json.loads((path / "config.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    (path / "config.json").write_text(json.dumps(c))
+
+
+def test_missing_model_and_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        tellme.load(tmp_path / "absent")
+    with pytest.raises(FormatError, match="no config.json"):
+        tellme.load(tmp_path)
+    (tmp_path / "x.bin").write_bytes(b"\0" * 100)
+    with pytest.raises(FormatError, match="not a tellme model file"):
+        tellme.load(tmp_path / "x.bin")
+
+
+def test_unknown_architecture(copy):
+    edit_config(copy, model_type="gpt2", architectures=["GPT2LMHeadModel"], quantization_config=None)
+    with pytest.raises(FormatError, match="unsupported architecture.*gpt2"):
+        tellme.load(copy)
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(hidden_act="gelu"), "hidden_act 'gelu'"),
+    (dict(hidden_size=None), "missing 'hidden_size'"),
+    (dict(attention_bias=True), "biases"),
+    (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), "RoPE type 'yarn'"),
+])
+def test_unsupported_config(copy, changes, match):
+    edit_config(copy, **changes)
+    with pytest.raises(FormatError, match=match):
+        tellme.load(copy)
+
+
+def test_truncated_weights(copy):
+    f = copy / "model.safetensors"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(FormatError, match="model.safetensors.*outside the file"):
+        tellme.load(copy)
+    f.write_bytes(data[:5])
+    with pytest.raises(FormatError, match="too short"):
+        tellme.load(copy)
+    f.write_bytes(b"\xff" * 64)
+    with pytest.raises(FormatError, match="header length"):
+        tellme.load(copy)
+
+
+def test_mismatched_and_missing_tensors(copy):
+    from safetensors.numpy import load_file, save_file
+
+    f = copy / "model.safetensors"
+    t = load_file(str(f))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    t[name] = t[name][:, :-1].copy()
+    save_file(t, str(f))
+    with pytest.raises(FormatError, match="q_proj.weight.*shape"):
+        tellme.load(copy)
+    del t[name]
+    save_file(t, str(f))
+    with pytest.raises(FormatError, match="q_proj.weight' not found"):
+        tellme.load(copy)
+
+
+def test_config_disagreeing_with_weights(copy):
+    edit_config(copy, intermediate_size=64)
+    with pytest.raises(FormatError, match="shape"):
+        tellme.load(copy)
+
+
+def test_engine_rejects_bad_tokens(good):
+    m = tellme.load(good)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        m.logits([0, 10**6])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        m.logits([-1])
+    with pytest.raises(ValueError, match="no tokens"):
+        m.logits([])
+    with pytest.raises(ValueError, match="exceed the context"):
+        m._engine.forward(np.zeros(4, np.int32), m.context - 2, False)
+
+
+def test_tokenizer_missing_gives_clear_error(copy):
+    (copy / "tokenizer.json").unlink()
+    m = tellme.load(copy)
+    assert m.logits([0, 1]).shape == (2, m.config.vocab)
+    with pytest.raises(ValueError, match="no tokenizer.json"):
+        m.generate("hi")
