@@ -45,7 +45,6 @@ def test_absmean_ternary_matches_bitnet(rng):
 
 def test_default_kernel_policy():
     from tellme.kernels import preferred_kernel
-    assert preferred_kernel(6912, 2560, "avx2") == "tlmm"
-    assert preferred_kernel(640, 2560, "avx2") == "i2"
-    assert preferred_kernel(640, 2560, "scalar") == "tlmm"
+    assert preferred_kernel(6912, 2560, "avx2") == "i2"
+    assert preferred_kernel(640, 2560, "scalar") == "i2"
     assert TernaryWeights.pack(np.ones((2, 3), np.int8)).kernel == preferred_kernel(2, 3)

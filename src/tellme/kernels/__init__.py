@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _core
-from ..runtime import get_isa
 from . import layout
 
 KERNELS = ("tlmm", "i2")
@@ -48,17 +47,14 @@ def absmean_ternary(w) -> tuple[np.ndarray, float]:
 
 
 def preferred_kernel(out_features: int, in_features: int, isa: str | None = None) -> str:
-    """The kernel used when none is named, chosen for decoding (GEMV) per docs/kernels.md.
+    """The kernel used when none is named: the 2-bit multiply-add kernel ("i2") on every level.
 
-    AVX2: TLMM streams fewer bytes and won GEMV in 11 of 14 measured cases; the multiply-add
-    kernel won the narrow 640-row matrix (at 1 and 2 threads, hence the rule below) and
-    1536x1536 at 2 threads only. Scalar: TLMM is about 2x faster. AVX-512 has not
-    been measured (no such CPU was available); TLMM, the design's kernel, is the default there.
+    Measured here (docs/kernels.md): on AVX2 it beats TLMM on all 7 model shapes for both GEMV
+    and GEMM, and on the scalar level by about 2x. AVX-512 could not be measured; it gets the same
+    choice because its multiply-add is a single VNNI instruction. TLMM stays selectable with
+    kernel="tlmm". The arguments are kept so the rule can depend on shape and level again.
     """
-    isa = isa or get_isa()
-    if isa == "avx2" and out_features < 1024:
-        return "i2"
-    return "tlmm"
+    return "i2"
 
 
 @dataclass(frozen=True)
