@@ -5,7 +5,6 @@ these run under the sanitizer build too. Tolerance as in test_model.py: float or
 import numpy as np
 import pytest
 
-from tellme.bench.e2e import synthetic_model
 from tellme.model import reference
 from tellme.model.config import ModelConfig
 from tellme.model.model import Model
@@ -58,9 +57,3 @@ def test_decode_steps_equal_prefill(isa):
     full = model.logits(ids)
     steps = [model._engine.forward(np.array([t], np.int32), i, False)[0] for i, t in enumerate(ids)]
     np.testing.assert_array_equal(np.array(steps), full)
-
-
-def test_synthetic_benchmark_model_runs():
-    m = synthetic_model("2B-4T", layers=1, context=32)
-    out = m.logits([1, 2, 3])
-    assert out.shape == (3, 128256) and np.isfinite(out).all()

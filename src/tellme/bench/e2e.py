@@ -37,7 +37,7 @@ def add_arguments(p) -> None:
 def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
     from ..model.config import ModelConfig
     from ..model.model import Model
-    from ..model.weights import LINEAR_NAMES, NORM_NAMES, pack_linear, pack_rows
+    from ..model.weights import LINEAR_NAMES, NORM_NAMES, pack_linear
     from ..kernels import preferred_kernel
 
     f = dict(SHAPES[name])
@@ -62,11 +62,9 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
             dim = {"attn_sub_norm": c.heads * c.head_dim, "ffn_sub_norm": c.intermediate}.get(n, c.hidden)
             tensors[f"layers.{i}.{n}"] = np.ones(dim, np.float32)
     del protos
-    table = rng.standard_normal((c.vocab, c.hidden), dtype=np.float32)
-    tensors.update(pack_rows("embedding", table, "int8"))
-    if not c.tied_embeddings:
-        tensors.update(pack_rows("lm_head", table[::-1], "int8"))
-    del table
+    for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):  # int8 rows, built directly
+        tensors[f"{table}.q"] = rng.integers(-127, 128, size=(c.vocab, c.hidden), dtype=np.int8)
+        tensors[f"{table}.row_scale"] = np.full(c.vocab, 0.01, np.float32)
     tensors["final_norm"] = np.ones(c.hidden, np.float32)
     return Model(c, tensors, None, context, source=f"synthetic {name}")
 

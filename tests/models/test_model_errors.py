@@ -8,7 +8,7 @@ import pytest
 
 import tellme
 from tellme.formats.safetensors import FormatError
-from tests.checkpoints import make_checkpoint
+from tests.models.checkpoints import make_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tellme
-from tests.checkpoints import (FORMATS, TEXT, make_checkpoint, reference_logits,
+from tests.models.checkpoints import (FORMATS, TEXT, make_checkpoint, reference_logits,
                                reference_logits_fp16_kv)
 
 # (format, extra checkpoint arguments): every format, plus MHA and the other activation

@@ -9,7 +9,7 @@ import pytest
 
 import tellme
 from tellme.generate import SamplingParams, apply_repetition_penalty, sample
-from tests.checkpoints import TEXT, make_checkpoint
+from tests.models.checkpoints import TEXT, make_checkpoint
 
 
 @pytest.fixture(scope="module")
