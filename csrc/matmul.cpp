@@ -20,6 +20,8 @@ constexpr int64_t TABLE_PIECE = 256;  // groups per table-building task
 
 // Row blocks per task: several for GEMM (they share each K slice of the tables), but enough
 // tasks to keep every thread busy.
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
 int64_t row_blocks_per_task(int64_t row_blocks, int64_t tokens) {
   int64_t per = tokens > 1 ? 4 : 1;
   while (per > 1 && row_blocks / per < 4 * num_threads()) per /= 2;
@@ -39,7 +41,7 @@ float activate(float x, Activation a) {
 }
 
 void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t0, int64_t nt,
-                const int32_t* acc /* [nt][ROW_BLOCK] */) {
+                const int32_t* acc /* [nt][ROW_BLOCK] */, const int32_t* up_acc, float up_scale) {
   const int64_t rows = std::min<int64_t>(ROW_BLOCK, out_features - row0);
   const int64_t stride = out.row_stride ? out.row_stride : out_features;
   for (int64_t t = 0; t < nt; ++t) {
@@ -73,6 +75,13 @@ void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t
       case Epilogue::Add: for (int64_t r = 0; r < rows; ++r) o[r] += y[r]; break;
       case Epilogue::Activate: for (int64_t r = 0; r < rows; ++r) o[r] = activate(y[r], out.activation); break;
       case Epilogue::Multiply: for (int64_t r = 0; r < rows; ++r) o[r] *= y[r]; break;
+      case Epilogue::Gated: {
+        const float su = out.act_scale[t0 + t] * up_scale;
+        const int32_t* u = up_acc + t * ROW_BLOCK;
+        for (int64_t r = 0; r < rows; ++r)
+          o[r] = activate(y[r], out.activation) * (static_cast<float>(u[r]) * su);
+        break;
+      }
     }
   }
 }
@@ -84,70 +93,129 @@ void pad_rows(const int8_t* act, int64_t nt, int64_t in, int64_t in_pad, int8_t*
   }
 }
 
-}  // namespace
+struct Task {
+  int job;
+  int64_t rb0, rb1;  // row blocks [rb0, rb1) of that job
+};
 
-void tl_matmul(const TlWeights& w, const int8_t* act, int64_t tokens, const Output& out) {
-  const Backend& be = active_backend();
-  const int64_t groups = w.in_pad / 3, ktiles = w.in_pad / KB_WEIGHTS;
-  const int64_t row_blocks = w.out_pad / ROW_BLOCK;
-  const int64_t stride = groups * be.table_bytes_per_group;
-  const int64_t chunk = std::min(tokens, TOKEN_CHUNK);
-  std::vector<int8_t> padded(chunk * w.in_pad);
-  std::vector<uint8_t> tables(chunk * stride);
-  const int64_t per_task = row_blocks_per_task(row_blocks, chunk);
-  const int64_t tasks = (row_blocks + per_task - 1) / per_task;
-  const int64_t pieces = (groups + TABLE_PIECE - 1) / TABLE_PIECE;
+// Activations of one token chunk in the form each layout consumes; kept per calling thread and
+// reused, so a decode step allocates nothing.
+struct Prepared {
+  std::vector<int8_t> tl_padded, i2_padded, i2_acts;
+  std::vector<uint8_t> tables;
+  std::vector<int32_t> i2_sums;
+  int64_t table_stride = 0;
+};
 
-  for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
-    const int64_t nt = std::min(chunk, tokens - t0);
-    pad_rows(act + t0 * w.in, nt, w.in, w.in_pad, padded.data());
+void prepare(const Backend& be, const int8_t* act, int64_t nt, int64_t in, bool tl, bool i2,
+             Prepared& p) {
+  if (tl) {
+    const int64_t in_pad = round_up(in, KB_WEIGHTS), groups = in_pad / 3;
+    p.table_stride = groups * be.table_bytes_per_group;
+    p.tl_padded.resize(nt * in_pad);
+    p.tables.resize(nt * p.table_stride);
+    pad_rows(act, nt, in, in_pad, p.tl_padded.data());
+    const int64_t pieces = (groups + TABLE_PIECE - 1) / TABLE_PIECE;
     parallel_for(nt * pieces, [&](int64_t i) {
       const int64_t t = i / pieces, g0 = (i % pieces) * TABLE_PIECE;
       const int64_t ng = std::min(TABLE_PIECE, groups - g0);
-      be.tlmm_tables(padded.data() + t * w.in_pad + 3 * g0, ng,
-                     tables.data() + t * stride + g0 * be.table_bytes_per_group);
+      be.tlmm_tables(p.tl_padded.data() + t * in_pad + 3 * g0, ng,
+                     p.tables.data() + t * p.table_stride + g0 * be.table_bytes_per_group);
     });
-    parallel_for(tasks, [&](int64_t task) {
-      const int64_t rb0 = task * per_task, rb1 = std::min(row_blocks, rb0 + per_task);
-      std::vector<int32_t> acc((rb1 - rb0) * nt * ROW_BLOCK, 0);
-      for (int64_t k0 = 0; k0 < ktiles; k0 += K_CHUNK_TILES) {
-        const int64_t nk = std::min(K_CHUNK_TILES, ktiles - k0);
-        for (int64_t rb = rb0; rb < rb1; ++rb)
-          be.tlmm_block(w.tiles + (rb * ktiles + k0) * TILE_BYTES,
-                        k0 == 0 ? w.neg_count + rb * ROW_BLOCK : nullptr, nk,
-                        tables.data() + k0 * KB_GROUPS * be.table_bytes_per_group, stride, nt,
-                        acc.data() + (rb - rb0) * nt * ROW_BLOCK);
-      }
+  }
+  if (i2) {
+    const int64_t in_pad = round_up(in, I2_K_PAD);
+    p.i2_padded.resize(nt * in_pad);
+    p.i2_acts.resize(nt * in_pad);
+    p.i2_sums.resize(nt);
+    pad_rows(act, nt, in, in_pad, p.i2_padded.data());
+    for (int64_t t = 0; t < nt; ++t)
+      p.i2_sums[t] = be.i2_prepare(p.i2_padded.data() + t * in_pad, in_pad, p.i2_acts.data() + t * in_pad);
+  }
+}
+
+// Exact sums of row blocks [rb0, rb1) of w for nt tokens into acc[(rb - rb0) * nt * 32 + t * 32 + r].
+void block_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t rb0, int64_t rb1,
+                int64_t nt, int32_t* acc) {
+  if (w.tlmm) {
+    const int64_t ktiles = w.tl.in_pad / KB_WEIGHTS;
+    std::fill(acc, acc + (rb1 - rb0) * nt * ROW_BLOCK, 0);
+    for (int64_t k0 = 0; k0 < ktiles; k0 += K_CHUNK_TILES) {  // a K slice of the tables stays in L2
+      const int64_t nk = std::min(K_CHUNK_TILES, ktiles - k0);
       for (int64_t rb = rb0; rb < rb1; ++rb)
-        write_rows(out, w.out, rb * ROW_BLOCK, t0, nt, acc.data() + (rb - rb0) * nt * ROW_BLOCK);
+        be.tlmm_block(w.tl.tiles + (rb * ktiles + k0) * TILE_BYTES,
+                      k0 == 0 ? w.tl.neg_count + rb * ROW_BLOCK : nullptr, nk,
+                      p.tables.data() + k0 * KB_GROUPS * be.table_bytes_per_group, p.table_stride, nt,
+                      acc + (rb - rb0) * nt * ROW_BLOCK);
+    }
+    return;
+  }
+  for (int64_t rb = rb0; rb < rb1; ++rb)
+    be.i2_block(w.i2.codes + rb * ROW_BLOCK * (w.i2.in_pad / 4), w.i2.in_pad, p.i2_acts.data(),
+                w.i2.in_pad, p.i2_sums.data(), nt, acc + (rb - rb0) * nt * ROW_BLOCK);
+}
+
+}  // namespace
+
+void matmul_group(const MatmulJob* jobs, int count, const int8_t* act, int64_t tokens) {
+  const Backend& be = active_backend();
+  const int64_t in = jobs[0].w->in_features();
+  bool any_tl = false, any_i2 = false;
+  int64_t total_blocks = 0;
+  for (int j = 0; j < count; ++j) {
+    (jobs[j].w->tlmm ? any_tl : any_i2) = true;
+    if (jobs[j].up) (jobs[j].up->tlmm ? any_tl : any_i2) = true;
+    total_blocks += (jobs[j].w->out_features() + ROW_BLOCK - 1) / ROW_BLOCK;
+  }
+  const int64_t chunk = std::min(tokens, TOKEN_CHUNK);
+  const int64_t per_task = row_blocks_per_task(total_blocks, chunk);
+  std::vector<Task> tasks;
+  for (int j = 0; j < count; ++j) {
+    const int64_t blocks = (jobs[j].w->out_features() + ROW_BLOCK - 1) / ROW_BLOCK;
+    for (int64_t rb = 0; rb < blocks; rb += per_task) tasks.push_back({j, rb, std::min(blocks, rb + per_task)});
+  }
+  thread_local Prepared prepared_here;
+  Prepared& p = prepared_here;  // by reference: worker threads must read the caller's instance
+  for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
+    const int64_t nt = std::min(chunk, tokens - t0);
+    prepare(be, act + t0 * in, nt, in, any_tl, any_i2, p);
+    parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i) {
+      const Task& task = tasks[i];
+      const MatmulJob& job = jobs[task.job];
+      const int64_t n = (task.rb1 - task.rb0) * nt * ROW_BLOCK;
+      thread_local std::vector<int32_t> acc, up_acc;
+      acc.resize(n);
+      block_sums(be, *job.w, p, task.rb0, task.rb1, nt, acc.data());
+      if (job.up) {
+        up_acc.resize(n);
+        block_sums(be, *job.up, p, task.rb0, task.rb1, nt, up_acc.data());
+      }
+      Output out = job.out;
+      out.weight_scale = job.w->scale;
+      for (int64_t rb = task.rb0; rb < task.rb1; ++rb) {
+        const int64_t off = (rb - task.rb0) * nt * ROW_BLOCK;
+        write_rows(out, job.w->out_features(), rb * ROW_BLOCK, t0, nt, acc.data() + off,
+                   job.up ? up_acc.data() + off : nullptr, job.up ? job.up->scale : 0.0f);
+      }
     });
   }
 }
 
-void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out) {
-  const Backend& be = active_backend();
-  const int64_t row_blocks = w.out_pad / ROW_BLOCK;
-  const int64_t chunk = std::min(tokens, TOKEN_CHUNK);
-  std::vector<int8_t> padded(chunk * w.in_pad), prepared(chunk * w.in_pad);
-  std::vector<int32_t> sums(chunk);
-  const int64_t per_task = row_blocks_per_task(row_blocks, chunk);
-  const int64_t tasks = (row_blocks + per_task - 1) / per_task;
+void tl_matmul(const TlWeights& w, const int8_t* act, int64_t tokens, const Output& out) {
+  Linear l;
+  l.tl = w;
+  l.scale = out.weight_scale;
+  MatmulJob job{&l, nullptr, out};
+  matmul_group(&job, 1, act, tokens);
+}
 
-  for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
-    const int64_t nt = std::min(chunk, tokens - t0);
-    pad_rows(act + t0 * w.in, nt, w.in, w.in_pad, padded.data());
-    for (int64_t t = 0; t < nt; ++t)
-      sums[t] = be.i2_prepare(padded.data() + t * w.in_pad, w.in_pad, prepared.data() + t * w.in_pad);
-    parallel_for(tasks, [&](int64_t task) {
-      int32_t acc[TOKEN_CHUNK * ROW_BLOCK];
-      const int64_t rb1 = std::min(row_blocks, (task + 1) * per_task);
-      for (int64_t rb = task * per_task; rb < rb1; ++rb) {
-        be.i2_block(w.codes + rb * ROW_BLOCK * (w.in_pad / 4), w.in_pad, prepared.data(), w.in_pad,
-                    sums.data(), nt, acc);
-        write_rows(out, w.out, rb * ROW_BLOCK, t0, nt, acc);
-      }
-    });
-  }
+void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out) {
+  Linear l;
+  l.tlmm = false;
+  l.i2 = w;
+  l.scale = out.weight_scale;
+  MatmulJob job{&l, nullptr, out};
+  matmul_group(&job, 1, act, tokens);
 }
 
 }  // namespace tellme

@@ -17,7 +17,7 @@ struct I2Weights {  // 2-bit code layout, see core.h
 // What the epilogue does with y = float(sum) * (act_scale[t] * weight_scale) for output row r of
 // token t. The model's element-wise steps live here so that no intermediate tensor is written
 // and read back: residual add (o, down), act(gate) then * up, and RoPE on q and k.
-enum class Epilogue { Store, Add, Activate, Multiply };
+enum class Epilogue { Store, Add, Activate, Multiply, Gated };  // Gated: act(gate) * up, one pass
 enum class Activation { SiLU, ReLU2 };
 
 struct Rope {               // rotates adjacent row pairs (2j, 2j+1) within each head
@@ -44,5 +44,27 @@ struct Output {
 // act: int8 [tokens, in], row-major. Output rows are [tokens, out].
 void tl_matmul(const TlWeights& w, const int8_t* act, int64_t tokens, const Output& out);
 void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out);
+
+struct Linear {  // one packed ternary matrix in either layout, W = scale * T
+  bool tlmm = true;
+  TlWeights tl{};
+  I2Weights i2{};
+  float scale = 1.0f;
+  int64_t out_features() const { return tlmm ? tl.out : i2.out; }
+  int64_t in_features() const { return tlmm ? tl.in : i2.in; }
+};
+
+// One output of a grouped matmul. With `up` set (same shape and layout as w), the task that
+// computes a row block of w also computes it for `up` and the Gated epilogue writes
+// act(w x) * (up x): the gate never goes through memory.
+struct MatmulJob {
+  const Linear* w;
+  const Linear* up = nullptr;
+  Output out;                // its weight_scale is taken from w
+};
+
+// Several matrices that read the same activations (q, k and v; gate and up) in one parallel
+// region: activations are prepared once and all row blocks share one task list.
+void matmul_group(const MatmulJob* jobs, int count, const int8_t* act, int64_t tokens);
 
 }  // namespace tellme

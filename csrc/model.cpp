@@ -14,15 +14,14 @@ namespace tellme {
 namespace {
 
 void run_linear(const Linear& l, const int8_t* act, int64_t tokens, const Output& out) {
-  if (l.tlmm) tl_matmul(l.tl, act, tokens, out);
-  else i2_matmul(l.i2, act, tokens, out);
+  MatmulJob job{&l, nullptr, out};
+  matmul_group(&job, 1, act, tokens);
 }
 
-Output to_f32(float* dst, const float* act_scale, const Linear& l, Epilogue e) {
+Output to_f32(float* dst, const float* act_scale, Epilogue e) {
   Output o;
   o.f32 = dst;
   o.act_scale = act_scale;
-  o.weight_scale = l.scale;
   o.epilogue = e;
   return o;
 }
@@ -91,32 +90,25 @@ void Model::forward_chunk(const int32_t* tokens, int64_t n, int64_t position, bo
     uint16_t* vc = v_cache_.get() + li * c.context * kvd;
 
     quantize_input(x, L.attn_norm, c.eps, n, c.hidden, aq, as, "attention input");
-    Output oq = to_f32(q_.data(), as, L.q, Epilogue::Store);
-    oq.rope = rope;
-    run_linear(L.q, aq, n, oq);
-    Output ok;
-    ok.f16 = kc + position * kvd;
-    ok.act_scale = as;
-    ok.weight_scale = L.k.scale;
-    ok.rope = rope;
-    run_linear(L.k, aq, n, ok);
-    Output ov = ok;
-    ov.f16 = vc + position * kvd;
-    ov.weight_scale = L.v.scale;
-    ov.rope = Rope{};
-    run_linear(L.v, aq, n, ov);
+    MatmulJob qkv[3] = {{&L.q, nullptr, to_f32(q_.data(), as, Epilogue::Store)}, {&L.k}, {&L.v}};
+    qkv[0].out.rope = rope;
+    qkv[1].out.f16 = kc + position * kvd;  // K and V go straight into the cache
+    qkv[1].out.act_scale = as;
+    qkv[1].out.rope = rope;
+    qkv[2].out.f16 = vc + position * kvd;
+    qkv[2].out.act_scale = as;
+    matmul_group(qkv, 3, aq, n);
 
     attention(q_.data(), kc, vc, n, position, c.heads, c.kv_heads, c.head_dim, attn_.data());
     quantize_input(attn_.data(), L.attn_sub_norm, c.eps, n, qd, aq, as, "o_proj input");
-    run_linear(L.o, aq, n, to_f32(x, as, L.o, Epilogue::Add));
+    run_linear(L.o, aq, n, to_f32(x, as, Epilogue::Add));
 
     quantize_input(x, L.ffn_norm, c.eps, n, c.hidden, aq, as, "FFN input");
-    Output og = to_f32(ffn_.data(), as, L.gate, Epilogue::Activate);
-    og.activation = c.activation;
-    run_linear(L.gate, aq, n, og);
-    run_linear(L.up, aq, n, to_f32(ffn_.data(), as, L.up, Epilogue::Multiply));
+    MatmulJob gated{&L.gate, &L.up, to_f32(ffn_.data(), as, Epilogue::Gated)};
+    gated.out.activation = c.activation;
+    matmul_group(&gated, 1, aq, n);
     quantize_input(ffn_.data(), L.ffn_sub_norm, c.eps, n, c.intermediate, aq, as, "down_proj input");
-    run_linear(L.down, aq, n, to_f32(x, as, L.down, Epilogue::Add));
+    run_linear(L.down, aq, n, to_f32(x, as, Epilogue::Add));
   }
   if (!logits) return;
   if (all_logits) head(x, n, logits);

@@ -10,15 +10,6 @@
 
 namespace tellme {
 
-struct Linear {  // one packed ternary matrix, W = scale * T
-  bool tlmm = true;
-  TlWeights tl{};
-  I2Weights i2{};
-  float scale = 1.0f;
-  int64_t out_features() const { return tlmm ? tl.out : i2.out; }
-  int64_t in_features() const { return tlmm ? tl.in : i2.in; }
-};
-
 struct Layer {
   const float* attn_norm = nullptr;
   const float* attn_sub_norm = nullptr;  // null: no sub-norm (LLaMA)
