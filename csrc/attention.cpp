@@ -39,12 +39,30 @@ void load_chunk(const Backend& be, const uint16_t* cache, int64_t row_stride, in
     be.half_to_float(cache + (start + j) * row_stride, head_dim, dst + j * head_dim);
 }
 
-// The partial of one query over `count` keys of a chunk (k, v fp32 [count, head_dim]).
-void chunk_partial(const Backend& be, const float* q, const float* k, const float* v, int64_t count,
-                   int64_t head_dim, float scale, float* scores, Partial& part) {
+// Key/value rows of one chunk: converted fp32 rows (prefill: a tile of queries shares them) or
+// the fp16 cache rows read in place (decode: each row is read once).
+struct F32Rows {
+  const Backend& be;
+  const float *k, *v;
+  int64_t head_dim;
+  float dot(const float* q, int64_t j) const { return be.dot(q, k + j * head_dim, head_dim); }
+  void axpy(float p, int64_t j, float* acc) const { be.axpy(p, v + j * head_dim, head_dim, acc); }
+};
+struct F16Rows {
+  const Backend& be;
+  const uint16_t *k, *v;  // first row of the chunk
+  int64_t stride, head_dim;
+  float dot(const float* q, int64_t j) const { return be.dot_f16(q, k + j * stride, head_dim); }
+  void axpy(float p, int64_t j, float* acc) const { be.axpy_f16(p, v + j * stride, head_dim, acc); }
+};
+
+// The partial of one query over `count` keys of a chunk.
+template <class Rows>
+void chunk_partial(const Rows& rows, const float* q, int64_t count, int64_t head_dim, float scale,
+                   float* scores, Partial& part) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < count; ++j) {
-    scores[j] = be.dot(q, k + j * head_dim, head_dim) * scale;
+    scores[j] = rows.dot(q, j) * scale;
     m = std::max(m, scores[j]);
   }
   float sum = 0.0f;
@@ -52,7 +70,7 @@ void chunk_partial(const Backend& be, const float* q, const float* k, const floa
   for (int64_t j = 0; j < count; ++j) {
     const float p = softmax_exp(scores[j] - m);
     sum += p;
-    be.axpy(p, v + j * head_dim, head_dim, part.acc);
+    rows.axpy(p, j, part.acc);
   }
   part.max = m;
   part.sum = sum;
@@ -75,15 +93,11 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
     parallel_for(heads * chunks, [&](int64_t task) {
       const int64_t h = task / chunks, c = task % chunks;
       const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, position + 1 - start);
-      thread_local std::vector<float> kv, scores;
-      kv.resize(2 * ATTN_CHUNK * head_dim);
-      scores.resize(ATTN_CHUNK);
-      const int64_t off = (h / group) * head_dim;
-      load_chunk(be, k_cache + off, kv_stride, start, count, head_dim, kv.data());
-      load_chunk(be, v_cache + off, kv_stride, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+      float scores[ATTN_CHUNK];
+      const int64_t off = (h / group) * head_dim + start * kv_stride;
       Partial part{0, 0, acc.data() + task * head_dim};
-      chunk_partial(be, q + h * head_dim, kv.data(), kv.data() + ATTN_CHUNK * head_dim, count, head_dim,
-                    scale, scores.data(), part);
+      chunk_partial(F16Rows{be, k_cache + off, v_cache + off, kv_stride, head_dim}, q + h * head_dim,
+                    count, head_dim, scale, scores, part);
       stats[2 * task] = part.max;
       stats[2 * task + 1] = part.sum;
     });
@@ -123,8 +137,8 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
         if (position < start) continue;  // this chunk is entirely in the query's future
         const int64_t visible = std::min(count, position + 1 - start);
         Partial part{0, 0, part_acc.data()};
-        chunk_partial(be, q + i * q_stride + h * head_dim, kv.data(), kv.data() + ATTN_CHUNK * head_dim,
-                      visible, head_dim, scale, scores.data(), part);
+        chunk_partial(F32Rows{be, kv.data(), kv.data() + ATTN_CHUNK * head_dim, head_dim},
+                      q + i * q_stride + h * head_dim, visible, head_dim, scale, scores.data(), part);
         Partial state{state_max[i - i0], state_sum[i - i0], out + i * q_stride + h * head_dim};
         merge(state, part, head_dim);
         state_max[i - i0] = state.max;

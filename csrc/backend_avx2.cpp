@@ -253,9 +253,30 @@ void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
+float dot_f16_avx2(const float* a, const uint16_t* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i),
+                                           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i)))));
+  alignas(32) float s[8];
+  _mm256_store_ps(s, acc);
+  for (int j = 0; i < n; ++i, ++j) s[j] += a[i] * _cvtsh_ss(b[i]);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+void axpy_f16_avx2(float a, const uint16_t* x, int64_t n, float* y) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(
+        va, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))))));
+  for (; i < n; ++i) y[i] += a * _cvtsh_ss(x[i]);
+}
+
 const Backend avx2_backend = {
     "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare, i2_block, int8_gemv_avx2, dot_avx2, axpy_avx2,
-    half_to_float_f16c, int8_madd_loop,
+    half_to_float_f16c, dot_f16_avx2, axpy_f16_avx2, int8_madd_loop,
     stream_read,
 };
 

@@ -161,7 +161,7 @@ const Backend avx512_backend = {
     "avx512", false,
 #endif
     64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv_avx2, dot_avx2, axpy_avx2,
-    half_to_float_f16c, int8_madd_loop, stream_read,
+    half_to_float_f16c, dot_f16_avx2, axpy_f16_avx2, int8_madd_loop, stream_read,
 };
 
 }  // namespace tellme

@@ -80,6 +80,19 @@ void half_to_float_row(const uint16_t* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
+float dot_f16(const float* a, const uint16_t* b, int64_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * half_to_float(b[i + j]);
+  for (int j = 0; i < n; ++i, ++j) s[j] += a[i] * half_to_float(b[i]);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+void axpy_f16(float a, const uint16_t* x, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * half_to_float(x[i]);
+}
+
 double int8_madd_loop(int64_t iterations) {
   int32_t acc[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   int8_t a = 3, b = -5;
@@ -108,7 +121,7 @@ uint64_t stream_read(const uint8_t* data, int64_t bytes) {
 
 const Backend scalar_backend = {
     "scalar", false, 64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv, dot, axpy,
-    half_to_float_row, int8_madd_loop,
+    half_to_float_row, dot_f16, axpy_f16, int8_madd_loop,
     stream_read,
 };
 

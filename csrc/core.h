@@ -56,6 +56,10 @@ struct Backend {
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, int64_t n, float* y);
   void (*half_to_float)(const uint16_t* src, int64_t n, float* dst);
+  // The same dot and axpy reading fp16 operands (the KV cache) directly: bit-identical to
+  // converting first, without writing the converted rows.
+  float (*dot_f16)(const float* a, const uint16_t* b, int64_t n);
+  void (*axpy_f16)(float a, const uint16_t* x, int64_t n, float* y);
 
   // Benchmark loops: int8 multiply-adds with int32 accumulation on registers (returns the
   // number of multiply-adds done) and a streaming read of `bytes` bytes (returns a checksum).
@@ -70,6 +74,8 @@ void int8_gemv_avx2(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t*
 float dot_avx2(const float* a, const float* b, int64_t n);
 void axpy_avx2(float a, const float* x, int64_t n, float* y);
 void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst);
+float dot_f16_avx2(const float* a, const uint16_t* b, int64_t n);
+void axpy_f16_avx2(float a, const uint16_t* x, int64_t n, float* y);
 extern const Backend avx2_backend;
 extern const Backend avx512_backend;
 #endif
