@@ -139,3 +139,25 @@ def test_bench_e2e_writes_records(tmp_path):
     for key in ("model", "threads", "prefill_128_tokens_per_s", "prefill_512_tokens_per_s", "decode_tokens_per_s",
                 "ttft_128_s", "peak_rss_mb", "load_s", "decode_pct_of_read_bw"):
         assert rec[0][key] > 0 if key not in ("model",) else rec[0][key] == "0.73B"
+
+
+def test_cli_chat_ctrl_c_ends_cleanly(ckpt):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tellme", "chat", str(ckpt)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while proc.stdout.read(2) != "> ":  # the prompt: the model is loaded and input is awaited
+        assert time.time() < deadline and proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_bench_e2e_on_a_checkpoint(ckpt, tmp_path):
+    path = tmp_path / "e2e.json"
+    out = run_cli("bench", "e2e", "--model", ckpt, "--threads", "1", "--decode-tokens", "4", "--json", path)
+    assert out.returncode == 0, out.stderr
+    rec = [r for r in json.loads(path.read_text()) if r.get("kind") != "machine"]
+    assert rec[0]["model"] == str(ckpt) and rec[0]["decode_tokens_per_s"] > 0

@@ -32,6 +32,7 @@ def add_arguments(p) -> None:
     p.add_argument("--decode-tokens", type=int, default=128)
     p.add_argument("--layers", type=int, help="override the layer count (quick runs)")
     p.add_argument("--json", metavar="PATH", help="write one record per (model, threads)")
+    p.add_argument("--isa", help="instruction set level (default: the best that runs here)")
 
 
 def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
@@ -79,8 +80,6 @@ def bytes_per_decode_step(model) -> int:
 
 
 def measure(model, threads: int, decode_tokens: int) -> dict:
-    from .kernels import read_bandwidth_gb_s
-
     set_num_threads(threads)
     eng, vocab = model._engine, model.config.vocab
     rng = np.random.default_rng(1)
@@ -107,14 +106,42 @@ def measure(model, threads: int, decode_tokens: int) -> dict:
         native += time.perf_counter() - s
         token, pos = int(np.argmax(logits[0])), pos + 1
     decode_s = time.perf_counter() - start
-    bw = read_bandwidth_gb_s(np.ones(256 << 20, np.uint8))
     step_bytes = bytes_per_decode_step(model)
     tps = decode_tokens / decode_s
     return {"threads": threads, "prefill_128_tokens_per_s": 128 / t128, "prefill_512_tokens_per_s": 512 / t512,
             "ttft_128_s": t128, "decode_tokens_per_s": tps, "decode_bytes_per_token": step_bytes,
-            "decode_gb_s": step_bytes * tps / 1e9, "read_bw_gb_s": bw,
-            "decode_pct_of_read_bw": 100 * step_bytes * tps / 1e9 / bw,
-            "python_overhead_pct": 100 * (decode_s - native) / decode_s}
+            "decode_gb_s": step_bytes * tps / 1e9, "python_overhead_pct": 100 * (decode_s - native) / decode_s}
+
+
+def add_bandwidth(records: list[dict]) -> None:
+    """Read bandwidth at each record's thread count (after the RSS reading: the buffer is 256 MiB)."""
+    from .kernels import read_bandwidth_gb_s
+
+    buffer = np.ones(256 << 20, np.uint8)
+    for r in records:
+        set_num_threads(r["threads"])
+        r["read_bw_gb_s"] = read_bandwidth_gb_s(buffer)
+        r["decode_pct_of_read_bw"] = 100 * r["decode_gb_s"] / r["read_bw_gb_s"]
+
+
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS count (VmHWM), so that it covers inference only."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(spec: dict, out) -> None:
@@ -128,14 +155,18 @@ def _child(spec: dict, out) -> None:
             model = synthetic_model(spec["shape"], spec["layers"])
             name = spec["shape"]
         load_s = time.perf_counter() - start
+        load_rss = _peak_rss_mb()
+        since_load = _reset_peak_rss()
         records = []
         for threads in spec["threads"]:
             r = {"model": name, "load_s": load_s, **measure(model, threads, spec["decode_tokens"])}
             records.append(r)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        kv_used = model._engine.cache_bytes * (128 + 512) // model.context  # positions written
+        kv_used = model._engine.cache_bytes * 512 // model.context  # positions written
         for r in records:
-            r.update(peak_rss_mb=rss, packed_weights_mb=model.weight_bytes / 2**20, kv_cache_used_mb=kv_used / 2**20)
+            r.update(peak_rss_mb=_peak_rss_mb(), peak_rss_covers="inference" if since_load else "load and inference",
+                     load_peak_rss_mb=load_rss, packed_weights_mb=model.weight_bytes / 2**20,
+                     kv_cache_used_mb=kv_used / 2**20)
+        add_bandwidth(records)
         out.put(records)
     except Exception as e:  # report, do not hang the parent
         out.put(e)
@@ -144,12 +175,17 @@ def _child(spec: dict, out) -> None:
 def run(args) -> int:
     from .kernels import cpu_name
 
+    if args.isa:
+        from ..runtime import set_isa
+        set_isa(args.isa)  # inherited by the spawned child through TELLME_ISA below
+        import os
+        os.environ["TELLME_ISA"] = args.isa
     specs = ([{"path": args.model, "shape": None}] if args.model else [{"path": None, "shape": s} for s in args.shape])
     ctx = mp.get_context("spawn")
     records, saved = [], get_num_threads()
     print(f"machine: {cpu_name()}")
     print(f"{'model':>8} {'thr':>3} {'load s':>7} {'pf128 t/s':>10} {'pf512 t/s':>10} {'ttft128 s':>9} "
-          f"{'decode t/s':>10} {'%read bw':>8} {'py %':>5} {'RSS MB':>7}")
+          f"{'decode t/s':>10} {'%read bw':>8} {'py %':>5} {'RSS MB':>7} {'w+kv MB':>7}")
     for spec in specs:
         spec.update(threads=args.threads, decode_tokens=args.decode_tokens, layers=args.layers)
         q = ctx.Queue()
@@ -162,7 +198,8 @@ def run(args) -> int:
         for r in result:
             print(f"{str(r['model'])[-8:]:>8} {r['threads']:>3} {r['load_s']:>7.2f} {r['prefill_128_tokens_per_s']:>10.1f} "
                   f"{r['prefill_512_tokens_per_s']:>10.1f} {r['ttft_128_s']:>9.3f} {r['decode_tokens_per_s']:>10.1f} "
-                  f"{r['decode_pct_of_read_bw']:>8.1f} {r['python_overhead_pct']:>5.1f} {r['peak_rss_mb']:>7.0f}")
+                  f"{r['decode_pct_of_read_bw']:>8.1f} {r['python_overhead_pct']:>5.1f} {r['peak_rss_mb']:>7.0f} "
+                  f"{r['packed_weights_mb'] + r['kv_cache_used_mb']:>7.0f}")
         records += result
     set_num_threads(saved)
     if args.json:

@@ -166,16 +166,16 @@ class Model:
         if max_tokens == 0:
             return
         logits = self._run(ids)[-1]
+        self._cached = ids  # grows with each decoded token below
         for _ in range(max_tokens):
             token = sample(logits, params, rng, ids)
             if token in stop_ids:
                 return
             yield token
-            ids.append(token)
-            if len(ids) >= self.context:
+            if len(ids) + 1 >= self.context:
                 return
-            logits = self._engine.forward(np.array([token], dtype=np.int32), len(ids) - 1, False)[0]
-            self._cached = list(ids)
+            logits = self._engine.forward(np.array([token], dtype=np.int32), len(ids), False)[0]
+            ids.append(token)
 
     def stream(self, prompt: str, max_tokens: int = 128, stop: Sequence[str] | str = (), **sampling) -> Iterator[str]:
         """Yields text pieces as they are generated. `stop` strings end generation (not included)."""
