@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 
-def _model_args(p, model_required: bool = True) -> None:
-    p.add_argument("model", help="Hugging Face checkpoint directory or a file written by `tellme convert`")
+def _model_args(p) -> None:
+    p.add_argument("-m", "--model", default="default",
+                   help="Hugging Face checkpoint directory, a file written by `tellme convert`, or "
+                        "'default' (the small Shakespeare model shipped with tellme; the default)")
     p.add_argument("--threads", type=int, help="native threads (default: physical cores)")
     p.add_argument("--context", type=int, help="KV cache length in tokens (default: the model's)")
     p.add_argument("--head", choices=("int8", "fp32"), default="int8", help="embedding/LM head precision")
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="CPU features, kernel levels and threads; with MODEL, the model too")
-    info.add_argument("model", nargs="?")
+    info.add_argument("model", nargs="?", help="a model path, or 'default'")
 
     gen = sub.add_parser("generate", help="generate text from a prompt")
     _model_args(gen)
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("dst", help="output file (.safetensors)")
     conv.add_argument("--head", choices=("int8", "fp32"), default="int8")
     conv.add_argument("--kernel", choices=("auto", "tlmm", "i2"), default="auto")
+
+    from . import train
+    train.add_arguments(sub.add_parser("train", help="BitNet b1.58 quantization-aware training of a small model "
+                                                     "(needs the train extra)"))
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="what", required=True)
@@ -129,7 +135,7 @@ def cmd_chat(args) -> int:
                 continue
             messages.append({"role": "user", "content": user})
             reply = []
-            for piece in model.chat(messages, args.max_tokens, stream=True, stop=args.stop, **_sampling(args)):
+            for piece in model.chat(messages, args.max_tokens, stream=True, stop=args.stop or None, **_sampling(args)):
                 reply.append(piece)
                 print(piece, end="", flush=True)
             print()
@@ -166,13 +172,18 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from . import train
+    return train.run(args)
+
+
 def cmd_bench(args) -> int:
     from .bench import e2e, kernels
     return {"kernels": kernels.run, "e2e": e2e.run}[args.what](args)
 
 
 COMMANDS = {"info": cmd_info, "generate": cmd_generate, "chat": cmd_chat, "perplexity": cmd_perplexity,
-            "convert": cmd_convert, "bench": cmd_bench}
+            "convert": cmd_convert, "train": cmd_train, "bench": cmd_bench}
 
 
 if __name__ == "__main__":

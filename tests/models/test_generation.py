@@ -101,13 +101,13 @@ def run_cli(*args, stdin=None):
 
 
 def test_cli_generate_perplexity_info_chat(ckpt, model, tmp_path):
-    out = run_cli("generate", ckpt, "From fairest", "-n", "12", "--temperature", "0")
+    out = run_cli("generate", "-m", ckpt, "From fairest", "-n", "12", "--temperature", "0")
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip("\n") == model.generate("From fairest", 12, temperature=0)
 
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
-    out = run_cli("perplexity", ckpt, text, "--window", "64")
+    out = run_cli("perplexity", "-m", ckpt, text, "--window", "64")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["perplexity"] > 1 and r["tokens_per_s"] > 0
@@ -117,15 +117,15 @@ def test_cli_generate_perplexity_info_chat(ckpt, model, tmp_path):
     info = json.loads(out.stdout)
     assert info["model"]["config"]["architecture"] == "bitnet" and info["model"]["chat_template"]
 
-    out = run_cli("chat", ckpt, "-n", "8", "--temperature", "0", stdin="Hello\n\nAgain\n")
+    out = run_cli("chat", "-m", ckpt, "-n", "8", "--temperature", "0", stdin="Hello\n\nAgain\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("> ") == 4  # two turns, an empty line (asked again), end of input
 
 
 def test_cli_reports_bad_input(tmp_path):
-    out = run_cli("generate", tmp_path / "nope", "hi")
+    out = run_cli("generate", "-m", tmp_path / "nope", "hi")
     assert out.returncode == 1 and "model not found" in out.stderr and "Traceback" not in out.stderr
-    out = run_cli("generate", tmp_path, "hi")
+    out = run_cli("generate", "-m", tmp_path, "hi")
     assert out.returncode == 1 and "no config.json" in out.stderr
 
 
@@ -145,7 +145,7 @@ def test_cli_chat_ctrl_c_ends_cleanly(ckpt):
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "tellme", "chat", str(ckpt)], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "tellme", "chat", "-m", str(ckpt)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while proc.stdout.read(2) != "> ":  # the prompt: the model is loaded and input is awaited

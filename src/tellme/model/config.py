@@ -43,6 +43,7 @@ class ModelConfig:
     not_converted: tuple[str, ...] = ()  # module names kept in full precision
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
+    stop_strings: tuple[str, ...] = ()  # generation_config.json: end of a chat turn
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -52,6 +53,7 @@ class ModelConfig:
         d = json.loads(text)
         d["not_converted"] = tuple(d["not_converted"])
         d["eos_token_ids"] = tuple(d["eos_token_ids"])
+        d["stop_strings"] = tuple(d.get("stop_strings", ()))
         return cls(**d)
 
     @classmethod
@@ -107,6 +109,13 @@ class ModelConfig:
             linear_class = "online"
         eos = c.get("eos_token_id")
         eos = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
+        gen_file = path / "generation_config.json"
+        try:
+            gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
+        except json.JSONDecodeError as e:
+            raise FormatError(f"{gen_file}: invalid JSON ({e})") from e
+        stops = gen.get("stop_strings") or ()
+        stops = (stops,) if isinstance(stops, str) else tuple(stops)
         return cls(
             architecture=arch,
             hidden=hidden,
@@ -127,4 +136,5 @@ class ModelConfig:
             not_converted=tuple(quant.get("modules_to_not_convert") or ()),
             eos_token_ids=eos,
             bos_token_id=c.get("bos_token_id"),
+            stop_strings=stops,
         )

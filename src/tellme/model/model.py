@@ -213,10 +213,15 @@ class Model:
                                    repetition_penalty=repetition_penalty, seed=seed))
 
     def chat(self, messages: list[dict], max_tokens: int = 256, stream: bool = False, **kwargs):
-        """Reply to `messages` ([{"role": ..., "content": ...}]) using the model's chat template."""
+        """Reply to `messages` ([{"role": ..., "content": ...}]) using the model's chat template.
+
+        Stops at EOS, at `stop` strings, or by default at the model's generation_config.json
+        stop_strings."""
         text = self._tok().apply_chat_template(messages, add_generation_prompt=True)
         ids = self._tok().encode(text, add_special_tokens=False)
-        stops = kwargs.pop("stop", ())
+        stops = kwargs.pop("stop", None)
+        if stops is None:  # the model's own end of a turn (generation_config.json stop_strings)
+            stops = self.config.stop_strings
         stops = [stops] if isinstance(stops, str) else list(stops)
         pieces = self._stream_ids(ids, max_tokens, stops, **kwargs)
         return pieces if stream else "".join(pieces)
@@ -260,15 +265,25 @@ class Model:
                 "tokens_per_s": len(ids) / seconds if seconds > 0 else float("inf")}
 
 
-def load(path: str | Path, threads: int | None = None, context: int | None = None, head: str = "int8",
+def default_model_path() -> Path:
+    """Directory of the small model shipped with tellme (trained by `tellme train`, see README)."""
+    return Path(__file__).resolve().parent.parent / "default_model"
+
+
+def load(path: str | Path = "default", threads: int | None = None, context: int | None = None, head: str = "int8",
          kernel: str = "auto", progress: bool | None = None) -> Model:
-    """Load a model: a Hugging Face checkpoint directory, or a file written by `tellme convert`.
+    """Load a model: a Hugging Face checkpoint directory, a file written by `tellme convert`, or
+    "default" for the small model shipped with tellme.
 
     threads: native threads (default: physical cores); context: KV cache length in tokens
     (default: the model's max_position_embeddings; memory is committed only as it fills);
     head: "int8" (per-row scales, default) or "fp32" embedding and LM head; kernel: "auto",
     "tlmm" or "i2" for every ternary linear (ignored for converted files).
     """
+    if str(path) == "default":
+        path = default_model_path()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"the default model is missing from this installation ({path})")
     if threads is not None:
         runtime.set_num_threads(threads)
     if progress is None:
