@@ -126,3 +126,30 @@ def test_converted_file_loads_identically(bitnet_checkpoint, tmp_path):
     assert b.tokenizer.chat_template == a.tokenizer.chat_template
     with pytest.raises(ValueError, match="convert again with --head fp32"):
         tellme.load(dst, head="fp32")
+
+
+def test_llama3_rope_scaling_matches_transformers(tmp_path):
+    import dataclasses
+    import json
+
+    import torch
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from tellme.model.config import ModelConfig
+    from tellme.model.model import rope_tables
+
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    cfg = LlamaConfig(hidden_size=256, num_attention_heads=4, intermediate_size=512, num_hidden_layers=1,
+                      vocab_size=100, max_position_embeddings=1024, rope_parameters=rope)
+    theirs_cos, theirs_sin = LlamaRotaryEmbedding(cfg)(torch.zeros(1), torch.arange(300)[None])
+    d = cfg.to_dict()
+    d["quantization_config"] = {"quant_method": "bitnet"}
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    config = ModelConfig.from_hf(tmp_path)
+    ours_cos, ours_sin = rope_tables(config, 300)
+    np.testing.assert_allclose(ours_cos, theirs_cos[0, :, :32].numpy(), atol=1e-4)
+    np.testing.assert_allclose(ours_sin, theirs_sin[0, :, :32].numpy(), atol=1e-4)
+    plain = dataclasses.replace(config, rope_scaling=None)
+    assert not np.allclose(rope_tables(plain, 300)[0], ours_cos, atol=1e-3)  # the scaling changed something

@@ -47,13 +47,10 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
     c = ModelConfig(head_dim=f["hidden"] // f["heads"], context=context, eps=1e-5, sub_norms=True,
                     rope_theta=10000.0, **f)
     rng = np.random.default_rng(0)
-    shapes = {"q": (c.heads * c.head_dim, c.hidden), "k": (c.kv_heads * c.head_dim, c.hidden),
-              "v": (c.kv_heads * c.head_dim, c.hidden), "o": (c.hidden, c.heads * c.head_dim),
-              "gate": (c.intermediate, c.hidden), "up": (c.intermediate, c.hidden), "down": (c.hidden, c.intermediate)}
     # pack one random matrix per linear, then give every layer its own copy: decode must stream
     # every layer's weights from memory, as with a real model
-    protos = {n: pack_linear(rng.integers(-1, 2, size=s, dtype=np.int8), 0.02, preferred_kernel(*s))
-              for n, s in shapes.items()}
+    protos = {n: pack_linear(rng.integers(-1, 2, size=c.linear_shape(n), dtype=np.int8), 0.02,
+                             preferred_kernel(*c.linear_shape(n))) for n in LINEAR_NAMES}
     tensors = {}
     for i in range(c.layers):
         for n in LINEAR_NAMES:

@@ -75,10 +75,7 @@ class HFCheckpoint:
 
     def linear(self, layer: int, name: str) -> tuple[np.ndarray, float]:
         c = self.config
-        qd, kvd = c.heads * c.head_dim, c.kv_heads * c.head_dim
-        out_f, in_f = {"q": (qd, c.hidden), "k": (kvd, c.hidden), "v": (kvd, c.hidden), "o": (c.hidden, qd),
-                       "gate": (c.intermediate, c.hidden), "up": (c.intermediate, c.hidden),
-                       "down": (c.hidden, c.intermediate)}[name]
+        out_f, in_f = c.linear_shape(name)
         module = f"model.layers.{layer}.{LINEARS[name]}"
         if any(module == m or module.endswith("." + m) for m in c.not_converted):
             raise FormatError(f"{self.path}: {module} is kept in full precision (modules_to_not_convert); "

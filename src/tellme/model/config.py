@@ -45,6 +45,13 @@ class ModelConfig:
     bos_token_id: int | None = None
     stop_strings: tuple[str, ...] = ()  # generation_config.json: end of a chat turn
 
+    def linear_shape(self, name: str) -> tuple[int, int]:
+        """(out, in) of decoder linear `name` (q, k, v, o, gate, up, down)."""
+        qd, kvd = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return {"q": (qd, self.hidden), "k": (kvd, self.hidden), "v": (kvd, self.hidden), "o": (self.hidden, qd),
+                "gate": (self.intermediate, self.hidden), "up": (self.intermediate, self.hidden),
+                "down": (self.hidden, self.intermediate)}[name]
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

@@ -60,9 +60,9 @@ def build_engine(c: ModelConfig, tensors: dict[str, np.ndarray], context: int):
             p = f"layers.{i}.{name}"
             scale = float(get(p + ".scale")[0])
             if p + ".tiles" in tensors:
-                e.set_linear(i, name, "tlmm", tensors[p + ".tiles"], get(p + ".neg_count"), *_shape(c, name), scale)
+                e.set_linear(i, name, "tlmm", tensors[p + ".tiles"], get(p + ".neg_count"), *c.linear_shape(name), scale)
             else:
-                e.set_linear(i, name, "i2", get(p + ".codes"), None, *_shape(c, name), scale)
+                e.set_linear(i, name, "i2", get(p + ".codes"), None, *c.linear_shape(name), scale)
         for name in NORM_NAMES:
             if f"layers.{i}.{name}" in tensors:
                 e.set_norm(i, name, tensors[f"layers.{i}.{name}"])
@@ -73,13 +73,6 @@ def build_engine(c: ModelConfig, tensors: dict[str, np.ndarray], context: int):
         src = table if f"{table}.q" in tensors or f"{table}.f32" in tensors else "embedding"  # tied
         e.set_rows(table, tensors.get(f"{src}.q"), tensors.get(f"{src}.row_scale"), tensors.get(f"{src}.f32"))
     return e
-
-
-def _shape(c: ModelConfig, name: str) -> tuple[int, int]:
-    qd, kvd = c.heads * c.head_dim, c.kv_heads * c.head_dim
-    return {"q": (qd, c.hidden), "k": (kvd, c.hidden), "v": (kvd, c.hidden), "o": (c.hidden, qd),
-            "gate": (c.intermediate, c.hidden), "up": (c.intermediate, c.hidden),
-            "down": (c.hidden, c.intermediate)}[name]
 
 
 def _progress(desc: str, enabled: bool):

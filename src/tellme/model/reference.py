@@ -16,7 +16,7 @@ from ..kernels import TernaryWeights
 from ..kernels.reference import quantize, rmsnorm
 from .config import ModelConfig
 from .model import rope_tables
-from .weights import rope_pair_order
+from .weights import LINEAR_NAMES, rope_pair_order
 
 
 def _linear(tensors, prefix: str, out_f: int, in_f: int) -> tuple[np.ndarray, float]:
@@ -63,10 +63,7 @@ def forward(c: ModelConfig, tensors: dict[str, np.ndarray], ids) -> np.ndarray:
     mask = np.triu(np.full((n, n), -np.inf), 1)
     for i in range(c.layers):
         p = f"layers.{i}."
-        lin = {name: _linear(tensors, p + name, *shape) for name, shape in {
-            "q": (qd, c.hidden), "k": (kvd, c.hidden), "v": (kvd, c.hidden), "o": (c.hidden, qd),
-            "gate": (c.intermediate, c.hidden), "up": (c.intermediate, c.hidden),
-            "down": (c.hidden, c.intermediate)}.items()}
+        lin = {name: _linear(tensors, p + name, *c.linear_shape(name)) for name in LINEAR_NAMES}
         h = rmsnorm(x, tensors[p + "attn_norm"], c.eps)
         q = rope(_apply(*lin["q"], h)[:, unorder_q], c.heads)
         k = rope(_apply(*lin["k"], h)[:, unorder_k], c.kv_heads).astype(np.float16).astype(np.float64)
