@@ -73,8 +73,6 @@ void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t
     switch (out.epilogue) {
       case Epilogue::Store: for (int64_t r = 0; r < rows; ++r) o[r] = y[r]; break;
       case Epilogue::Add: for (int64_t r = 0; r < rows; ++r) o[r] += y[r]; break;
-      case Epilogue::Activate: for (int64_t r = 0; r < rows; ++r) o[r] = activate(y[r], out.activation); break;
-      case Epilogue::Multiply: for (int64_t r = 0; r < rows; ++r) o[r] *= y[r]; break;
       case Epilogue::Gated: {
         const float su = out.act_scale[t0 + t] * up_scale;
         const int32_t* u = up_acc + t * ROW_BLOCK;

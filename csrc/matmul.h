@@ -16,8 +16,8 @@ struct I2Weights {  // 2-bit code layout, see core.h
 
 // What the epilogue does with y = float(sum) * (act_scale[t] * weight_scale) for output row r of
 // token t. The model's element-wise steps live here so that no intermediate tensor is written
-// and read back: residual add (o, down), act(gate) then * up, and RoPE on q and k.
-enum class Epilogue { Store, Add, Activate, Multiply, Gated };  // Gated: act(gate) * up, one pass
+// and read back: residual add (o, down), act(gate) * up, and RoPE on q and k.
+enum class Epilogue { Store, Add, Gated };  // Gated: act(gate) * up, see MatmulJob
 enum class Activation { SiLU, ReLU2 };
 
 struct Rope {               // rotates adjacent row pairs (2j, 2j+1) within each head

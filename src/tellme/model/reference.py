@@ -44,7 +44,7 @@ def forward(c: ModelConfig, tensors: dict[str, np.ndarray], ids) -> np.ndarray:
     """Logits [len(ids), vocab] for a fresh sequence."""
     ids = np.asarray(ids)
     n, hd, half = len(ids), c.head_dim, c.head_dim // 2
-    qd, kvd = c.heads * hd, c.kv_heads * hd
+    qd = c.heads * hd
     cos, sin = rope_tables(c, n)
     unorder_q = np.argsort(rope_pair_order(c.heads, hd))     # packed rows -> Hugging Face rows
     unorder_k = np.argsort(rope_pair_order(c.kv_heads, hd))
