@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="prompt text ('-' reads standard input)")
     _sampling_args(gen)
     gen.add_argument("--stats", action="store_true", help="print prefill/decode speed to stderr")
+    gen.add_argument("--no-echo", action="store_true", help="print only the generated text, not the prompt first")
 
     chat = sub.add_parser("chat", help="interactive chat (streams replies; Ctrl-D or Ctrl-C ends)")
     _model_args(chat)
@@ -108,6 +109,8 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     model = _load(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not args.no_echo:
+        print(prompt, end="", flush=True)
     start, first, count = time.perf_counter(), None, 0
     for piece in model.stream(prompt, args.max_tokens, args.stop, **_sampling(args)):
         if first is None:

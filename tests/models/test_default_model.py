@@ -63,7 +63,7 @@ def test_cli_uses_the_default_model(model):
     out = subprocess.run([sys.executable, "-m", "tellme", "generate", "ROMEO:", "-n", "16", "--temperature", "0"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.rstrip("\n") == model.generate("ROMEO:", 16, temperature=0)
+    assert out.stdout.rstrip("\n") == "ROMEO:" + model.generate("ROMEO:", 16, temperature=0)
 
 
 def test_chat_stops_at_the_end_of_a_speech(model):

@@ -103,6 +103,8 @@ def run_cli(*args, stdin=None):
 def test_cli_generate_perplexity_info_chat(ckpt, model, tmp_path):
     out = run_cli("generate", "-m", ckpt, "From fairest", "-n", "12", "--temperature", "0")
     assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n") == "From fairest" + model.generate("From fairest", 12, temperature=0)
+    out = run_cli("generate", "-m", ckpt, "From fairest", "-n", "12", "--temperature", "0", "--no-echo")
     assert out.stdout.rstrip("\n") == model.generate("From fairest", 12, temperature=0)
 
     text = tmp_path / "text.txt"
