@@ -63,8 +63,6 @@ nb::ndarray<nb::numpy, T> new_array(std::vector<size_t> shape, T** data) {
   return nb::ndarray<nb::numpy, T>(p, shape.size(), shape.data(), owner);
 }
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
 inline void check_features(int64_t out_features, int64_t in_features) {
   if (out_features < 1 || in_features < 1)
     throw nb::value_error("out_features and in_features must be positive");

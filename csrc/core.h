@@ -24,7 +24,9 @@ constexpr int64_t KB_WEIGHTS = 24;     // weights per TLMM tile along `in`
 constexpr int64_t TILE_BYTES = 160;    // bytes per TLMM tile (128 nibble + 32 sign bytes)
 constexpr int64_t I2_BLOCK = 128;      // weights per 32-byte block of 2-bit codes
 constexpr int64_t I2_K_PAD = 256;      // `in` padding of the 2-bit layout (AVX-512 takes 2 blocks)
-constexpr int WIDEN_EVERY_TILES = 8;   // int16 partial sums are widened to int32 every 64 groups
+constexpr int WIDEN_EVERY_TILES = 8;
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }   // int16 partial sums are widened to int32 every 64 groups
 
 // One instruction-set level. Each backend_*.cpp file fills one of these; cpu.cpp picks one.
 struct Backend {

@@ -20,8 +20,6 @@ constexpr int64_t TABLE_PIECE = 256;  // groups per table-building task
 
 // Row blocks per task: several for GEMM (they share each K slice of the tables), but enough
 // tasks to keep every thread busy.
-int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
 int64_t row_blocks_per_task(int64_t row_blocks, int64_t tokens) {
   int64_t per = tokens > 1 ? 4 : 1;
   while (per > 1 && row_blocks / per < 4 * num_threads()) per /= 2;
@@ -43,10 +41,9 @@ float activate(float x, Activation a) {
 void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t0, int64_t nt,
                 const int32_t* acc /* [nt][ROW_BLOCK] */, const int32_t* up_acc, float up_scale) {
   const int64_t rows = std::min<int64_t>(ROW_BLOCK, out_features - row0);
-  const int64_t stride = out.row_stride ? out.row_stride : out_features;
   for (int64_t t = 0; t < nt; ++t) {
     const int32_t* a = acc + t * ROW_BLOCK;
-    const int64_t base = (t0 + t) * stride + row0;
+    const int64_t base = (t0 + t) * out_features + row0;
     if (out.i32) {
       std::memcpy(out.i32 + base, a, rows * sizeof(int32_t));
       continue;

@@ -28,12 +28,11 @@ struct Rope {               // rotates adjacent row pairs (2j, 2j+1) within each
 };
 
 // Where results go: exact int32 sums, or y through the epilogue into fp32 or fp16 rows of
-// `row_stride` elements (default: out_features).
+// out_features elements.
 struct Output {
   int32_t* i32 = nullptr;
   float* f32 = nullptr;
   uint16_t* f16 = nullptr;
-  int64_t row_stride = 0;
   const float* act_scale = nullptr;
   float weight_scale = 1.0f;
   Epilogue epilogue = Epilogue::Store;

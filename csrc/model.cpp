@@ -1,7 +1,6 @@
 #include "model.h"
 
 #include <algorithm>
-#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -137,25 +136,13 @@ void Model::head(const float* x, int64_t n, float* logits) {
   }
   std::vector<float> normed(n * c.hidden);
   parallel_for(n, [&](int64_t t) {
-    const float* xr = x + t * c.hidden;
-    double ss = 0.0;
-    for (int64_t i = 0; i < c.hidden; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(ss / c.hidden + c.eps));
-    for (int64_t i = 0; i < c.hidden; ++i) normed[t * c.hidden + i] = (xr[i] * inv) * final_norm[i];
+    rmsnorm_row(x + t * c.hidden, final_norm, c.eps, c.hidden, normed.data() + t * c.hidden);
   });
   const int64_t tasks = (c.vocab + 255) / 256;
   parallel_for(n * tasks, [&](int64_t task) {
     const int64_t t = task / tasks, r0 = (task % tasks) * 256, r1 = std::min(c.vocab, r0 + 256);
-    const float* xn = normed.data() + t * c.hidden;
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* w = lm_head.f32 + r * c.hidden;
-      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t i = 0;
-      for (; i + 8 <= c.hidden; i += 8)
-        for (int j = 0; j < 8; ++j) s[j] += w[i + j] * xn[i + j];
-      for (int j = 0; i < c.hidden; ++i, ++j) s[j] += w[i] * xn[i];
-      logits[t * c.vocab + r] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    }
+    for (int64_t r = r0; r < r1; ++r)
+      logits[t * c.vocab + r] = be.dot(lm_head.f32 + r * c.hidden, normed.data() + t * c.hidden, c.hidden);
   });
 }
 

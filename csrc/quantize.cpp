@@ -49,17 +49,20 @@ int64_t quantize_rows(const float* x, int64_t rows, int64_t cols, int8_t* q, flo
   return first_bad(bad);
 }
 
+void rmsnorm_row(const float* x, const float* gamma, double eps, int64_t cols, float* y) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < cols; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float inv_rms = static_cast<float>(1.0 / std::sqrt(ss / cols + eps));
+  for (int64_t i = 0; i < cols; ++i) y[i] = (x[i] * inv_rms) * gamma[i];
+}
+
 int64_t rmsnorm_quantize_rows(const float* x, const float* gamma, double eps, int64_t rows,
                               int64_t cols, int8_t* q, float* scale) {
   std::vector<char> bad(rows, 0);
   parallel_for(rows, [&](int64_t r) {
     thread_local std::vector<float> y;
     y.resize(cols);
-    const float* xr = x + r * cols;
-    double ss = 0.0;
-    for (int64_t i = 0; i < cols; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const float inv_rms = static_cast<float>(1.0 / std::sqrt(ss / cols + eps));
-    for (int64_t i = 0; i < cols; ++i) y[i] = (xr[i] * inv_rms) * gamma[i];
+    rmsnorm_row(x + r * cols, gamma, eps, cols, y.data());
     bad[r] = !quantize_row(y.data(), cols, q + r * cols, scale + r);
   });
   return first_bad(bad);

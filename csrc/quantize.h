@@ -10,6 +10,9 @@ int64_t quantize_rows(const float* x, int64_t rows, int64_t cols, int8_t* q, flo
 
 // The same after RMSNorm, in one pass per row: y = (x * inv_rms) * gamma with
 // inv_rms = float(1 / sqrt(sum(x^2) / cols + eps)), the sum taken in double.
+// y = RMSNorm(x) * gamma for one row of `cols` (the sum of squares in double).
+void rmsnorm_row(const float* x, const float* gamma, double eps, int64_t cols, float* y);
+
 int64_t rmsnorm_quantize_rows(const float* x, const float* gamma, double eps, int64_t rows,
                               int64_t cols, int8_t* q, float* scale);
 
