@@ -18,6 +18,7 @@ using Array = nb::ndarray<nb::ro>;
 template <class T> const char* dtype_name();
 template <> inline const char* dtype_name<int8_t>() { return "int8"; }
 template <> inline const char* dtype_name<uint8_t>() { return "uint8"; }
+template <> inline const char* dtype_name<uint16_t>() { return "uint16"; }
 template <> inline const char* dtype_name<int32_t>() { return "int32"; }
 template <> inline const char* dtype_name<float>() { return "float32"; }
 

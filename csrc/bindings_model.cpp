@@ -3,6 +3,7 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <stdexcept>
@@ -180,19 +181,49 @@ void bind_model(nb::module_& m) {
       .def_prop_ro("cache_bytes", [](const Engine& e) { return e.model.cache_bytes(); })
       .def_prop_ro("context", [](const Engine& e) { return e.model.config.context; });
 
+  // The engine's small kernels, exposed so that tests can hold them against the NumPy references
+  // in tellme/kernels/reference.py at every ISA level.
   m.def("float_to_half", [](const Array& x) {
     const float* p = checked<float>(x, "x", {-1});
     uint16_t* out;
     auto a = new_array<uint16_t>({x.shape(0)}, &out);
     for (size_t i = 0; i < x.shape(0); ++i) out[i] = float_to_half(p[i]);
     return a;
-  }, nb::arg("x"), "fp16 bits of each float (the KV cache's conversion), for tests.");
-  m.def("half_to_float", [](const nb::ndarray<nb::ro, uint16_t>& h) {
+  }, nb::arg("x"), "fp16 bits of each float: the KV cache's conversion.");
+  m.def("half_to_float", [](const Array& h) {
+    const uint16_t* p = checked<uint16_t>(h, "h", {-1});
     float* out;
     auto a = new_array<float>({h.shape(0)}, &out);
-    for (size_t i = 0; i < h.shape(0); ++i) out[i] = half_to_float(h.data()[i * h.stride(0)]);
+    active_backend().half_to_float(p, static_cast<int64_t>(h.shape(0)), out);
     return a;
-  }, nb::arg("h"));
+  }, nb::arg("h"), "fp16 bits to float (the active backend's conversion).");
+  m.def("dot", [](const Array& a, const Array& b) {
+    const int64_t n = static_cast<int64_t>(a.shape(0));
+    const float* pa = checked<float>(a, "a", {-1});
+    if (b.dtype() == nb::dtype<uint16_t>()) return active_backend().dot_f16(pa, checked<uint16_t>(b, "b", {n}), n);
+    return active_backend().dot(pa, checked<float>(b, "b", {n}), n);
+  }, nb::arg("a"), nb::arg("b"), "8-lane float32 dot product; b float32 or fp16 bits (uint16).");
+  m.def("axpy", [](float alpha, const Array& x, const Array& y) {
+    const int64_t n = static_cast<int64_t>(x.shape(0));
+    const float* py = checked<float>(y, "y", {n});
+    float* out;
+    auto r = new_array<float>({size_t(n)}, &out);
+    std::copy(py, py + n, out);
+    if (x.dtype() == nb::dtype<uint16_t>()) active_backend().axpy_f16(alpha, checked<uint16_t>(x, "x", {-1}), n, out);
+    else active_backend().axpy(alpha, checked<float>(x, "x", {-1}), n, out);
+    return r;
+  }, nb::arg("alpha"), nb::arg("x"), nb::arg("y"), "y + alpha * x; x float32 or fp16 bits (uint16).");
+  m.def("int8_gemv", [](const Array& rows, const Array& x) {
+    const int64_t k = static_cast<int64_t>(x.shape(0));
+    const int8_t* px = checked<int8_t>(x, "x", {-1});
+    const int8_t* pr = checked<int8_t>(rows, "rows", {-1, k});
+    for (int64_t i = 0; i < k; ++i)
+      if (px[i] == -128) throw nb::value_error("x must be in [-127, 127]");
+    int32_t* out;
+    auto a = new_array<int32_t>({rows.shape(0)}, &out);
+    active_backend().int8_gemv(pr, static_cast<int64_t>(rows.shape(0)), k, px, out);
+    return a;
+  }, nb::arg("rows"), nb::arg("x"), "int32 rows @ x (the int8 LM head); x in [-127, 127].");
 }
 
 }  // namespace tellme::bind

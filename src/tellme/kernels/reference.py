@@ -83,3 +83,37 @@ def i2_matmul(codes: np.ndarray, out_features: int, in_features: int, q: np.ndar
     return (a @ c.T - a.sum(axis=1, keepdims=True)).astype(np.int32)
 
 
+
+
+# ---- the engine's small kernels (attention arithmetic, fp16 KV cache, int8 LM head) ----
+
+def lane_dot(a: np.ndarray, b: np.ndarray) -> np.float32:
+    """float32 dot product in 8 lanes: lane j sums a[i] * b[i] for i = j mod 8 in order (each
+    product rounded, no fused multiply-add), then ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    lanes = np.zeros(8, np.float32)
+    n8 = len(a) // 8 * 8
+    for i in range(0, n8, 8):
+        lanes += a[i:i + 8] * b[i:i + 8]
+    tail = len(a) - n8
+    lanes[:tail] += a[n8:] * b[n8:]
+    s = lanes
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
+def axpy(alpha: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """y + alpha * x in float32, each product rounded before the add."""
+    return np.asarray(y, np.float32) + np.float32(alpha) * np.asarray(x, np.float32)
+
+
+def half_to_float(h: np.ndarray) -> np.ndarray:
+    return np.asarray(h, np.uint16).view(np.float16).astype(np.float32)
+
+
+def float_to_half(x: np.ndarray) -> np.ndarray:
+    """IEEE round to nearest even, as numpy's float16 cast."""
+    return np.asarray(x, np.float32).astype(np.float16).view(np.uint16)
+
+
+def int8_gemv(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return (rows.astype(np.int64) @ x.astype(np.int64)).astype(np.int32)
