@@ -159,7 +159,7 @@ def cmd_perplexity(args) -> int:
 def cmd_convert(args) -> int:
     from .formats import packed
     from .formats.hf import HFCheckpoint
-    from .model.model import _progress
+    from .model.model import progress_bar
     from .model.weights import pack_checkpoint
     from .tokenizer import Tokenizer
 
@@ -168,7 +168,7 @@ def cmd_convert(args) -> int:
         raise ValueError(f"{src}: not a checkpoint directory")
     start = time.perf_counter()
     ckpt = HFCheckpoint(src)
-    tensors = pack_checkpoint(ckpt, args.head, args.kernel, _progress("converting", True))
+    tensors = pack_checkpoint(ckpt, args.head, args.kernel, progress_bar("converting", True))
     packed.save(args.dst, ckpt.config, tensors, Tokenizer.from_dir(src))
     size = Path(args.dst).stat().st_size
     print(f"wrote {args.dst}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -72,20 +72,14 @@ class Tokenizer:
 
 
 class StreamDecoder:
-    """Turns a growing list of token ids into text pieces, holding back an incomplete character."""
+    """Text pieces from token ids arriving one at a time (the `tokenizers` library's DecodeStream,
+    which holds back a character split across tokens and decodes only a short window)."""
 
     def __init__(self, tokenizer: Tokenizer):
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.emitted = 0  # characters already returned
+        from tokenizers.decoders import DecodeStream
+
+        self._tok = tokenizer._tok
+        self._stream = DecodeStream(skip_special_tokens=True)
 
     def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):  # a multi-byte character split across tokens
-            return ""
-        piece, self.emitted = text[self.emitted:], len(text)
-        return piece
-
-    def text(self) -> str:
-        return self.tokenizer.decode(self.ids)
+        return self._stream.step(self._tok, token_id) or ""

@@ -75,7 +75,7 @@ def build_engine(c: ModelConfig, tensors: dict[str, np.ndarray], context: int):
     return e
 
 
-def _progress(desc: str, enabled: bool):
+def progress_bar(desc: str, enabled: bool):
     if not enabled:
         return iter
     from tqdm.auto import tqdm
@@ -96,7 +96,7 @@ def read_model(path: str | Path, head: str = "int8", kernel: str = "auto", progr
                               f"(convert again with --head {head})")
         return config, tensors, tokenizer
     ckpt = HFCheckpoint(path)
-    return ckpt.config, pack_checkpoint(ckpt, head, kernel, _progress("packing", progress)), Tokenizer.from_dir(path)
+    return ckpt.config, pack_checkpoint(ckpt, head, kernel, progress_bar("packing", progress)), Tokenizer.from_dir(path)
 
 
 class Model:
@@ -172,14 +172,12 @@ class Model:
 
     def stream(self, prompt: str, max_tokens: int = 128, stop: Sequence[str] | str = (), **sampling) -> Iterator[str]:
         """Yields text pieces as they are generated. `stop` strings end generation (not included)."""
-        tok = self._tok()
-        stops = [stop] if isinstance(stop, str) else list(stop)
-        ids = tok.encode(prompt, add_special_tokens=True)
-        yield from self._stream_ids(ids, max_tokens, stops, **sampling)
+        ids = self._tok().encode(prompt, add_special_tokens=True)
+        yield from self._stream_ids(ids, max_tokens, stop, **sampling)
 
-    def _stream_ids(self, ids, max_tokens, stops, **sampling) -> Iterator[str]:
-        tok = self._tok()
-        decoder = StreamDecoder(tok)
+    def _stream_ids(self, ids, max_tokens, stop: Sequence[str] | str, **sampling) -> Iterator[str]:
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        decoder = StreamDecoder(self._tok())
         held = ""  # text that could still be the start of a stop string
         for token in self.stream_tokens(ids, max_tokens, self.eos_ids(), **sampling):
             held += decoder.push(token)
@@ -212,11 +210,10 @@ class Model:
         stop_strings."""
         text = self._tok().apply_chat_template(messages, add_generation_prompt=True)
         ids = self._tok().encode(text, add_special_tokens=False)
-        stops = kwargs.pop("stop", None)
-        if stops is None:  # the model's own end of a turn (generation_config.json stop_strings)
-            stops = self.config.stop_strings
-        stops = [stops] if isinstance(stops, str) else list(stops)
-        pieces = self._stream_ids(ids, max_tokens, stops, **kwargs)
+        stop = kwargs.pop("stop", None)
+        if stop is None:  # the model's own end of a turn (generation_config.json stop_strings)
+            stop = self.config.stop_strings
+        pieces = self._stream_ids(ids, max_tokens, stop, **kwargs)
         return pieces if stream else "".join(pieces)
 
     def eos_ids(self) -> set[int]:
