@@ -127,10 +127,11 @@ def save(model, tok, c: TrainConfig, out: Path, meta: dict) -> None:
             continue  # tied to the embedding
         p = p.detach().float()
         if name.endswith("_proj.weight"):
-            scale = p.abs().mean().clamp(min=1e-5)
-            ternary = (p / scale).round().clamp(-1, 1).to(torch.int8)
+            # exactly WeightQuant's arithmetic, so the saved T and scale are what training used
+            inv = 1.0 / p.abs().mean().clamp(min=1e-5)
+            ternary = (p * inv).round().clamp(-1, 1).to(torch.int8)
             state[name] = pack_weights(ternary.clone())
-            state[name[:-len("weight")] + "weight_scale"] = scale.reshape(1)
+            state[name[:-len("weight")] + "weight_scale"] = (1.0 / inv).reshape(1)
         else:
             state[name] = p.contiguous()
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -68,11 +68,11 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
 
 
 def bytes_per_decode_step(model) -> int:
-    """Weights a decode step reads: every ternary linear, the LM head, one embedding row."""
+    """Weights a decode step reads: every packed ternary linear and the LM head (the embedding
+    row it also reads is too small to count)."""
     t = model._tensors
     linear = sum(a.nbytes for k, a in t.items() if k.startswith("layers.") and a.dtype != np.float32)
-    head = t["lm_head.q"] if "lm_head.q" in t else t.get("embedding.q", t.get("embedding.f32"))
-    head = t.get("lm_head.f32", head)
+    head = next(t[k] for k in ("lm_head.q", "lm_head.f32", "embedding.q", "embedding.f32") if k in t)  # tied: embedding
     return linear + head.nbytes
 
 
