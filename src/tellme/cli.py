@@ -12,7 +12,7 @@ from pathlib import Path
 
 def _model_args(p) -> None:
     p.add_argument("-m", "--model", default="default",
-                   help="Hugging Face checkpoint directory, a file written by `tellme convert`, or "
+                   help="Hugging Face checkpoint directory, GGUF file, a file written by `tellme convert`, or "
                         "'default' (the small Shakespeare model shipped with tellme; the default)")
     p.add_argument("--threads", type=int, help="native threads (default: physical cores)")
     p.add_argument("--context", type=int, help="KV cache length in tokens (default: the model's)")
@@ -65,11 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     ppl.add_argument("--window", type=int, help="tokens per window (default: the context)")
     ppl.add_argument("--stride", type=int, help="new tokens per window (default: window / 2)")
 
-    conv = sub.add_parser("convert", help="pack a checkpoint into one ready-to-mmap file")
-    conv.add_argument("src", help="Hugging Face checkpoint directory")
-    conv.add_argument("dst", help="output file (.safetensors)")
-    conv.add_argument("--head", choices=("int8", "fp32"), default="int8")
-    conv.add_argument("--kernel", choices=("auto", "tlmm", "i2"), default="auto")
+    conv = sub.add_parser("convert", help="pack a checkpoint into one ready-to-mmap file, or write it as GGUF")
+    conv.add_argument("src", help="Hugging Face checkpoint directory or GGUF file")
+    conv.add_argument("dst", help="output file: .safetensors (tellme's packed layout) or .gguf")
+    conv.add_argument("--type", choices=("tq2_0", "tq1_0", "i2_s"),
+                      help="ternary weight type of a .gguf output (default tq2_0; i2_s is bitnet.cpp's)")
+    conv.add_argument("--head", choices=("int8", "fp32"), default="int8", help="LM head of a .safetensors output")
+    conv.add_argument("--kernel", choices=("auto", "tlmm", "i2"), default="auto",
+                      help="kernel layout of a .safetensors output")
 
     from . import train
     train.add_arguments(sub.add_parser("train", help="BitNet b1.58 quantization-aware training of a small model "
@@ -162,20 +165,34 @@ def cmd_perplexity(args) -> int:
 
 def cmd_convert(args) -> int:
     from .formats import packed
+    from .formats.gguf_file import is_gguf
+    from .formats.gguf_model import GGUFCheckpoint
     from .formats.hf import HFCheckpoint
     from .model.model import progress_bar
     from .model.weights import pack_checkpoint
     from .tokenizer import Tokenizer
 
-    src = Path(args.src)
-    if not src.is_dir():
-        raise ValueError(f"{src}: not a checkpoint directory")
+    src, dst = Path(args.src), Path(args.dst)
+    to_gguf = dst.suffix.lower() == ".gguf"
+    if args.type and not to_gguf:
+        raise ValueError(f"--type applies to .gguf outputs, not {dst.name}")
+    if is_gguf(src):
+        ckpt = GGUFCheckpoint(src)
+        tokenizer = ckpt.tokenizer
+    elif src.is_dir():
+        ckpt = HFCheckpoint(src)
+        tokenizer = Tokenizer.from_dir(src)
+    else:
+        raise ValueError(f"{src}: neither a checkpoint directory nor a GGUF file")
     start = time.perf_counter()
-    ckpt = HFCheckpoint(src)
-    tensors = pack_checkpoint(ckpt, args.head, args.kernel, progress_bar("converting", True))
-    packed.save(args.dst, ckpt.config, tensors, Tokenizer.from_dir(src))
-    size = Path(args.dst).stat().st_size
-    print(f"wrote {args.dst}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if to_gguf:
+        from .formats.gguf_export import write_gguf
+        write_gguf(ckpt, tokenizer, dst, args.type or "tq2_0", progress_bar("converting", True))
+    else:
+        tensors = pack_checkpoint(ckpt, args.head, args.kernel, progress_bar("converting", True))
+        packed.save(dst, ckpt.config, tensors, tokenizer)
+    size = dst.stat().st_size
+    print(f"wrote {dst}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -19,6 +19,8 @@ import numpy as np
 
 from .. import _core, runtime
 from ..formats import packed
+from ..formats.gguf_file import is_gguf
+from ..formats.gguf_model import GGUFCheckpoint
 from ..formats.hf import HFCheckpoint
 from ..formats.safetensors import FormatError
 from ..generate import SamplingParams, sample
@@ -27,12 +29,14 @@ from .config import ModelConfig
 from .weights import LINEAR_NAMES, NORM_NAMES, head_type, pack_checkpoint
 
 
-def rope_tables(c: ModelConfig, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin [context, head_dim/2] in float32, computed as transformers computes them."""
+def rope_frequencies(c: ModelConfig) -> np.ndarray:
+    """RoPE's inverse frequencies [head_dim/2] in float32, computed as transformers computes them."""
     dim = c.head_dim
     inv = np.float32(1.0) / np.power(np.float32(c.rope_theta), np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
-    if c.rope_scaling:  # llama3: stretch low frequencies, blend the middle band
-        s = c.rope_scaling
+    s = c.rope_scaling
+    if s and s.get("rope_type") == "factors":  # from a GGUF's rope_freqs: one divisor per frequency
+        return (inv / np.asarray(s["factors"], dtype=np.float32)).astype(np.float32)
+    if s:  # llama3: stretch low frequencies, blend the middle band
         factor, low, high = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])
         old = float(s["original_max_position_embeddings"])
         wavelen = 2 * math.pi / inv
@@ -41,7 +45,12 @@ def rope_tables(c: ModelConfig, context: int) -> tuple[np.ndarray, np.ndarray]:
         blended = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < old / high) & ~(wavelen > old / low)
         inv = np.where(medium, blended, scaled).astype(np.float32)
-    freqs = np.arange(context, dtype=np.float32)[:, None] * inv[None, :]
+    return inv
+
+
+def rope_tables(c: ModelConfig, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin [context, head_dim/2] in float32."""
+    freqs = np.arange(context, dtype=np.float32)[:, None] * rope_frequencies(c)[None, :]
     return np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32)
 
 
@@ -87,9 +96,13 @@ def read_model(path: str | Path, head: str = "int8", kernel: str = "auto", progr
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
+    if is_gguf(path):
+        ckpt = GGUFCheckpoint(path)
+        return ckpt.config, pack_checkpoint(ckpt, head, kernel, progress_bar("repacking", progress)), ckpt.tokenizer
     if path.is_file():
         if not packed.is_packed_file(path):
-            raise FormatError(f"{path}: not a tellme model file (convert a checkpoint directory with `tellme convert`)")
+            raise FormatError(f"{path}: neither a GGUF file nor a tellme model file (convert a checkpoint "
+                              "directory with `tellme convert`)")
         config, tensors, tokenizer = packed.load(path)
         if head_type(tensors) != head:
             raise FormatError(f"{path}: converted with a {head_type(tensors)} LM head; {head} was asked for "
@@ -262,8 +275,9 @@ def default_model_path() -> Path:
 
 def load(path: str | Path = "default", threads: int | None = None, context: int | None = None, head: str = "int8",
          kernel: str = "auto", progress: bool | None = None) -> Model:
-    """Load a model: a Hugging Face checkpoint directory, a file written by `tellme convert`, or
-    "default" for the small model shipped with tellme.
+    """Load a model: a Hugging Face checkpoint directory, a GGUF file (llama.cpp's TQ1_0/TQ2_0 or
+    bitnet.cpp's I2_S), a file written by `tellme convert`, or "default" for the small model
+    shipped with tellme.
 
     threads: native threads (default: physical cores); context: KV cache length in tokens
     (default: the model's max_position_embeddings; memory is committed only as it fills);

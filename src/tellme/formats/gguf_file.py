@@ -1,0 +1,183 @@
+"""Validated reading of a GGUF file: metadata and a table of tensors as memory-mapped bytes.
+
+The `gguf` library parses the header and metadata. Around it we add what a loader facing
+arbitrary files needs: every read is bounds-checked (a truncated or corrupt header is a
+FormatError naming the file, never an IndexError, a huge allocation or an endless loop), and
+the tensor table is built here rather than by the library, because bitnet.cpp's I2_S reuses type
+id 36, which the library does not know (and upstream ggml used for IQ4_NL_4_4). Which of the two
+a type-36 tensor is follows from its byte size (the gap to the next tensor) and the file type.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
+
+from .gguf_quants import I2_S, I2_S_FILE_TYPE, i2s_nbytes
+from .safetensors import FormatError
+
+MAX_DIMS = 4
+IQ4_NL_4_4 = (32, 18)  # upstream ggml's former type 36: (block, bytes per block)
+_MIN_ITEM_BYTES = {GGUFValueType.STRING: 8, GGUFValueType.ARRAY: 12}
+
+
+def is_gguf(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+class _Truncated(ValueError):
+    pass
+
+
+class _CheckedReader(GGUFReader):
+    """GGUFReader whose reads fail on running past the end of the file, and which leaves the
+    tensor table to GGUFFile."""
+
+    def _get(self, offset, dtype, count=1, override_order=None):
+        arr = super()._get(offset, dtype, count, override_order)
+        if len(arr) < int(count):
+            raise _Truncated(f"the header runs past the end of the file (at byte {offset})")
+        return arr
+
+    def _need(self, offset: int, count: int, item_bytes: int, what: str) -> None:
+        if count * item_bytes > len(self.data) - offset:
+            raise _Truncated(f"{count} {what} at byte {offset} cannot fit in the file")
+
+    def _get_field_parts(self, orig_offs, raw_type):
+        if raw_type == GGUFValueType.ARRAY:  # check the length before the library loops over it
+            item = int(self._get(orig_offs, np.uint32)[0])
+            count = int(self._get(orig_offs + 4, np.uint64)[0])
+            try:
+                size = _MIN_ITEM_BYTES.get(GGUFValueType(item)) or np.dtype(self.gguf_scalar_to_np[GGUFValueType(item)]).itemsize
+            except (ValueError, KeyError):
+                raise ValueError(f"unknown metadata value type {item} at byte {orig_offs}") from None
+            self._need(orig_offs + 12, count, size, "array items")
+        return super()._get_field_parts(orig_offs, raw_type)
+
+    def _build_fields(self, offs, count):
+        self._need(offs, int(count), 13, "metadata entries")
+        return super()._build_fields(offs, count)
+
+    def _build_tensor_info(self, offs, count):
+        self._need(offs, int(count), 24, "tensor entries")
+        return super()._build_tensor_info(offs, count)
+
+    def _get_tensor_info_field(self, orig_offs):
+        name_len = int(self._get(orig_offs, np.uint64)[0])
+        self._need(orig_offs + 8, name_len, 1, "bytes of tensor name")
+        n_dims = int(self._get(orig_offs + 8 + name_len, np.uint32)[0])
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise ValueError(f"tensor entry at byte {orig_offs} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
+        return super()._get_tensor_info_field(orig_offs)
+
+    def _build_tensors(self, start_offs, fields):
+        self.tensor_fields = fields
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    type: int                 # ggml type id
+    type_name: str
+    shape: tuple[int, ...]    # NumPy order: rows first (GGUF lists ne0, the row length, first)
+    offset: int               # absolute, in the file
+    nbytes: int
+
+    @property
+    def n_elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class GGUFFile:
+    """`metadata` (key -> Python value), `tensors` (name -> TensorInfo), `raw(name)` (uint8 view)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model not found: {self.path}")
+        if self.path.stat().st_size < 24:
+            raise FormatError(f"{self.path}: too short to be a GGUF file ({self.path.stat().st_size} bytes)")
+        try:
+            r = _CheckedReader(self.path)
+            self.metadata = {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
+        except (ValueError, KeyError, IndexError, OverflowError, TypeError, UnicodeDecodeError) as e:
+            raise FormatError(f"{self.path}: not a valid GGUF file: {e}") from None
+        self._data = r.data
+        self.alignment = int(r.alignment)
+        self.version = int(r.fields["GGUF.version"].parts[0][0])
+        self.tensors = self._tensor_table(r.tensor_fields, int(r.data_offset))
+
+    def _error(self, message: str) -> FormatError:
+        return FormatError(f"{self.path}: {message}")
+
+    def _tensor_table(self, fields, data_offset: int) -> dict[str, TensorInfo]:
+        size = len(self._data)
+        entries = []
+        for f in fields:
+            _, name_bytes, _, dims, raw_type, rel = f.parts
+            name = bytes(name_bytes).decode("utf-8", errors="replace")
+            dims = [int(d) for d in dims]
+            if any(d <= 0 for d in dims) or int(np.prod(dims, dtype=np.float64)) > 1 << 48:
+                raise self._error(f"tensor {name!r} has invalid dimensions {dims}")
+            entries.append((name, int(raw_type[0]), tuple(reversed(dims)), data_offset + int(rel[0])))
+        # a tensor's span: up to the next tensor's data, or the end of the file
+        starts = sorted({e[3] for e in entries}) + [size]
+        span = {s: starts[i + 1] - s for i, s in enumerate(starts[:-1])}
+        table = {}
+        for name, qtype, shape, offset in entries:
+            if name in table:
+                raise self._error(f"tensor {name!r} appears twice")
+            if offset % self.alignment:
+                raise self._error(f"tensor {name!r} starts at byte {offset}, not aligned to {self.alignment}")
+            type_name, nbytes = self._type_and_size(name, qtype, shape, span.get(offset, 0))
+            if offset + nbytes > size:
+                raise self._error(f"tensor {name!r} ({type_name} {list(shape)}, {nbytes} bytes at byte {offset}) "
+                                  f"runs past the end of the file ({size} bytes): truncated?")
+            table[name] = TensorInfo(name, qtype, type_name, shape, offset, nbytes)
+        return table
+
+    def _type_and_size(self, name: str, qtype: int, shape: tuple[int, ...], span: int) -> tuple[str, int]:
+        n = int(np.prod(shape, dtype=np.int64))
+        if qtype == I2_S:
+            return "I2_S", self._check_type_36(name, n, span)
+        try:
+            t = GGMLQuantizationType(qtype)
+        except ValueError:
+            raise self._error(f"tensor {name!r} has unknown type id {qtype}") from None
+        block, type_size = GGML_QUANT_SIZES[t]
+        if shape[-1] % block:
+            raise self._error(f"tensor {name!r}: rows of {shape[-1]} values are not whole {t.name} blocks of {block}")
+        return t.name, n // block * type_size
+
+    def _check_type_36(self, name: str, n: int, span: int) -> int:
+        """Type 36 is I2_S in bitnet.cpp's files and IQ4_NL_4_4 in upstream ggml's (since removed)."""
+        def fits(nbytes):
+            return nbytes <= span < nbytes + self.alignment
+
+        i2s = fits(i2s_nbytes(n))
+        iq4 = n % IQ4_NL_4_4[0] == 0 and fits(n // IQ4_NL_4_4[0] * IQ4_NL_4_4[1])
+        declared = self.metadata.get("general.file_type") == I2_S_FILE_TYPE
+        if i2s and not iq4:
+            return i2s_nbytes(n)
+        what = (f"tensor {name!r} has type id 36, which is I2_S in bitnet.cpp's files (needing {i2s_nbytes(n)} bytes "
+                f"for {n} weights) and IQ4_NL_4_4 in upstream ggml's; it spans {span} bytes and the file type is "
+                f"{self.metadata.get('general.file_type')!r} (I2_S files declare {I2_S_FILE_TYPE})")
+        if i2s and declared:
+            return i2s_nbytes(n)
+        if iq4 and not i2s:
+            raise self._error(what + ": this is an upstream IQ4_NL_4_4 tensor, which tellme does not read")
+        raise self._error(what + (": ambiguous" if i2s else ": the size matches neither"))
+
+    def raw(self, name: str) -> np.ndarray:
+        t = self.tensors[name]
+        return self._data[t.offset: t.offset + t.nbytes]
+
+    def get(self, key: str, default=None):
+        return self.metadata.get(key, default)

@@ -1,0 +1,172 @@
+"""A ternary model in a GGUF file (llama.cpp, bitnet.cpp), read through the same interface as
+formats.hf.HFCheckpoint: `config`, `linear(i, name)` -> (ternary int8 [out, in], scale), `norm`,
+`embedding`, `lm_head`, `final_norm`, and `tokenizer`.
+
+| general.architecture       | what it is                         | sub-norms | FFN act | tellme config     |
+|----------------------------|------------------------------------|-----------|---------|-------------------|
+| `bitnet`                   | llama.cpp's BitNet (1bitLLM)       | yes       | silu    | `bitnet-1bitllm`  |
+| `bitnet-b1.58`, `bitnet-25`| bitnet.cpp's BitNet b1.58 2B-4T    | yes       | relu2   | `bitnet`          |
+| `llama`                    | Llama3-8B-1.58, Falcon3 1.58-bit   | no        | silu    | `llama-bitnet`    |
+
+Tensor names are llama.cpp's (`blk.{i}.attn_q.weight`, ...). Linears may be TQ1_0, TQ2_0, I2_S,
+or F32/F16/BF16 holding one scale times ternary values; an optional `blk.{i}.attn_q.scale`
+multiplies in, as in llama.cpp's bitnet graph. llama.cpp stores the `llama` architecture's q and
+k rows with RoPE pairs adjacent; they are put back in Hugging Face order here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..model.config import ModelConfig
+from ..model.weights import rope_pair_order
+from .gguf_file import GGUFFile
+from .gguf_quants import I2_S, dequantize, ternary_from_values, unpack_i2s
+from .safetensors import FormatError
+
+ARCHITECTURES = {  # general.architecture -> (tellme architecture, activation)
+    "bitnet": ("bitnet-1bitllm", "silu"),
+    "bitnet-b1.58": ("bitnet", "relu2"),
+    "bitnet-25": ("bitnet", "relu2"),
+    "llama": ("llama-bitnet", "silu"),
+}
+LINEAR_TENSORS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
+                  "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
+NORM_TENSORS = ("attn_norm", "ffn_norm", "attn_sub_norm", "ffn_sub_norm")
+ROPE_FREQS = "rope_freqs.weight"
+MAX_CONTEXT = 1 << 20
+
+
+def config_from_gguf(f: GGUFFile) -> ModelConfig:
+    arch = f.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise FormatError(f"{f.path}: unsupported architecture {arch!r}; tellme reads "
+                          f"{', '.join(ARCHITECTURES)} with ternary weights")
+    architecture, activation = ARCHITECTURES[arch]
+
+    def need(key: str, default=None):
+        value = f.get(f"{arch}.{key}", default)
+        if value is None:
+            raise FormatError(f"{f.path}: metadata {arch}.{key} is missing")
+        if isinstance(value, list):  # per-layer values: fine when all equal
+            if not value or len(set(value)) != 1:
+                raise FormatError(f"{f.path}: {arch}.{key} differs between layers ({value[:4]}...), not supported")
+            value = value[0]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise FormatError(f"{f.path}: metadata {arch}.{key} = {value!r} is not a positive number")
+        return value
+
+    hidden, heads = int(need("embedding_length")), int(need("attention.head_count"))
+    head_dim = int(need("attention.key_length", hidden // heads))
+    rot = int(need("rope.dimension_count", head_dim))
+    if rot != head_dim:
+        raise FormatError(f"{f.path}: RoPE over {rot} of {head_dim} head dimensions (partial rotary) is not supported")
+    scaling = f.get(f"{arch}.rope.scaling.type", "none")
+    if scaling not in ("none", "linear") or (scaling == "linear" and f.get(f"{arch}.rope.scaling.factor", 1.0) != 1.0):
+        raise FormatError(f"{f.path}: RoPE scaling {scaling!r} is not supported")
+    rope_scaling = None
+    if ROPE_FREQS in f.tensors:  # llama3-style: one divisor per frequency
+        factors = dequantize(f.raw(ROPE_FREQS), f.tensors[ROPE_FREQS].type, f.tensors[ROPE_FREQS].shape).reshape(-1)
+        if factors.size != head_dim // 2:
+            raise FormatError(f"{f.path}: {ROPE_FREQS} has {factors.size} values, expected {head_dim // 2}")
+        rope_scaling = {"rope_type": "factors", "factors": [float(x) for x in factors]}
+    if "token_embd.weight" not in f.tensors:
+        raise FormatError(f"{f.path}: tensor 'token_embd.weight' is missing")
+    vocab = f.tensors["token_embd.weight"].shape[0]
+    kv_heads, context = int(need("attention.head_count_kv", heads)), int(need("context_length"))
+    if heads % kv_heads or head_dim % 2:
+        raise FormatError(f"{f.path}: {heads} heads of {head_dim} dimensions with {kv_heads} KV heads: "
+                          "KV heads must divide heads, and RoPE needs an even head size")
+    if context > MAX_CONTEXT:
+        raise FormatError(f"{f.path}: {arch}.context_length {context} exceeds tellme's limit of {MAX_CONTEXT}")
+    eos = [f.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")]
+    return ModelConfig(
+        architecture=architecture,
+        hidden=hidden,
+        intermediate=int(need("feed_forward_length")),
+        layers=int(need("block_count")),
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab=vocab,
+        context=context,
+        eps=float(need("attention.layer_norm_rms_epsilon")),
+        activation=activation,
+        sub_norms=architecture != "llama-bitnet",
+        tied_embeddings="output.weight" not in f.tensors,
+        rope_theta=float(need("rope.freq_base", 10000.0)),
+        rope_scaling=rope_scaling,
+        linear_class="autobitlinear",
+        eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos if isinstance(e, int))),
+        bos_token_id=f.get("tokenizer.ggml.bos_token_id"),
+    )
+
+
+class GGUFCheckpoint:
+    def __init__(self, path: str | os.PathLike):
+        from .gguf_tokenizer import tokenizer_from_gguf
+
+        self.file = GGUFFile(path)
+        self.path = self.file.path
+        self.config = config_from_gguf(self.file)
+        self.arch = self.file.get("general.architecture")
+        self.tokenizer = tokenizer_from_gguf(self.file.metadata, str(self.path))
+
+    def _info(self, name: str, shape: tuple[int, ...]):
+        t = self.file.tensors.get(name)
+        if t is None:
+            raise FormatError(f"{self.path}: tensor {name!r} is missing")
+        if t.shape != shape and not (len(shape) == 1 and t.shape == (1,) + shape):
+            raise FormatError(f"{self.path}: tensor {name!r} has shape {list(t.shape)}, the metadata needs {list(shape)}")
+        return t
+
+    def _float(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        t = self._info(name, shape)
+        try:
+            return dequantize(self.file.raw(name), t.type, shape)
+        except (ValueError, NotImplementedError) as e:
+            raise FormatError(f"{self.path}: tensor {name!r} ({t.type_name}) cannot be read: {e}") from None
+
+    def embedding(self) -> np.ndarray:
+        c = self.config
+        return self._float("token_embd.weight", (c.vocab, c.hidden))
+
+    def lm_head(self) -> np.ndarray | None:
+        if "output.weight" not in self.file.tensors:
+            return None
+        return self._float("output.weight", (self.config.vocab, self.config.hidden))
+
+    def final_norm(self) -> np.ndarray:
+        return self._float("output_norm.weight", (self.config.hidden,))
+
+    def norm(self, layer: int, name: str) -> np.ndarray | None:
+        c = self.config
+        if name.endswith("sub_norm") and not c.sub_norms:
+            return None
+        dim = {"attn_sub_norm": c.heads * c.head_dim, "ffn_sub_norm": c.intermediate}.get(name, c.hidden)
+        return self._float(f"blk.{layer}.{name}.weight", (dim,))
+
+    def linear(self, layer: int, name: str) -> tuple[np.ndarray, float]:
+        c = self.config
+        shape = c.linear_shape(name)
+        base = f"blk.{layer}.{LINEAR_TENSORS[name]}"
+        t = self._info(base + ".weight", shape)
+        try:
+            if t.type == I2_S:
+                ternary, scale = unpack_i2s(self.file.raw(t.name), shape)
+            else:
+                ternary, scale = ternary_from_values(dequantize(self.file.raw(t.name), t.type, shape))
+        except (ValueError, NotImplementedError) as e:
+            raise FormatError(f"{self.path}: tensor {t.name!r} ({t.type_name}) {e}; tellme runs ternary "
+                              "(BitNet b1.58) weights") from None
+        if base + ".scale" in self.file.tensors:  # llama.cpp's bitnet: y = (W x) * scale
+            extra = self._float(base + ".scale", (1,)).reshape(-1)
+            scale = float(np.float32(scale) * extra[0])
+        if not np.isfinite(scale):
+            raise FormatError(f"{self.path}: tensor {t.name!r} has a non-finite scale {scale}")
+        if self.arch == "llama" and name in ("q", "k"):  # llama.cpp's RoPE-pair row order -> HF order
+            heads = c.heads if name == "q" else c.kv_heads
+            ternary = ternary[np.argsort(rope_pair_order(heads, c.head_dim))]
+        return ternary, scale

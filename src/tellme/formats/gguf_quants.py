@@ -1,0 +1,95 @@
+"""Tensor encodings of GGUF files <-> NumPy, for what tellme reads and writes.
+
+Ternary weights (W = scale * T, T in {-1, 0, 1}):
+
+    TQ2_0 (llama.cpp, type 35)  blocks of 256 weights along a row, 66 bytes: 64 bytes of 2-bit codes,
+                                then an fp16 scale d. Byte 32g + j of a block holds weight
+                                128g + 32k + j in bits 2k..2k+1 (k = 0..3); code = t + 1.
+    TQ1_0 (llama.cpp, type 34)  blocks of 256, 54 bytes: 5 trits per byte, then 4 per byte, fp16 d.
+    I2_S  (bitnet.cpp, type 36) one code stream for the whole tensor, blocks of 128 weights in 32
+                                bytes: byte j holds weights j, j+32, j+64, j+96 in bits 6, 4, 2, 0;
+                                code = t + 1. Then one fp32 scale, padded to 32 bytes.
+
+So TQ2_0 and I2_S differ only in bit order (the same 128-weight groups, k at bits 2k against
+6 - 2k) and in where the scale lives (per block against per tensor). TQ1_0/TQ2_0 go through the
+`gguf` library's quantize/dequantize; I2_S, which the library does not know, is done here.
+Dense types (F32, F16, BF16, Q8_0, Q6_K, Q4_0, ...) are dequantized by the library.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from gguf import quants
+
+I2_S = 36            # bitnet.cpp's type id (upstream ggml later used 36 for the removed IQ4_NL_4_4)
+I2_S_BLOCK = 128
+I2_S_TAIL = 32       # fp32 scale, then padding
+I2_S_FILE_TYPE = 40  # bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S
+TERNARY_TYPES = {"tq1_0": T.TQ1_0, "tq2_0": T.TQ2_0, "i2_s": I2_S}
+
+
+def i2s_nbytes(n_elements: int) -> int:
+    return n_elements // 4 + I2_S_TAIL
+
+
+def pack_i2s(ternary: np.ndarray, scale: float) -> np.ndarray:
+    """ternary int8 [rows, cols] (size a multiple of 128) -> I2_S bytes."""
+    t = np.ascontiguousarray(ternary, dtype=np.int8).reshape(-1)
+    if t.size % I2_S_BLOCK:
+        raise ValueError(f"I2_S needs a multiple of {I2_S_BLOCK} weights, got {t.size}")
+    codes = (t + 1).astype(np.uint8).reshape(-1, 4, 32)           # [block, group k, j]
+    shifts = np.array([6, 4, 2, 0], dtype=np.uint8)[None, :, None]
+    packed = np.bitwise_or.reduce(codes << shifts, axis=1).reshape(-1)
+    tail = np.zeros(I2_S_TAIL, dtype=np.uint8)
+    tail[:4] = np.frombuffer(np.float32(scale).tobytes(), dtype=np.uint8)
+    return np.concatenate([packed, tail])
+
+
+def unpack_i2s(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """I2_S bytes -> (ternary int8 [rows, cols], scale); raises ValueError on the unused code 3."""
+    n = shape[0] * shape[1]
+    if n % I2_S_BLOCK:
+        raise ValueError(f"I2_S needs a multiple of {I2_S_BLOCK} weights, the shape {shape} has {n}")
+    b = raw[: n // 4].reshape(-1, 1, 32)
+    codes = (b >> np.array([6, 4, 2, 0], dtype=np.uint8)[None, :, None]) & 3
+    if (codes == 3).any():
+        raise ValueError("holds the unused 2-bit code 3")
+    scale = float(raw[n // 4: n // 4 + 4].view(np.float32)[0])
+    return (codes.astype(np.int8) - 1).reshape(shape), scale
+
+
+def quantize_ternary(ternary: np.ndarray, scale: float, qtype) -> tuple[np.ndarray, float]:
+    """(ternary, scale) -> (bytes of type qtype, leftover scale).
+
+    TQ1_0/TQ2_0 store an fp16 scale per block; the scale goes there when fp16 holds it exactly,
+    else the blocks carry d = 1 and the scale is returned, for a `.scale` tensor (which llama.cpp's
+    bitnet graph multiplies in), so that no precision is lost.
+    """
+    if qtype == I2_S:
+        return pack_i2s(ternary, scale), 1.0
+    d = np.float32(np.float16(scale))
+    exact = bool(d == np.float32(scale)) and d != 0
+    w = ternary.astype(np.float32) * (d if exact else np.float32(1.0))
+    return quants.quantize(w, qtype), (1.0 if exact else float(scale))
+
+
+def dequantize(raw: np.ndarray, qtype: int, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 values of a tensor of any type the gguf library knows, or I2_S."""
+    if qtype == I2_S:
+        t, s = unpack_i2s(raw, shape)
+        return t.astype(np.float32) * np.float32(s)
+    return np.asarray(quants.dequantize(raw, T(qtype)), dtype=np.float32).reshape(shape)
+
+
+def ternary_from_values(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """float32 W -> (T, s) with W == s * T exactly, or ValueError if W is not one scale times ternary."""
+    s = np.float32(np.abs(values).max()) if values.size else np.float32(0)
+    if s == 0:
+        return np.zeros(values.shape, dtype=np.int8), 0.0
+    t = values / s
+    bad = ~np.isin(t, (-1.0, 0.0, 1.0))
+    if bad.any():
+        odd = np.unique(np.abs(values[bad]))[:4]
+        raise ValueError(f"is not ternary with one scale per tensor (|values| {s:g} and {', '.join(f'{v:g}' for v in odd)})")
+    return t.astype(np.int8), float(s)
