@@ -49,8 +49,9 @@ def tokenizer_from_gguf(meta: dict, source: str = "") -> Tokenizer | None:
             raise FormatError(f"{source}: tokenizer.ggml.{key} has {len(arr) if isinstance(arr, list) else arr!r} "
                               f"entries for {n} tokens")
     vocab: dict[str, int] = {}
-    for i, t in enumerate(tokens):
-        vocab.setdefault(t, i)
+    for i, (t, ty) in enumerate(zip(tokens, types)):
+        if ty != TokenType.UNUSED:  # ids the tokenizer never produces (llama.cpp's [PAD{i}] fillers)
+            vocab.setdefault(t, i)
 
     def token_id(key: str) -> int | None:
         i = meta.get(f"tokenizer.ggml.{key}")

@@ -1,0 +1,232 @@
+"""GGUF: files written with the `gguf` library from random-init checkpoints load to exactly the model
+the safetensors checkpoint gives; tellme -> GGUF -> tellme is lossless; bad files fail clearly.
+
+`write_gguf_like_llama_cpp` below writes files independently of tellme's writer, the way llama.cpp
+and bitnet.cpp lay them out (TQ blocks from gguf.quants, I2_S packed by a plain loop here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf import GGUFReader, GGUFWriter, quants
+
+import tellme
+from tellme.cli import main as cli
+from tellme.formats.gguf_model import GGUFCheckpoint
+from tellme.formats.gguf_tokenizer import write_tokenizer
+from tellme.formats.hf import HFCheckpoint
+from tellme.formats.safetensors import FormatError
+from tellme.model.weights import LINEAR_NAMES, pack_checkpoint, rope_pair_order
+from tellme.tokenizer import Tokenizer
+from tests.models.checkpoints import TEXT, make_checkpoint
+
+SHAPE = dict(hidden=256, heads=4, kv_heads=2, intermediate=512)  # rows in whole 256-weight blocks
+LINEAR_TENSORS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
+                  "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
+# GGUF architecture -> the checkpoint format holding that architecture
+ARCH_FORMATS = {"bitnet-b1.58": "bitnet-packed", "bitnet-25": "bitnet-packed", "bitnet": "1bitllm",
+                "llama": "llama-bitnet"}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gguf-src")
+    out = {}
+    for fmt in sorted(set(ARCH_FORMATS.values())):
+        make_checkpoint(root / fmt, fmt, **SHAPE)
+        out[fmt] = root / fmt
+    return out
+
+
+def i2s_by_loop(t: np.ndarray, scale: float) -> np.ndarray:
+    """bitnet.cpp's quantize_i2_s layout, written out: 128-weight blocks of 32 bytes; weight j of a
+    block in byte j % 32 at bits 6 - 2 * (j // 32); code = t + 1; then the fp32 scale in a 32-byte tail."""
+    flat = t.reshape(-1)
+    out = np.zeros(flat.size // 4 + 32, dtype=np.uint8)
+    for j in range(128):
+        out[: flat.size // 4].reshape(-1, 32)[:, j % 32] |= ((flat.reshape(-1, 128)[:, j] + 1) << (6 - 2 * (j // 32))).astype(np.uint8)
+    out[flat.size // 4: flat.size // 4 + 4] = np.frombuffer(np.float32(scale).tobytes(), np.uint8)
+    return out
+
+
+def write_gguf_like_llama_cpp(src, path, arch, wtype, embd=Q.F32, scale_in_blocks=False):
+    """A GGUF of checkpoint `src` in llama.cpp's layout. TQ scales go in a `.scale` tensor (exact) or,
+    with scale_in_blocks, into the fp16 block scales as llama.cpp's converter puts them."""
+    ck = HFCheckpoint(src)
+    c = ck.config
+    w = GGUFWriter(path, arch)
+    w.add_file_type(40 if wtype == "I2_S" else 37)
+    for key, value in [("context_length", c.context), ("embedding_length", c.hidden), ("block_count", c.layers),
+                       ("feed_forward_length", c.intermediate), ("attention.head_count", c.heads),
+                       ("attention.head_count_kv", c.kv_heads), ("rope.freq_base", c.rope_theta),
+                       ("attention.layer_norm_rms_epsilon", c.eps), ("rope.dimension_count", c.head_dim)]:
+        (w.add_float32 if isinstance(value, float) else w.add_uint32)(f"{arch}.{key}", value)
+    write_tokenizer(w, Tokenizer.from_dir(src), c.vocab, c.bos_token_id, c.eos_token_ids)
+
+    def dense(name, a):
+        if embd == Q.Q6_K:  # gguf.quants cannot write Q6_K; any bytes with finite scales are valid Q6_K
+            blocks = np.random.default_rng(0).integers(0, 256, size=(a.size // 256, 210), dtype=np.uint8)
+            blocks[:, 208:] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+            w.add_tensor(name, blocks.reshape(a.shape[0], -1), raw_dtype=embd)
+        else:
+            w.add_tensor(name, quants.quantize(a.astype(np.float32), embd), raw_dtype=embd)
+
+    dense("token_embd.weight", ck.embedding())
+    if ck.lm_head() is not None:
+        dense("output.weight", ck.lm_head())
+    w.add_tensor("output_norm.weight", ck.final_norm())
+    for i in range(c.layers):
+        for name in ("attn_norm", "ffn_norm", "attn_sub_norm", "ffn_sub_norm"):
+            if ck.norm(i, name) is not None:
+                w.add_tensor(f"blk.{i}.{name}.weight", ck.norm(i, name))
+        for name in LINEAR_NAMES:
+            t, s = ck.linear(i, name)
+            if arch == "llama" and name in ("q", "k"):  # llama.cpp's q/k row permutation
+                n = c.heads if name == "q" else c.kv_heads
+                t = t.reshape(n, 2, c.head_dim // 2, -1).swapaxes(1, 2).reshape(t.shape)
+            base = f"blk.{i}.{LINEAR_TENSORS[name]}"
+            if wtype == "I2_S":
+                w.add_tensor(base + ".weight", i2s_by_loop(t, s).view(np.int8), raw_shape=t.shape, raw_dtype=36)
+                continue
+            qtype = Q[wtype]
+            w.add_tensor(base + ".weight", quants.quantize(t * np.float32(s if scale_in_blocks else 1.0), qtype),
+                         raw_dtype=qtype)
+            if not scale_in_blocks:
+                w.add_tensor(base + ".scale", np.array([s], dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def assert_same_tensors(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("wtype", ["TQ1_0", "TQ2_0", "I2_S"])
+@pytest.mark.parametrize("arch", list(ARCH_FORMATS))
+def test_gguf_gives_the_safetensors_model(checkpoints, tmp_path, arch, wtype):
+    src = checkpoints[ARCH_FORMATS[arch]]
+    path = tmp_path / "m.gguf"
+    write_gguf_like_llama_cpp(src, path, arch, wtype)
+    g = GGUFCheckpoint(path)
+    assert g.config.architecture == HFCheckpoint(src).config.architecture
+    # every packed tensor identical, so the logits are too
+    assert_same_tensors(pack_checkpoint(g, "fp32"), pack_checkpoint(HFCheckpoint(src), "fp32"))
+    a, b = tellme.load(src, head="fp32"), tellme.load(path, head="fp32")
+    ids = a.encode(TEXT)[:64]
+    assert b.encode(TEXT)[:64] == ids
+    assert np.array_equal(a.logits(ids), b.logits(ids))
+
+
+@pytest.mark.parametrize("wtype", ["TQ1_0", "TQ2_0"])
+def test_fp16_block_scales_as_llama_cpp_writes_them(checkpoints, tmp_path, wtype):
+    src = checkpoints["bitnet-packed"]
+    path = tmp_path / "m.gguf"
+    write_gguf_like_llama_cpp(src, path, "bitnet-b1.58", wtype, scale_in_blocks=True)
+    g, h = GGUFCheckpoint(path), HFCheckpoint(src)
+    for i in range(h.config.layers):
+        for name in LINEAR_NAMES:
+            (t1, s1), (t2, s2) = g.linear(i, name), h.linear(i, name)
+            assert np.array_equal(t1, t2) and s1 == float(np.float16(s2))
+
+    class Fp16Scales:  # the checkpoint with its scales rounded as the file stores them
+        config = h.config
+
+        def __getattr__(self, name):
+            return getattr(h, name)
+
+        def linear(self, i, name):
+            t, s = h.linear(i, name)
+            return t, float(np.float16(s))
+
+    assert_same_tensors(pack_checkpoint(g, "fp32"), pack_checkpoint(Fp16Scales(), "fp32"))
+
+
+@pytest.mark.parametrize("embd", [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q6_K, Q.Q4_0])
+def test_embedding_and_output_types(checkpoints, tmp_path, embd):
+    src = checkpoints["llama-bitnet"]  # untied: token_embd and output
+    path = tmp_path / "m.gguf"
+    write_gguf_like_llama_cpp(src, path, "llama", "TQ2_0", embd=embd)
+    g, h, r = GGUFCheckpoint(path), HFCheckpoint(src), GGUFReader(path)
+    for name, ours, orig in (("token_embd.weight", g.embedding(), h.embedding()), ("output.weight", g.lm_head(), h.lm_head())):
+        t = next(t for t in r.tensors if t.name == name)
+        assert np.array_equal(ours, quants.dequantize(t.data, embd).reshape(ours.shape))
+        if embd != Q.Q6_K:
+            assert np.abs(ours - orig).max() <= (0 if embd == Q.F32 else 0.2 * np.abs(orig).max())
+    m = tellme.load(path)
+    assert m.generate("Shall I", max_tokens=4, temperature=0) is not None
+
+
+# ---- tellme convert: GGUF out ----
+
+@pytest.mark.parametrize("wtype", ["tq2_0", "tq1_0", "i2_s"])
+@pytest.mark.parametrize("fmt", ["bitnet-packed", "1bitllm", "llama-bitnet"])
+def test_round_trip_is_lossless(checkpoints, tmp_path, fmt, wtype):
+    src, path = checkpoints[fmt], tmp_path / "out.gguf"
+    assert cli(["convert", str(src), str(path), "--type", wtype]) == 0
+    for head in ("int8", "fp32"):
+        assert_same_tensors(pack_checkpoint(GGUFCheckpoint(path), head), pack_checkpoint(HFCheckpoint(src), head))
+    # and GGUF -> GGUF
+    again = tmp_path / "again.gguf"
+    assert cli(["convert", str(path), str(again), "--type", "tq2_0"]) == 0
+    assert_same_tensors(pack_checkpoint(GGUFCheckpoint(again), "fp32"), pack_checkpoint(HFCheckpoint(src), "fp32"))
+
+
+@pytest.mark.parametrize("wtype", ["tq2_0", "tq1_0"])
+@pytest.mark.parametrize("fmt", ["bitnet-packed", "1bitllm", "llama-bitnet"])
+def test_written_file_reads_with_the_gguf_library(checkpoints, tmp_path, fmt, wtype):
+    from gguf import MODEL_ARCH, MODEL_TENSOR, MODEL_TENSORS, TENSOR_NAMES
+
+    src, path = checkpoints[fmt], tmp_path / "out.gguf"
+    assert cli(["convert", str(src), str(path), "--type", wtype]) == 0
+    h = HFCheckpoint(src)
+    c = h.config
+    r = GGUFReader(path)
+    arch = r.fields["general.architecture"].contents()
+    assert arch == {"bitnet-packed": "bitnet-b1.58", "1bitllm": "bitnet", "llama-bitnet": "llama"}[fmt]
+    for key in ("block_count", "embedding_length", "feed_forward_length", "attention.head_count",
+                "attention.head_count_kv", "context_length", "attention.layer_norm_rms_epsilon"):
+        assert f"{arch}.{key}" in r.fields
+    assert r.fields[f"{arch}.block_count"].contents() == c.layers
+    assert r.fields["tokenizer.ggml.model"].contents() == "gpt2"
+    # names are those of llama.cpp's bitnet (or llama) architecture, plus optional .scale tensors
+    # and, for an untied head, `output` (which llama.cpp's bitnet list lacks: it ties the head)
+    kinds = MODEL_TENSORS[MODEL_ARCH.BITNET if arch.startswith("bitnet") else MODEL_ARCH.LLAMA] + [MODEL_TENSOR.OUTPUT]
+    assert (MODEL_TENSOR.OUTPUT in kinds[:-1]) or ("output.weight" in {t.name for t in r.tensors}) == (not c.tied_embeddings)
+    allowed = {TENSOR_NAMES[k].format(bid=i) + suffix for k in kinds for i in range(c.layers)
+               for suffix in (".weight", ".scale")}
+    assert {t.name for t in r.tensors} <= allowed
+    for t in r.tensors:
+        if t.name.endswith(".weight") and t.name.startswith("blk.") and "norm" not in t.name:
+            assert t.tensor_type == Q[wtype.upper()]
+    # the library's dequantization (times a .scale tensor) is the checkpoint's W = scale * T
+    scale = {t.name: float(t.data[0]) for t in r.tensors if t.name.endswith(".scale")}
+    q = next(t for t in r.tensors if t.name == "blk.1.attn_v.weight")
+    w = quants.dequantize(q.data, q.tensor_type).reshape(c.linear_shape("v")) * scale.get("blk.1.attn_v.scale", 1.0)
+    t, s = h.linear(1, "v")
+    assert np.array_equal(w, t.astype(np.float32) * np.float32(s))
+
+
+def test_llama_q_rows_are_in_llama_cpp_order(checkpoints, tmp_path):
+    src, path = checkpoints["llama-bitnet"], tmp_path / "out.gguf"
+    assert cli(["convert", str(src), str(path), "--type", "tq2_0"]) == 0
+    r = GGUFReader(path)
+    q = next(t for t in r.tensors if t.name == "blk.0.attn_q.weight")
+    c = HFCheckpoint(src).config
+    t, _ = HFCheckpoint(src).linear(0, "q")
+    stored = np.sign(quants.dequantize(q.data, q.tensor_type)).reshape(t.shape)
+    assert np.array_equal(stored, t[rope_pair_order(c.heads, c.head_dim)])
+
+
+def test_convert_refuses_rows_that_are_not_whole_blocks(tmp_path):
+    with pytest.raises(ValueError, match="blocks of 256"):
+        from tellme.formats.gguf_export import write_gguf
+        from tellme.model.model import default_model_path
+        write_gguf(HFCheckpoint(default_model_path()), None, tmp_path / "d.gguf", "tq2_0")
+    assert not (tmp_path / "d.gguf").exists()
+    assert cli(["convert", "default-model-dir-that-is-missing", str(tmp_path / "x.gguf")]) == 1
