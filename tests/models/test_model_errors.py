@@ -41,7 +41,7 @@ def test_missing_model_and_config(tmp_path):
     with pytest.raises(FormatError, match="no config.json"):
         tellme.load(tmp_path)
     (tmp_path / "x.bin").write_bytes(b"\0" * 100)
-    with pytest.raises(FormatError, match="not a tellme model file"):
+    with pytest.raises(FormatError, match="neither a GGUF file nor a tellme model file"):
         tellme.load(tmp_path / "x.bin")
 
 
