@@ -36,6 +36,26 @@ class _Truncated(ValueError):
     pass
 
 
+def _string_array_end(buf: memoryview, pos: int, count: int) -> int:
+    for _ in range(count):
+        if pos + 8 > len(buf):
+            raise _Truncated(f"a string array runs past the end of the file (at byte {pos})")
+        pos += 8 + int.from_bytes(buf[pos: pos + 8], "little")
+    if pos > len(buf):
+        raise _Truncated("a string array runs past the end of the file")
+    return pos
+
+
+def strings_of(blob: np.ndarray, count: int) -> list[str]:
+    """The strings of a GGUF string array kept as one blob: (uint64 length, UTF-8 bytes) each."""
+    buf, pos, out = blob.tobytes(), 0, []
+    for _ in range(count):
+        n = int.from_bytes(buf[pos: pos + 8], "little")
+        out.append(buf[pos + 8: pos + 8 + n].decode("utf-8"))
+        pos += 8 + n
+    return out
+
+
 class _CheckedReader(GGUFReader):
     """GGUFReader whose reads fail on running past the end of the file, and which leaves the
     tensor table to GGUFFile."""
@@ -59,6 +79,17 @@ class _CheckedReader(GGUFReader):
             except (ValueError, KeyError):
                 raise ValueError(f"unknown metadata value type {item} at byte {orig_offs}") from None
             self._need(orig_offs + 12, count, size, "array items")
+            if item == GGUFValueType.STRING and self.byte_order == "I":
+                # the library makes numpy views per string (~30 s for a 128k vocabulary and its
+                # merges); keep the array as one blob, decoded by strings_of()
+                end = _string_array_end(memoryview(self.data), orig_offs + 12, count)
+                blob = self._get(orig_offs + 12, np.uint8, end - orig_offs - 12)
+                return end - orig_offs, [self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64), blob], \
+                    [], [GGUFValueType.ARRAY, GGUFValueType.STRING]
+            if GGUFValueType(item) in self.gguf_scalar_to_np:  # likewise: one array, not a view per value
+                values = self._get(orig_offs + 12, self.gguf_scalar_to_np[GGUFValueType(item)], count)
+                return 12 + int(values.nbytes), [self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64),
+                                                 values], [2], [GGUFValueType.ARRAY, GGUFValueType(item)]
         return super()._get_field_parts(orig_offs, raw_type)
 
     def _build_fields(self, offs, count):
@@ -90,10 +121,6 @@ class TensorInfo:
     offset: int               # absolute, in the file
     nbytes: int
 
-    @property
-    def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
 
 class GGUFFile:
     """`metadata` (key -> Python value), `tensors` (name -> TensorInfo), `raw(name)` (uint8 view)."""
@@ -106,12 +133,12 @@ class GGUFFile:
             raise FormatError(f"{self.path}: too short to be a GGUF file ({self.path.stat().st_size} bytes)")
         try:
             r = _CheckedReader(self.path)
-            self.metadata = {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
+            self.metadata = {k: strings_of(f.parts[-1], int(f.parts[-2][0])) if f.types == [GGUFValueType.ARRAY, GGUFValueType.STRING]
+                             and not f.data else f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
         except (ValueError, KeyError, IndexError, OverflowError, TypeError, UnicodeDecodeError) as e:
             raise FormatError(f"{self.path}: not a valid GGUF file: {e}") from None
         self._data = r.data
         self.alignment = int(r.alignment)
-        self.version = int(r.fields["GGUF.version"].parts[0][0])
         self.tensors = self._tensor_table(r.tensor_fields, int(r.data_offset))
 
     def _error(self, message: str) -> FormatError:

@@ -118,7 +118,7 @@ class GGUFCheckpoint:
         t = self.file.tensors.get(name)
         if t is None:
             raise FormatError(f"{self.path}: tensor {name!r} is missing")
-        if t.shape != shape and not (len(shape) == 1 and t.shape == (1,) + shape):
+        if t.shape != shape:
             raise FormatError(f"{self.path}: tensor {name!r} has shape {list(t.shape)}, the metadata needs {list(shape)}")
         return t
 
