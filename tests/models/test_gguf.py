@@ -230,3 +230,13 @@ def test_convert_refuses_rows_that_are_not_whole_blocks(tmp_path):
         write_gguf(HFCheckpoint(default_model_path()), None, tmp_path / "d.gguf", "tq2_0")
     assert not (tmp_path / "d.gguf").exists()
     assert cli(["convert", "default-model-dir-that-is-missing", str(tmp_path / "x.gguf")]) == 1
+
+
+def test_gguf_to_tellme_file(checkpoints, tmp_path):
+    src = checkpoints["bitnet-packed"]
+    assert cli(["convert", str(src), str(tmp_path / "m.gguf"), "--type", "i2_s"]) == 0
+    assert cli(["convert", str(tmp_path / "m.gguf"), str(tmp_path / "m.safetensors")]) == 0
+    a, b = tellme.load(src), tellme.load(tmp_path / "m.safetensors")
+    ids = a.encode(TEXT)[:32]
+    assert b.encode(TEXT)[:32] == ids and np.array_equal(a.logits(ids), b.logits(ids))
+    assert cli(["convert", str(src), str(tmp_path / "m.safetensors"), "--type", "tq2_0"]) == 1  # --type is for .gguf
