@@ -2,7 +2,10 @@
 
     python tools/gguf_load_cost.py model.gguf write && python tools/gguf_load_cost.py model.gguf load
 """
-import resource, subprocess, sys, time
+import resource
+import sys
+import time
+
 import numpy as np
 from tellme.bench.e2e import SHAPES
 from tellme.model.config import ModelConfig
