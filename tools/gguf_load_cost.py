@@ -21,7 +21,7 @@ if sys.argv[2] == "write":
         def linear(self, i, name):
             return rng.integers(-1, 2, size=c.linear_shape(name), dtype=np.int8), 0.02
         def norm(self, i, name):
-            return np.ones({"attn_sub_norm": c.hidden, "ffn_sub_norm": c.intermediate}.get(name, c.hidden), np.float32)
+            return np.ones(c.norm_dim(name), np.float32)
         def embedding(self):
             return rng.standard_normal((c.vocab, c.hidden), dtype=np.float32).astype(np.float16).astype(np.float32)
         def lm_head(self):

@@ -165,25 +165,14 @@ def cmd_perplexity(args) -> int:
 
 def cmd_convert(args) -> int:
     from .formats import packed
-    from .formats.gguf_file import is_gguf
-    from .formats.gguf_model import GGUFCheckpoint
-    from .formats.hf import HFCheckpoint
-    from .model.model import progress_bar
+    from .model.model import open_checkpoint, progress_bar
     from .model.weights import pack_checkpoint
-    from .tokenizer import Tokenizer
 
     src, dst = Path(args.src), Path(args.dst)
     to_gguf = dst.suffix.lower() == ".gguf"
     if args.type and not to_gguf:
         raise ValueError(f"--type applies to .gguf outputs, not {dst.name}")
-    if is_gguf(src):
-        ckpt = GGUFCheckpoint(src)
-        tokenizer = ckpt.tokenizer
-    elif src.is_dir():
-        ckpt = HFCheckpoint(src)
-        tokenizer = Tokenizer.from_dir(src)
-    else:
-        raise ValueError(f"{src}: neither a checkpoint directory nor a GGUF file")
+    ckpt, tokenizer = open_checkpoint(src)
     start = time.perf_counter()
     if to_gguf:
         from .formats.gguf_export import write_gguf

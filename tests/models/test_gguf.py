@@ -17,10 +17,10 @@ from tellme.cli import main as cli
 from tellme.formats.gguf_model import GGUFCheckpoint
 from tellme.formats.gguf_tokenizer import write_tokenizer
 from tellme.formats.hf import HFCheckpoint
-from tellme.formats.safetensors import FormatError
 from tellme.model.weights import LINEAR_NAMES, pack_checkpoint, rope_pair_order
 from tellme.tokenizer import Tokenizer
 from tests.models.checkpoints import TEXT, make_checkpoint
+from tests.test_gguf_quants import i2s_by_loop
 
 SHAPE = dict(hidden=256, heads=4, kv_heads=2, intermediate=512)  # rows in whole 256-weight blocks
 LINEAR_TENSORS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
@@ -37,17 +37,6 @@ def checkpoints(tmp_path_factory):
     for fmt in sorted(set(ARCH_FORMATS.values())):
         make_checkpoint(root / fmt, fmt, **SHAPE)
         out[fmt] = root / fmt
-    return out
-
-
-def i2s_by_loop(t: np.ndarray, scale: float) -> np.ndarray:
-    """bitnet.cpp's quantize_i2_s layout, written out: 128-weight blocks of 32 bytes; weight j of a
-    block in byte j % 32 at bits 6 - 2 * (j // 32); code = t + 1; then the fp32 scale in a 32-byte tail."""
-    flat = t.reshape(-1)
-    out = np.zeros(flat.size // 4 + 32, dtype=np.uint8)
-    for j in range(128):
-        out[: flat.size // 4].reshape(-1, 32)[:, j % 32] |= ((flat.reshape(-1, 128)[:, j] + 1) << (6 - 2 * (j // 32))).astype(np.uint8)
-    out[flat.size // 4: flat.size // 4 + 4] = np.frombuffer(np.float32(scale).tobytes(), np.uint8)
     return out
 
 

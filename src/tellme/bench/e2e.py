@@ -57,8 +57,7 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
             for k, a in protos[n].items():
                 tensors[f"layers.{i}.{n}.{k}"] = a.copy()
         for n in NORM_NAMES:
-            dim = {"attn_sub_norm": c.heads * c.head_dim, "ffn_sub_norm": c.intermediate}.get(n, c.hidden)
-            tensors[f"layers.{i}.{n}"] = np.ones(dim, np.float32)
+            tensors[f"layers.{i}.{n}"] = np.ones(c.norm_dim(n), np.float32)
     del protos
     for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):  # int8 rows, built directly
         tensors[f"{table}.q"] = rng.integers(-127, 128, size=(c.vocab, c.hidden), dtype=np.int8)

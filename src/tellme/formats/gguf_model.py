@@ -145,8 +145,7 @@ class GGUFCheckpoint:
         c = self.config
         if name.endswith("sub_norm") and not c.sub_norms:
             return None
-        dim = {"attn_sub_norm": c.heads * c.head_dim, "ffn_sub_norm": c.intermediate}.get(name, c.hidden)
-        return self._float(f"blk.{layer}.{name}.weight", (dim,))
+        return self._float(f"blk.{layer}.{name}.weight", (c.norm_dim(name),))
 
     def linear(self, layer: int, name: str) -> tuple[np.ndarray, float]:
         c = self.config

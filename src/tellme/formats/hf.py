@@ -70,8 +70,7 @@ class HFCheckpoint:
         module = NORMS.get(name) or self._sub.get(name)
         if module is None:
             return None
-        dim = {"attn_sub_norm": c.heads * c.head_dim, "ffn_sub_norm": c.intermediate}.get(name, c.hidden)
-        return self._float(f"model.layers.{layer}.{module}.weight", (dim,))
+        return self._float(f"model.layers.{layer}.{module}.weight", (c.norm_dim(name),))
 
     def linear(self, layer: int, name: str) -> tuple[np.ndarray, float]:
         c = self.config

@@ -52,6 +52,10 @@ class ModelConfig:
                 "gate": (self.intermediate, self.hidden), "up": (self.intermediate, self.hidden),
                 "down": (self.hidden, self.intermediate)}[name]
 
+    def norm_dim(self, name: str) -> int:
+        """Length of norm `name` (attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm)."""
+        return {"attn_sub_norm": self.heads * self.head_dim, "ffn_sub_norm": self.intermediate}.get(name, self.hidden)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

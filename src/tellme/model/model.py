@@ -91,15 +91,23 @@ def progress_bar(desc: str, enabled: bool):
     return lambda it: tqdm(it, desc=desc, unit="layer", leave=False)
 
 
+def open_checkpoint(path: Path):
+    """(reader, tokenizer or None) of a GGUF file or a Hugging Face directory; the reader gives
+    config, linear(), norm(), embedding(), lm_head() and final_norm() (see formats/hf.py)."""
+    if is_gguf(path):
+        ckpt = GGUFCheckpoint(path)
+        return ckpt, ckpt.tokenizer
+    if path.is_dir():
+        return HFCheckpoint(path), Tokenizer.from_dir(path)
+    raise FormatError(f"{path}: neither a checkpoint directory nor a GGUF file")
+
+
 def read_model(path: str | Path, head: str = "int8", kernel: str = "auto", progress: bool = False):
-    """(config, packed tensors, tokenizer) from a checkpoint directory or a converted file."""
+    """(config, packed tensors, tokenizer) from a checkpoint directory, a GGUF file or a converted file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
-    if is_gguf(path):
-        ckpt = GGUFCheckpoint(path)
-        return ckpt.config, pack_checkpoint(ckpt, head, kernel, progress_bar("repacking", progress)), ckpt.tokenizer
-    if path.is_file():
+    if path.is_file() and not is_gguf(path):
         if not packed.is_packed_file(path):
             raise FormatError(f"{path}: neither a GGUF file nor a tellme model file (convert a checkpoint "
                               "directory with `tellme convert`)")
@@ -108,8 +116,8 @@ def read_model(path: str | Path, head: str = "int8", kernel: str = "auto", progr
             raise FormatError(f"{path}: converted with a {head_type(tensors)} LM head; {head} was asked for "
                               f"(convert again with --head {head})")
         return config, tensors, tokenizer
-    ckpt = HFCheckpoint(path)
-    return ckpt.config, pack_checkpoint(ckpt, head, kernel, progress_bar("packing", progress)), Tokenizer.from_dir(path)
+    ckpt, tokenizer = open_checkpoint(path)
+    return ckpt.config, pack_checkpoint(ckpt, head, kernel, progress_bar("packing", progress)), tokenizer
 
 
 class Model:
