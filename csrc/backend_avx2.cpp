@@ -101,15 +101,6 @@ void tlmm_block(const uint8_t* tiles, const int32_t* neg_count, int64_t ktiles,
                    acc + t * ROW_BLOCK);
 }
 
-int32_t i2_prepare(const int8_t* act, int64_t in_pad, int8_t* out) {
-  int32_t sum = 0;
-  for (int64_t k = 0; k < in_pad; ++k) {
-    out[k] = act[k];
-    sum += act[k];
-  }
-  return sum;
-}
-
 inline int32_t hsum_epi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
@@ -275,7 +266,7 @@ void axpy_f16_avx2(float a, const uint16_t* x, int64_t n, float* y) {
 }
 
 const Backend avx2_backend = {
-    "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare, i2_block, int8_gemv_avx2, dot_avx2, axpy_avx2,
+    "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemv_avx2, dot_avx2, axpy_avx2,
     half_to_float_f16c, dot_f16_avx2, axpy_f16_avx2, int8_madd_loop,
     stream_read,
 };

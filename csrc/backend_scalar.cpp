@@ -28,15 +28,6 @@ void tlmm_block(const uint8_t* tiles, const int32_t*, int64_t ktiles, const uint
   }
 }
 
-int32_t i2_prepare(const int8_t* act, int64_t in_pad, int8_t* out) {
-  int32_t sum = 0;
-  for (int64_t k = 0; k < in_pad; ++k) {
-    out[k] = act[k];
-    sum += act[k];
-  }
-  return sum;
-}
-
 void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
               const int32_t* act_sums, int64_t tokens, int32_t* acc) {
   const int64_t row_bytes = in_pad / 4;
@@ -119,8 +110,18 @@ uint64_t stream_read(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
+int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out) {
+  int32_t sum = 0;
+  for (int64_t k = 0; k < in_pad; ++k) {
+    out[k] = act[k];
+    sum += act[k];
+  }
+  return sum;
+}
+
+
 const Backend scalar_backend = {
-    "scalar", false, 64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv, dot, axpy,
+    "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemv, dot, axpy,
     half_to_float_row, dot_f16, axpy_f16, int8_madd_loop,
     stream_read,
 };

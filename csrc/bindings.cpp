@@ -80,7 +80,7 @@ std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* ga
 
 NB_MODULE(_core, m) {
   m.doc() = "tellme native core: CPU dispatch, quantization, ternary matmul kernels and the model";
-  tellme::bind::bind_model(m);
+  tellme::bind::bind_engine(m);
 
   m.def("cpu_features", [] {
     const CpuFeatures f = detect_cpu();
@@ -90,7 +90,7 @@ NB_MODULE(_core, m) {
     d["avx512vbmi"] = f.avx512vbmi; d["avx512vnni"] = f.avx512vnni;
     return d;
   });
-  m.def("backends", [] {
+  m.def("isas", [] {
     int n;
     const Backend* const* all = all_backends(&n);
     nb::list out;
@@ -102,7 +102,7 @@ NB_MODULE(_core, m) {
       out.append(d);
     }
     return out;
-  }, "Backends compiled in, best first, with whether each can run here.");
+  }, "ISAs compiled in (one kernel backend each), best first, with whether each can run here.");
   m.def("get_isa", [] { return std::string(active_backend().name); });
   m.def("set_isa", [](const std::string& name) {
     const Backend* b = find_backend(name.c_str());
@@ -122,12 +122,12 @@ NB_MODULE(_core, m) {
         nb::arg("x"), nb::arg("gamma"), nb::arg("eps"),
         "RMSNorm then absmax int8 quantization in one pass per row.");
 
-  m.def("tl_matmul_int", [](const Array& tiles, const Array& neg, int64_t out_f, int64_t in_f, const Array& act) {
-    return run_matmul(check_tl(tiles, neg, out_f, in_f), act, nullptr, 1.0f, tl_matmul);
+  m.def("tlmm_matmul_int", [](const Array& tiles, const Array& neg, int64_t out_f, int64_t in_f, const Array& act) {
+    return run_matmul(check_tlmm(tiles, neg, out_f, in_f), act, nullptr, 1.0f, tlmm_matmul);
   }, nb::arg("tiles"), nb::arg("neg_count"), nb::arg("out_features"), nb::arg("in_features"), nb::arg("activations"));
-  m.def("tl_matmul", [](const Array& tiles, const Array& neg, int64_t out_f, int64_t in_f, const Array& act,
+  m.def("tlmm_matmul", [](const Array& tiles, const Array& neg, int64_t out_f, int64_t in_f, const Array& act,
                         const Array& act_scale, float weight_scale) {
-    return run_matmul(check_tl(tiles, neg, out_f, in_f), act, &act_scale, weight_scale, tl_matmul);
+    return run_matmul(check_tlmm(tiles, neg, out_f, in_f), act, &act_scale, weight_scale, tlmm_matmul);
   }, nb::arg("tiles"), nb::arg("neg_count"), nb::arg("out_features"), nb::arg("in_features"),
      nb::arg("activations"), nb::arg("act_scale"), nb::arg("weight_scale"));
   m.def("i2_matmul_int", [](const Array& codes, int64_t out_f, int64_t in_f, const Array& act) {
@@ -144,10 +144,10 @@ NB_MODULE(_core, m) {
                           int64_t repeats) {
     if (weights.empty() || repeats < 1) throw nb::value_error("need at least one weight copy and one repeat");
     if (kernel != "tlmm" && kernel != "i2") throw nb::value_error(("unknown kernel '" + kernel + "'").c_str());
-    std::vector<TlWeights> tl;
+    std::vector<TlmmWeights> tlmm;
     std::vector<I2Weights> i2;
     for (const Array& w : weights) {
-      if (kernel == "tlmm") tl.push_back(check_tl(w, neg_count, out_f, in_f));
+      if (kernel == "tlmm") tlmm.push_back(check_tlmm(w, neg_count, out_f, in_f));
       else i2.push_back(check_i2(w, out_f, in_f));
     }
     const Activations a = check_activations(act, in_f, nullptr);
@@ -158,7 +158,7 @@ NB_MODULE(_core, m) {
     const auto start = std::chrono::steady_clock::now();
     for (int64_t r = 0; r < repeats; ++r)
       for (size_t c = 0; c < weights.size(); ++c) {
-        if (kernel == "tlmm") tl_matmul(tl[c], a.data, a.tokens, out);
+        if (kernel == "tlmm") tlmm_matmul(tlmm[c], a.data, a.tokens, out);
         else i2_matmul(i2[c], a.data, a.tokens, out);
       }
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;

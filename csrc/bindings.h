@@ -69,7 +69,7 @@ inline void check_features(int64_t out_features, int64_t in_features) {
     throw nb::value_error("out_features and in_features must be positive");
 }
 
-inline TlWeights check_tl(const Array& tiles, const Array& neg_count, int64_t out_features,
+inline TlmmWeights check_tlmm(const Array& tiles, const Array& neg_count, int64_t out_features,
                    int64_t in_features) {
   check_features(out_features, in_features);
   const int64_t out_pad = round_up(out_features, ROW_BLOCK), in_pad = round_up(in_features, KB_WEIGHTS);
@@ -85,6 +85,6 @@ inline I2Weights check_i2(const Array& codes, int64_t out_features, int64_t in_f
           out_pad, in_pad};
 }
 
-void bind_model(nb::module_& m);
+void bind_engine(nb::module_& m);
 
 }  // namespace tellme::bind

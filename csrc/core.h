@@ -2,7 +2,7 @@
 //
 // Weight layouts (built by src/tellme/kernels/layout.py; the math is in reference.py):
 //
-//  TLMM ("tl"): rows padded to ROW_BLOCK, `in` padded to KB_WEIGHTS. Each group of 3 weights is
+//  TLMM ("tlmm"): rows padded to ROW_BLOCK, `in` padded to KB_WEIGHTS. Each group of 3 weights is
 //    one of 27 patterns; its balanced-ternary value v = 9*w0 + 3*w1 + w2 in [-13, 13] is stored as
 //    magnitude |v| (a 4-bit nibble) and sign (v < 0, one bit). A tile (32 rows x 8 groups) is
 //    160 bytes: 4 x 32 bytes of nibble pairs (byte r of chunk c = |v(r,2c)| | |v(r,2c+1)| << 4)
@@ -70,6 +70,8 @@ struct Backend {
 };
 
 extern const Backend scalar_backend;
+// i2_prepare of the levels whose kernel reads activations in stored order: a copy and the sum.
+int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out);
 #ifdef TELLME_HAVE_X86_BACKENDS
 // AVX-512 machines run the AVX2 int8 GEMV: it is bandwidth-bound either way.
 void int8_gemv_avx2(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out);

@@ -96,25 +96,25 @@ struct Task {
 // Activations of one token chunk in the form each layout consumes; kept per calling thread and
 // reused, so a decode step allocates nothing.
 struct Prepared {
-  std::vector<int8_t> tl_padded, i2_padded, i2_acts;
+  std::vector<int8_t> tlmm_padded, i2_padded, i2_acts;
   std::vector<uint8_t> tables;
   std::vector<int32_t> i2_sums;
   int64_t table_stride = 0;
 };
 
-void prepare(const Backend& be, const int8_t* act, int64_t nt, int64_t in, bool tl, bool i2,
+void prepare(const Backend& be, const int8_t* act, int64_t nt, int64_t in, bool tlmm, bool i2,
              Prepared& p) {
-  if (tl) {
+  if (tlmm) {
     const int64_t in_pad = round_up(in, KB_WEIGHTS), groups = in_pad / 3;
     p.table_stride = groups * be.table_bytes_per_group;
-    p.tl_padded.resize(nt * in_pad);
+    p.tlmm_padded.resize(nt * in_pad);
     p.tables.resize(nt * p.table_stride);
-    pad_rows(act, nt, in, in_pad, p.tl_padded.data());
+    pad_rows(act, nt, in, in_pad, p.tlmm_padded.data());
     const int64_t pieces = (groups + TABLE_PIECE - 1) / TABLE_PIECE;
     parallel_for(nt * pieces, [&](int64_t i) {
       const int64_t t = i / pieces, g0 = (i % pieces) * TABLE_PIECE;
       const int64_t ng = std::min(TABLE_PIECE, groups - g0);
-      be.tlmm_tables(p.tl_padded.data() + t * in_pad + 3 * g0, ng,
+      be.tlmm_tables(p.tlmm_padded.data() + t * in_pad + 3 * g0, ng,
                      p.tables.data() + t * p.table_stride + g0 * be.table_bytes_per_group);
     });
   }
@@ -132,14 +132,14 @@ void prepare(const Backend& be, const int8_t* act, int64_t nt, int64_t in, bool 
 // Exact sums of row blocks [rb0, rb1) of w for nt tokens into acc[(rb - rb0) * nt * 32 + t * 32 + r].
 void block_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t rb0, int64_t rb1,
                 int64_t nt, int32_t* acc) {
-  if (w.tlmm) {
-    const int64_t ktiles = w.tl.in_pad / KB_WEIGHTS;
+  if (w.is_tlmm) {
+    const int64_t ktiles = w.tlmm.in_pad / KB_WEIGHTS;
     std::fill(acc, acc + (rb1 - rb0) * nt * ROW_BLOCK, 0);
     for (int64_t k0 = 0; k0 < ktiles; k0 += K_CHUNK_TILES) {  // a K slice of the tables stays in L2
       const int64_t nk = std::min(K_CHUNK_TILES, ktiles - k0);
       for (int64_t rb = rb0; rb < rb1; ++rb)
-        be.tlmm_block(w.tl.tiles + (rb * ktiles + k0) * TILE_BYTES,
-                      k0 == 0 ? w.tl.neg_count + rb * ROW_BLOCK : nullptr, nk,
+        be.tlmm_block(w.tlmm.tiles + (rb * ktiles + k0) * TILE_BYTES,
+                      k0 == 0 ? w.tlmm.neg_count + rb * ROW_BLOCK : nullptr, nk,
                       p.tables.data() + k0 * KB_GROUPS * be.table_bytes_per_group, p.table_stride, nt,
                       acc + (rb - rb0) * nt * ROW_BLOCK);
     }
@@ -155,11 +155,11 @@ void block_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t r
 void matmul_group(const MatmulJob* jobs, int count, const int8_t* act, int64_t tokens) {
   const Backend& be = active_backend();
   const int64_t in = jobs[0].w->in_features();
-  bool any_tl = false, any_i2 = false;
+  bool any_tlmm = false, any_i2 = false;
   int64_t total_blocks = 0;
   for (int j = 0; j < count; ++j) {
-    (jobs[j].w->tlmm ? any_tl : any_i2) = true;
-    if (jobs[j].up) (jobs[j].up->tlmm ? any_tl : any_i2) = true;
+    (jobs[j].w->is_tlmm ? any_tlmm : any_i2) = true;
+    if (jobs[j].up) (jobs[j].up->is_tlmm ? any_tlmm : any_i2) = true;
     total_blocks += (jobs[j].w->out_features() + ROW_BLOCK - 1) / ROW_BLOCK;
   }
   const int64_t chunk = std::min(tokens, TOKEN_CHUNK);
@@ -173,7 +173,7 @@ void matmul_group(const MatmulJob* jobs, int count, const int8_t* act, int64_t t
   Prepared& p = prepared_here;  // by reference: worker threads must read the caller's instance
   for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
     const int64_t nt = std::min(chunk, tokens - t0);
-    prepare(be, act + t0 * in, nt, in, any_tl, any_i2, p);
+    prepare(be, act + t0 * in, nt, in, any_tlmm, any_i2, p);
     parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i) {
       const Task& task = tasks[i];
       const MatmulJob& job = jobs[task.job];
@@ -196,9 +196,9 @@ void matmul_group(const MatmulJob* jobs, int count, const int8_t* act, int64_t t
   }
 }
 
-void tl_matmul(const TlWeights& w, const int8_t* act, int64_t tokens, const Output& out) {
+void tlmm_matmul(const TlmmWeights& w, const int8_t* act, int64_t tokens, const Output& out) {
   Linear l;
-  l.tl = w;
+  l.tlmm = w;
   l.scale = out.weight_scale;
   MatmulJob job{&l, nullptr, out};
   matmul_group(&job, 1, act, tokens);
@@ -206,7 +206,7 @@ void tl_matmul(const TlWeights& w, const int8_t* act, int64_t tokens, const Outp
 
 void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out) {
   Linear l;
-  l.tlmm = false;
+  l.is_tlmm = false;
   l.i2 = w;
   l.scale = out.weight_scale;
   MatmulJob job{&l, nullptr, out};

@@ -3,7 +3,7 @@
 
 namespace tellme {
 
-struct TlWeights {  // TLMM layout, see core.h
+struct TlmmWeights {  // TLMM layout, see core.h
   const uint8_t* tiles;
   const int32_t* neg_count;  // [out_pad] negative groups per row
   int64_t out, in, out_pad, in_pad;
@@ -41,16 +41,16 @@ struct Output {
 };
 
 // act: int8 [tokens, in], row-major. Output rows are [tokens, out].
-void tl_matmul(const TlWeights& w, const int8_t* act, int64_t tokens, const Output& out);
+void tlmm_matmul(const TlmmWeights& w, const int8_t* act, int64_t tokens, const Output& out);
 void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out);
 
 struct Linear {  // one packed ternary matrix in either layout, W = scale * T
-  bool tlmm = true;
-  TlWeights tl{};
+  bool is_tlmm = true;
+  TlmmWeights tlmm{};
   I2Weights i2{};
   float scale = 1.0f;
-  int64_t out_features() const { return tlmm ? tl.out : i2.out; }
-  int64_t in_features() const { return tlmm ? tl.in : i2.in; }
+  int64_t out_features() const { return is_tlmm ? tlmm.out : i2.out; }
+  int64_t in_features() const { return is_tlmm ? tlmm.in : i2.in; }
 };
 
 // One output of a grouped matmul. With `up` set (same shape and layout as w), the task that

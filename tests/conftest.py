@@ -25,14 +25,3 @@ def threads(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-def random_ternary(rng, out_features, in_features, zero_fraction=0.3):
-    w = rng.integers(-1, 2, size=(out_features, in_features)).astype(np.int8)
-    w[rng.random(w.shape) < zero_fraction] = 0
-    return w
-
-
-def random_int8(rng, tokens, in_features):
-    """Full int8 range, -128 included: the kernels must be exact for any int8 input."""
-    return rng.integers(-128, 128, size=(tokens, in_features)).astype(np.int8)

@@ -27,17 +27,17 @@ Q = np.zeros((3, 50), np.int8)
 def test_tlmm_boundary_checks(tl):
     neg = tl.neg_count
     with pytest.raises(TypeError, match="tiles must have dtype uint8"):
-        _core.tl_matmul_int(tl.data.astype(np.int16), neg, 40, 50, Q)
+        _core.tlmm_matmul_int(tl.data.astype(np.int16), neg, 40, 50, Q)
     with pytest.raises(ValueError, match="tiles has shape"):
-        _core.tl_matmul_int(tl.data[:, :1], neg, 40, 50, Q)
+        _core.tlmm_matmul_int(tl.data[:, :1], neg, 40, 50, Q)
     with pytest.raises(ValueError, match="tiles has shape"):
-        _core.tl_matmul_int(tl.data, neg, 80, 50, Q)            # weights do not match out_features
+        _core.tlmm_matmul_int(tl.data, neg, 80, 50, Q)            # weights do not match out_features
     with pytest.raises(ValueError, match="neg_count has shape"):
-        _core.tl_matmul_int(tl.data, neg[:5], 40, 50, Q)
+        _core.tlmm_matmul_int(tl.data, neg[:5], 40, 50, Q)
     with pytest.raises(TypeError, match="neg_count must have dtype int32"):
-        _core.tl_matmul_int(tl.data, neg.astype(np.int64), 40, 50, Q)
+        _core.tlmm_matmul_int(tl.data, neg.astype(np.int64), 40, 50, Q)
     with pytest.raises(ValueError, match="must be positive"):
-        _core.tl_matmul_int(tl.data, neg, 0, 50, Q)
+        _core.tlmm_matmul_int(tl.data, neg, 0, 50, Q)
 
 
 @pytest.mark.parametrize("kernel", ["tlmm", "i2"])
@@ -71,7 +71,7 @@ def test_read_only_arrays_are_accepted(tl):
     q.flags.writeable = False
     data = tl.data.copy()
     data.flags.writeable = False
-    assert _core.tl_matmul_int(data, tl.neg_count, 40, 50, q).shape == (3, 40)
+    assert _core.tlmm_matmul_int(data, tl.neg_count, 40, 50, q).shape == (3, 40)
 
 
 def test_quantize_checks():

@@ -9,21 +9,11 @@ from gguf import quants
 from tellme.formats.gguf_quants import (I2_S, dequantize, pack_i2s, quantize_ternary, ternary_from_values,
                                         unpack_i2s)
 
+from tests.helpers import i2s_by_loop
+
 
 def ternary(rows=8, cols=512, seed=0):
     return np.random.default_rng(seed).integers(-1, 2, size=(rows, cols)).astype(np.int8)
-
-
-def i2s_by_loop(t: np.ndarray, scale: float) -> np.ndarray:
-    """bitnet.cpp's quantize_i2_s layout, written out: 128-weight blocks of 32 bytes; weight j of a
-    block in byte j % 32 at bits 6 - 2 * (j // 32); code = t + 1; then the fp32 scale in a 32-byte tail."""
-    flat = t.reshape(-1)
-    out = np.zeros(flat.size // 4 + 32, dtype=np.uint8)
-    codes = out[: flat.size // 4].reshape(-1, 32)
-    for j in range(128):  # every block at once, one weight position at a time
-        codes[:, j % 32] |= ((flat.reshape(-1, 128)[:, j] + 1) << (6 - 2 * (j // 32))).astype(np.uint8)
-    out[flat.size // 4: flat.size // 4 + 4] = np.frombuffer(np.float32(scale).tobytes(), np.uint8)
-    return out
 
 
 def test_i2s_layout_and_round_trip():

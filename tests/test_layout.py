@@ -5,14 +5,14 @@ import pytest
 
 from tellme.kernels import TernaryWeights, absmean_ternary, layout
 
-from .conftest import random_ternary
+from tests.helpers import random_ternary
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (17, 7), (33, 25), (64, 96), (100, 4097)])
 def test_round_trip(shape, rng):
     w = random_ternary(rng, *shape)
-    tiles, neg = layout.pack_tl(w)
-    np.testing.assert_array_equal(layout.unpack_tl(tiles, *shape), w)
+    tiles, neg = layout.pack_tlmm(w)
+    np.testing.assert_array_equal(layout.unpack_tlmm(tiles, *shape), w)
     np.testing.assert_array_equal(layout.unpack_i2(layout.pack_i2(w), *shape), w)
     assert neg[: shape[0]].tolist() == [
         sum(1 for g in range(0, shape[1], 3) if next((v for v in w[r, g:g + 3] if v), 0) < 0)
@@ -23,8 +23,8 @@ def test_round_trip(shape, rng):
 def test_every_group_pattern_round_trips():
     patterns = np.array([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], np.int8)
     w = patterns.reshape(1, 81).repeat(32, axis=0)
-    tiles, _ = layout.pack_tl(w)
-    np.testing.assert_array_equal(layout.unpack_tl(tiles, 32, 81), w)
+    tiles, _ = layout.pack_tlmm(w)
+    np.testing.assert_array_equal(layout.unpack_tlmm(tiles, 32, 81), w)
 
 
 @pytest.mark.parametrize("shape", [(1536, 1536), (4096, 1536), (1536, 4096), (2560, 2560),
@@ -44,7 +44,7 @@ def test_absmean_ternary_matches_bitnet(rng):
 
 
 def test_default_kernel_policy():
-    from tellme.kernels import preferred_kernel
-    assert preferred_kernel(6912, 2560, "avx2") == "i2"
-    assert preferred_kernel(640, 2560, "scalar") == "i2"
-    assert TernaryWeights.pack(np.ones((2, 3), np.int8)).kernel == preferred_kernel(2, 3)
+    from tellme.kernels import DEFAULT_KERNEL
+    assert DEFAULT_KERNEL == "i2"  # every ISA and shape (docs/kernels.md)
+    assert TernaryWeights.pack(np.ones((2, 3), np.int8)).kernel == DEFAULT_KERNEL
+    assert TernaryWeights.pack(np.ones((6912, 3), np.int8), kernel="auto").kernel == DEFAULT_KERNEL

@@ -9,7 +9,7 @@ import tellme
 from tellme.kernels import KERNELS, TernaryWeights, quantize
 from tellme.kernels import reference as ref
 
-from .conftest import random_int8, random_ternary
+from tests.helpers import random_int8, random_ternary
 
 pytestmark = pytest.mark.kernels
 

@@ -17,14 +17,14 @@ def run_python(code, **env):
 
 def test_cpu_info_reports_detection_and_choice():
     info = tellme.cpu_info()
-    assert set(info) >= {"features", "backends", "isa", "threads", "physical_cores"}
-    assert info["isa"] in [b["name"] for b in info["backends"] if b["runnable"]]
-    assert [b["name"] for b in info["backends"]][-1] == "scalar"
-    runnable = {b["name"] for b in info["backends"] if b["runnable"] and not b["emulated"]}
+    assert set(info) >= {"features", "isas", "isa", "threads", "physical_cores"}
+    assert info["isa"] in [b["name"] for b in info["isas"] if b["runnable"]]
+    assert [b["name"] for b in info["isas"]][-1] == "scalar"
+    runnable = {b["name"] for b in info["isas"] if b["runnable"] and not b["emulated"]}
     f = info["features"]
     assert ("avx2" in runnable) == (f["avx2"] and f["fma"] and f["f16c"])
     # the default is the best native level
-    best = next(b["name"] for b in info["backends"] if b["runnable"] and not b["emulated"])
+    best = next(b["name"] for b in info["isas"] if b["runnable"] and not b["emulated"])
     assert run_python("import tellme; print(tellme.get_isa())").stdout.strip() == best
 
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 from tellme.bench.e2e import SHAPES
-from tellme.model.config import ModelConfig
+from tellme.config import ModelConfig
 from tellme.formats.gguf_export import write_gguf
 
 path = sys.argv[1]

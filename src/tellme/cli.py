@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
 
+MODEL_HELP = ("Hugging Face checkpoint directory, GGUF file, file written by `tellme convert`, Hugging Face "
+              "model id in the local cache (e.g. microsoft/bitnet-b1.58-2B-4T; never downloaded), or 'default' "
+              "(the small Shakespeare model shipped with tellme)")
+
 
 def _model_args(p) -> None:
-    p.add_argument("-m", "--model", default="default",
-                   help="Hugging Face checkpoint directory, GGUF file, a file written by `tellme convert`, or "
-                        "'default' (the small Shakespeare model shipped with tellme; the default)")
+    p.add_argument("-m", "--model", default="default", help=MODEL_HELP + "; default: default")
     p.add_argument("--threads", type=int, help="native threads (default: physical cores)")
     p.add_argument("--context", type=int, help="KV cache length in tokens (default: the model's)")
     p.add_argument("--head", choices=("int8", "fp32"), default="int8", help="embedding/LM head precision")
@@ -22,38 +25,68 @@ def _model_args(p) -> None:
 def _sampling_args(p) -> None:
     p.add_argument("-n", "--max-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=40, help="0 = off")
+    p.add_argument("--top-p", type=float, default=0.95, help="1 = off")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below this times the top probability")
     p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="sampling seed; -1: a random one, printed (default: random)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--stats", action="store_true",
+                   help="print load time, prefill and decode speed to stderr after each reply")
 
 
 def _sampling(args) -> dict:
-    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                repetition_penalty=args.repetition_penalty, seed=args.seed)
+    """The sampling arguments, validated (before anything is loaded or echoed)."""
+    from .sampling import SamplingParams
+
+    if args.max_tokens < 0:
+        raise ValueError(f"--max-tokens must be >= 0, got {args.max_tokens}")
+    if args.seed == -1:
+        args.seed = secrets.randbelow(2**31)
+        print(f"seed: {args.seed}", file=sys.stderr)
+    p = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+             repetition_penalty=args.repetition_penalty, seed=args.seed)
+    SamplingParams(**p)
+    return p
 
 
 def _load(args):
-    from .model.model import load
-    return load(args.model, threads=args.threads, context=args.context, head=args.head)
+    from .loading import load
+    start = time.perf_counter()
+    model = load(args.model, threads=args.threads, context=args.context, head=args.head)
+    args.load_s = time.perf_counter() - start
+    return model
+
+
+def _print_stats(args, stats) -> None:
+    """The figures of llama.cpp's timing lines."""
+    print(f"[load {args.load_s:.2f} s | prompt {stats.prompt_tokens} tokens ({stats.cached_tokens} cached), "
+          f"prefill {stats.prefill_tokens_per_s:.1f} tokens/s | generated {stats.generated_tokens} tokens, "
+          f"decode {stats.decode_tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+
+
+def _stop_notice(model, stats) -> None:
+    if stats.stop_reason == "context":
+        print(f"[stopped: the context of {model.context} tokens is full (--context sets it)]", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tellme", description="Ternary LLM inference on CPUs.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="tellme", description="Ternary (BitNet b1.58) LLM inference on CPUs.")
+    parser.add_argument("--version", action="version", version=f"tellme {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="CPU features, kernel levels and threads; with MODEL, the model too")
-    info.add_argument("model", nargs="?", help="a model path, or 'default'")
+    info = sub.add_parser("info", help="CPU features, ISAs and threads; with MODEL, the model too")
+    info.add_argument("model", nargs="?", help=MODEL_HELP)
 
     gen = sub.add_parser("generate", help="generate text from a prompt")
     _model_args(gen)
     gen.add_argument("prompt", help="prompt text ('-' reads standard input)")
     _sampling_args(gen)
-    gen.add_argument("--stats", action="store_true", help="print prefill/decode speed to stderr")
     gen.add_argument("--no-echo", action="store_true", help="print only the generated text, not the prompt first")
 
-    chat = sub.add_parser("chat", help="interactive chat (streams replies; Ctrl-D or Ctrl-C ends)")
+    chat = sub.add_parser("chat", help="interactive chat (Ctrl-C stops a reply, Ctrl-D ends)")
     _model_args(chat)
     chat.add_argument("--system", help="system message")
     _sampling_args(chat)
@@ -66,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ppl.add_argument("--stride", type=int, help="new tokens per window (default: window / 2)")
 
     conv = sub.add_parser("convert", help="pack a checkpoint into one ready-to-mmap file, or write it as GGUF")
-    conv.add_argument("src", help="Hugging Face checkpoint directory or GGUF file")
+    conv.add_argument("src", help=MODEL_HELP.replace("file written by `tellme convert`, ", ""))
     conv.add_argument("dst", help="output file: .safetensors (tellme's packed layout) or .gguf")
     conv.add_argument("--type", choices=("tq2_0", "tq1_0", "i2_s"),
                       help="ternary weight type of a .gguf output (default tq2_0; i2_s is bitnet.cpp's)")
@@ -93,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`tellme generate ... | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
     except (ValueError, OSError) as e:  # FormatError is a ValueError; messages name the culprit
         print(f"tellme: error: {e}", file=sys.stderr)
         return 1
@@ -102,11 +138,11 @@ def cmd_info(args) -> int:
     from .runtime import cpu_info
     out = cpu_info()
     if args.model:
-        from .model.model import load
+        from .loading import load
         m = load(args.model, progress=False)
-        out["model"] = {"path": args.model, "config": json.loads(m.config.to_json()),
-                        "packed_weight_bytes": m.weight_bytes, "head": m.head,
-                        "kv_cache_bytes_at_full_context": m._engine.cache_bytes,
+        out["model"] = {"path": args.model, "source": m.source, "config": json.loads(m.config.to_json()),
+                        "packed_weight_bytes": m.packed.nbytes, "head": m.packed.head,
+                        "kv_cache_bytes_at_full_context": m.engine.cache_bytes,
                         "tokenizer": m.tokenizer is not None,
                         "chat_template": bool(m.tokenizer and m.tokenizer.chat_template)}
     print(json.dumps(out, indent=2))
@@ -114,72 +150,126 @@ def cmd_info(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    from .model import GenerationStats
+
+    sampling = _sampling(args)
+    prompt = sys.stdin.buffer.read().decode("utf-8", errors="replace") if args.prompt == "-" else args.prompt
     model = _load(args)
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not args.no_echo:
         print(prompt, end="", flush=True)
-    start, first, count = time.perf_counter(), None, 0
-    for piece in model.stream(prompt, args.max_tokens, args.stop, **_sampling(args)):
-        if first is None:
-            first = time.perf_counter()
-        count += 1
+    stats = GenerationStats()
+    for piece in model.stream(prompt, args.max_tokens, args.stop, stats, **sampling):
         print(piece, end="", flush=True)
     print()
-    if args.stats and first is not None:
-        end = time.perf_counter()
-        print(f"[time to first text {first - start:.3f} s, {count} pieces in {end - start:.2f} s]", file=sys.stderr)
+    _stop_notice(model, stats)
+    if args.stats:
+        _print_stats(args, stats)
     return 0
 
 
+def _fit_context(model, messages: list[dict], reserve: int) -> list[int]:
+    """The prompt ids of `messages`, dropping the oldest turns (never a system message, never the
+    last message) until `reserve` positions are left for the reply."""
+    ids = model.encode_chat(messages)
+    dropped = 0
+    while len(ids) + reserve > model.context:
+        first = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
+        if first is None:
+            raise ValueError(f"the message is {len(ids)} tokens; with {reserve} kept for the reply it does not fit "
+                             f"the context of {model.context} tokens (--context sets it)")
+        del messages[first]
+        dropped += 1
+        ids = model.encode_chat(messages)
+    if dropped:
+        print(f"[context full: the oldest {dropped} message(s) were dropped]", file=sys.stderr)
+    return ids
+
+
 def cmd_chat(args) -> int:
+    from .model import GenerationStats
+
+    sampling = _sampling(args)
     model = _load(args)
-    messages = [{"role": "system", "content": args.system}] if args.system else []
+    if model.tokenizer is None or not model.tokenizer.chat_template:
+        raise ValueError(f"{args.model} has no chat template (tokenizer_config.json chat_template); "
+                         "use `tellme generate` to continue text instead")
     try:
-        while True:
-            try:
-                user = input("> ")
-            except EOFError:
-                print()
-                return 0
-            if not user.strip():
-                continue
-            messages.append({"role": "user", "content": user})
-            reply = []
-            for piece in model.chat(messages, args.max_tokens, stream=True, stop=args.stop or None, **_sampling(args)):
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    stop = args.stop or model.config.stop_strings
+    reserve = max(1, min(args.max_tokens, model.context // 2))
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    print("[Ctrl-C stops a reply, Ctrl-D ends the chat]", file=sys.stderr)
+    while True:
+        try:
+            user = input("> ")
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:  # as in a shell: a fresh prompt
+            print()
+            continue
+        if not user.strip():
+            continue
+        messages.append({"role": "user", "content": user})
+        try:
+            ids = _fit_context(model, messages, reserve)
+        except ValueError as e:
+            print(f"tellme: {e}", file=sys.stderr)
+            messages.pop()
+            continue
+        reply, stats = [], GenerationStats()
+        try:
+            for piece in model.stream_ids(ids, args.max_tokens, stop, stats, **sampling):
                 reply.append(piece)
                 print(piece, end="", flush=True)
-            print()
-            messages.append({"role": "assistant", "content": "".join(reply)})
-    except KeyboardInterrupt:
+        except KeyboardInterrupt:
+            print(" [stopped]", end="")
         print()
-        return 0
+        messages.append({"role": "assistant", "content": "".join(reply)})
+        _stop_notice(model, stats)
+        if args.stats:
+            _print_stats(args, stats)
 
 
 def cmd_perplexity(args) -> int:
     model = _load(args)
     text = Path(args.file).read_text(encoding="utf-8")
-    r = model.perplexity(text, window=args.window, stride=args.stride)
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+        bar = tqdm(desc="perplexity", unit="tok", leave=False)
+
+    def progress(done, total, ppl):
+        bar.total = total
+        bar.update(done - bar.n)
+        bar.set_postfix(ppl=f"{ppl:.3f}")
+
+    try:
+        r = model.perplexity(text, window=args.window, stride=args.stride, progress=progress if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
     print(json.dumps({"file": args.file, **r}, indent=2))
     return 0
 
 
 def cmd_convert(args) -> int:
-    from .formats import packed
-    from .model.model import open_checkpoint, progress_bar
-    from .model.weights import pack_checkpoint
+    from .loading import open_checkpoint, progress_bar, resolve
+    from .packed import PackedModel
 
-    src, dst = Path(args.src), Path(args.dst)
+    src, dst = resolve(args.src), Path(args.dst)
     to_gguf = dst.suffix.lower() == ".gguf"
     if args.type and not to_gguf:
         raise ValueError(f"--type applies to .gguf outputs, not {dst.name}")
-    ckpt, tokenizer = open_checkpoint(src)
+    reader = open_checkpoint(src)
     start = time.perf_counter()
     if to_gguf:
         from .formats.gguf_export import write_gguf
-        write_gguf(ckpt, tokenizer, dst, args.type or "tq2_0", progress_bar("converting", True))
+        write_gguf(reader, reader.tokenizer, dst, args.type or "tq2_0", progress_bar("converting", True))
     else:
-        tensors = pack_checkpoint(ckpt, args.head, args.kernel, progress_bar("converting", True))
-        packed.save(dst, ckpt.config, tensors, tokenizer)
+        PackedModel.pack(reader, args.head, args.kernel, progress_bar("converting", True)).save(dst, reader.tokenizer)
     size = dst.stat().st_size
     print(f"wrote {dst}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0

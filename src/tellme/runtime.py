@@ -1,4 +1,4 @@
-"""Process-wide native settings: instruction set level and thread count.
+"""Process-wide native settings: the instruction set (ISA) the kernels use, and the thread count.
 
 Both are read once from the environment at import (`TELLME_ISA`, `TELLME_NUM_THREADS`) and can
 be changed later with `set_isa` / `set_num_threads`.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import _core
 
-ISA_LEVELS = ("avx512", "avx2", "scalar")  # best first
+ISAS = ("avx512", "avx2", "scalar")  # best first
 
 
 def physical_cores() -> int:
@@ -40,9 +40,9 @@ def get_num_threads() -> int:
 
 
 def set_isa(name: str) -> None:
-    """Use instruction set level `name` ('avx512', 'avx2' or 'scalar') for every kernel."""
-    if name not in ISA_LEVELS:
-        raise ValueError(f"unknown instruction set {name!r}; expected one of {', '.join(ISA_LEVELS)}")
+    """Use ISA `name` ('avx512', 'avx2' or 'scalar') for every kernel."""
+    if name not in ISAS:
+        raise ValueError(f"unknown instruction set {name!r}; expected one of {', '.join(ISAS)}")
     _core.set_isa(name)
 
 
@@ -51,15 +51,15 @@ def get_isa() -> str:
 
 
 def available_isas() -> list[str]:
-    """Levels that can run here, best first (an emulated AVX-512 build included)."""
-    return [b["name"] for b in _core.backends() if b["runnable"]]
+    """ISAs that can run here, best first (an emulated AVX-512 build included)."""
+    return [b["name"] for b in _core.isas() if b["runnable"]]
 
 
 def cpu_info() -> dict:
-    """What the CPU offers, which kernel levels can run, and what is in use."""
+    """What the CPU offers, which ISAs the kernels were built for and can run, and what is in use."""
     return {
         "features": _core.cpu_features(),
-        "backends": _core.backends(),
+        "isas": _core.isas(),
         "isa": get_isa(),
         "threads": get_num_threads(),
         "physical_cores": physical_cores(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .formats.safetensors import FormatError
+from .errors import FormatError
 
 
 class Tokenizer:

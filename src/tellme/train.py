@@ -224,7 +224,7 @@ def train(text_path: str, out: str, c: TrainConfig, plot: str | None = None, log
 
 
 def add_arguments(p) -> None:
-    p.add_argument("text", nargs="?", default="../shared/data/tinyshakespeare.txt", help="training text (UTF-8)")
+    p.add_argument("text", help="training text, UTF-8 (the shipped model was trained on tinyshakespeare.txt)")
     p.add_argument("--out", default="tellme-model", help="output directory")
     p.add_argument("--plot", help="write the loss curve to this PNG")
     for f, v in asdict(TrainConfig()).items():

@@ -136,8 +136,8 @@ def test_llama3_rope_scaling_matches_transformers(tmp_path):
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from tellme.model.config import ModelConfig
-    from tellme.model.model import rope_tables
+    from tellme.formats.hf import read_config
+    from tellme.rope import rope_tables
 
     rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
             "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
@@ -147,7 +147,7 @@ def test_llama3_rope_scaling_matches_transformers(tmp_path):
     d = cfg.to_dict()
     d["quantization_config"] = {"quant_method": "bitnet"}
     (tmp_path / "config.json").write_text(json.dumps(d))
-    config = ModelConfig.from_hf(tmp_path)
+    config = read_config(tmp_path)[0]
     ours_cos, ours_sin = rope_tables(config, 300)
     np.testing.assert_allclose(ours_cos, theirs_cos[0, :, :32].numpy(), atol=1e-4)
     np.testing.assert_allclose(ours_sin, theirs_sin[0, :, :32].numpy(), atol=1e-4)

@@ -25,7 +25,8 @@ def test_shipped_and_small(model):
     files = {p.name for p in path.iterdir()}
     assert {"config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"} <= files
     assert sum(p.stat().st_size for p in path.iterdir()) <= 8 * 2**20
-    assert model.config.architecture == "bitnet" and model.config.linear_class == "autobitlinear"
+    from tellme.formats.hf import read_config
+    assert model.config.architecture == "bitnet-2b4t" and read_config(path)[1] == "autobitlinear"
 
 
 def test_perplexity_agrees_with_the_pytorch_model(model):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import tellme
-from tellme.generate import SamplingParams, apply_repetition_penalty, sample
 from tests.models.checkpoints import TEXT, make_checkpoint
 
 
@@ -81,20 +80,6 @@ def test_perplexity_matches_logits(model):
     assert windowed["tokens"] == 59 and windowed["perplexity"] > 1
 
 
-def test_sampling_rules():
-    rng = np.random.default_rng(0)
-    logits = np.array([1.0, 5.0, 3.0, 4.9], np.float32)
-    assert sample(logits, SamplingParams(temperature=0), rng) == 1
-    assert {sample(logits, SamplingParams(top_k=1), rng) for _ in range(20)} == {1}
-    assert {sample(logits, SamplingParams(top_k=2, temperature=5), rng) for _ in range(200)} == {1, 3}
-    assert {sample(logits, SamplingParams(top_p=0.01), rng) for _ in range(20)} == {1}
-    penalised = apply_repetition_penalty(logits, [1, 0], 2.0)
-    np.testing.assert_array_equal(penalised, np.array([0.5, 2.5, 3.0, 4.9], np.float32))
-    for bad in (dict(temperature=-1), dict(top_k=-1), dict(top_p=0), dict(repetition_penalty=0)):
-        with pytest.raises(ValueError):
-            SamplingParams(**bad)
-
-
 def run_cli(*args, stdin=None):
     return subprocess.run([sys.executable, "-m", "tellme", *map(str, args)], capture_output=True, text=True,
                           input=stdin, timeout=300)
@@ -117,7 +102,7 @@ def test_cli_generate_perplexity_info_chat(ckpt, model, tmp_path):
     out = run_cli("info", ckpt)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
-    assert info["model"]["config"]["architecture"] == "bitnet" and info["model"]["chat_template"]
+    assert info["model"]["config"]["architecture"] == "bitnet-2b4t" and info["model"]["chat_template"]
 
     out = run_cli("chat", "-m", ckpt, "-n", "8", "--temperature", "0", stdin="Hello\n\nAgain\n")
     assert out.returncode == 0, out.stderr

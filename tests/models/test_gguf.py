@@ -17,10 +17,12 @@ from tellme.cli import main as cli
 from tellme.formats.gguf_model import GGUFCheckpoint
 from tellme.formats.gguf_tokenizer import write_tokenizer
 from tellme.formats.hf import HFCheckpoint
-from tellme.model.weights import LINEAR_NAMES, pack_checkpoint, rope_pair_order
+from tellme.config import LINEAR_NAMES
+from tellme.packed import PackedModel
+from tellme.rope import rope_pair_order
 from tellme.tokenizer import Tokenizer
 from tests.models.checkpoints import TEXT, make_checkpoint
-from tests.test_gguf_quants import i2s_by_loop
+from tests.helpers import i2s_by_loop
 
 SHAPE = dict(hidden=256, heads=4, kv_heads=2, intermediate=512)  # rows in whole 256-weight blocks
 LINEAR_TENSORS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
@@ -90,7 +92,8 @@ def write_gguf_like_llama_cpp(src, path, arch, wtype, embd=Q.F32, scale_in_block
     w.close()
 
 
-def assert_same_tensors(a: dict, b: dict):
+def assert_same_tensors(a: PackedModel, b: PackedModel):
+    a, b = a.arrays(), b.arrays()
     assert a.keys() == b.keys()
     for k in a:
         assert np.array_equal(a[k], b[k]), k
@@ -105,7 +108,7 @@ def test_gguf_gives_the_safetensors_model(checkpoints, tmp_path, arch, wtype):
     g = GGUFCheckpoint(path)
     assert g.config.architecture == HFCheckpoint(src).config.architecture
     # every packed tensor identical, so the logits are too
-    assert_same_tensors(pack_checkpoint(g, "fp32"), pack_checkpoint(HFCheckpoint(src), "fp32"))
+    assert_same_tensors(PackedModel.pack(g, "fp32"), PackedModel.pack(HFCheckpoint(src), "fp32"))
     a, b = tellme.load(src, head="fp32"), tellme.load(path, head="fp32")
     ids = a.encode(TEXT)[:64]
     assert b.encode(TEXT)[:64] == ids
@@ -133,7 +136,7 @@ def test_fp16_block_scales_as_llama_cpp_writes_them(checkpoints, tmp_path, wtype
             t, s = h.linear(i, name)
             return t, float(np.float16(s))
 
-    assert_same_tensors(pack_checkpoint(g, "fp32"), pack_checkpoint(Fp16Scales(), "fp32"))
+    assert_same_tensors(PackedModel.pack(g, "fp32"), PackedModel.pack(Fp16Scales(), "fp32"))
 
 
 @pytest.mark.parametrize("embd", [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q6_K, Q.Q4_0])
@@ -159,11 +162,11 @@ def test_round_trip_is_lossless(checkpoints, tmp_path, fmt, wtype):
     src, path = checkpoints[fmt], tmp_path / "out.gguf"
     assert cli(["convert", str(src), str(path), "--type", wtype]) == 0
     for head in ("int8", "fp32"):
-        assert_same_tensors(pack_checkpoint(GGUFCheckpoint(path), head), pack_checkpoint(HFCheckpoint(src), head))
+        assert_same_tensors(PackedModel.pack(GGUFCheckpoint(path), head), PackedModel.pack(HFCheckpoint(src), head))
     # and GGUF -> GGUF
     again = tmp_path / "again.gguf"
     assert cli(["convert", str(path), str(again), "--type", "tq2_0"]) == 0
-    assert_same_tensors(pack_checkpoint(GGUFCheckpoint(again), "fp32"), pack_checkpoint(HFCheckpoint(src), "fp32"))
+    assert_same_tensors(PackedModel.pack(GGUFCheckpoint(again), "fp32"), PackedModel.pack(HFCheckpoint(src), "fp32"))
 
 
 @pytest.mark.parametrize("wtype", ["tq2_0", "tq1_0"])
@@ -215,7 +218,7 @@ def test_llama_q_rows_are_in_llama_cpp_order(checkpoints, tmp_path):
 def test_convert_refuses_rows_that_are_not_whole_blocks(tmp_path):
     with pytest.raises(ValueError, match="blocks of 256"):
         from tellme.formats.gguf_export import write_gguf
-        from tellme.model.model import default_model_path
+        from tellme import default_model_path
         write_gguf(HFCheckpoint(default_model_path()), None, tmp_path / "d.gguf", "tq2_0")
     assert not (tmp_path / "d.gguf").exists()
     assert cli(["convert", "default-model-dir-that-is-missing", str(tmp_path / "x.gguf")]) == 1

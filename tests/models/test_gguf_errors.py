@@ -11,7 +11,7 @@ from gguf import GGUFWriter
 import tellme
 from tellme.cli import main as cli
 from tellme.formats.gguf_file import GGUFFile
-from tellme.formats.safetensors import FormatError
+from tellme.errors import FormatError
 from tests.models.checkpoints import make_checkpoint
 
 

@@ -8,6 +8,7 @@ Each model runs in its own process so that its peak RSS is its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import resource
@@ -20,7 +21,7 @@ from ..runtime import get_num_threads, set_num_threads
 SHAPES = {  # name: (config fields, real checkpoint it mirrors)
     "0.73B": dict(architecture="bitnet-1bitllm", hidden=1536, intermediate=4096, layers=24, heads=16, kv_heads=16,
                   vocab=32002, activation="silu", tied_embeddings=False),   # 1bitLLM/bitnet_b1_58-large
-    "2B-4T": dict(architecture="bitnet", hidden=2560, intermediate=6912, layers=30, heads=20, kv_heads=5,
+    "2B-4T": dict(architecture="bitnet-2b4t", hidden=2560, intermediate=6912, layers=30, heads=20, kv_heads=5,
                   vocab=128256, activation="relu2", tied_embeddings=True),  # microsoft/bitnet-b1.58-2B-4T
 }
 
@@ -36,10 +37,10 @@ def add_arguments(p) -> None:
 
 
 def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
-    from ..model.config import ModelConfig
-    from ..model.model import Model
-    from ..model.weights import LINEAR_NAMES, NORM_NAMES, pack_linear
-    from ..kernels import preferred_kernel
+    from ..config import LINEAR_NAMES, ModelConfig
+    from ..kernels import TernaryWeights
+    from ..model import Model
+    from ..packed import PackedModel, Rows
 
     f = dict(SHAPES[name])
     if layers:
@@ -49,35 +50,25 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
     rng = np.random.default_rng(0)
     # pack one random matrix per linear, then give every layer its own copy: decode must stream
     # every layer's weights from memory, as with a real model
-    protos = {n: pack_linear(rng.integers(-1, 2, size=c.linear_shape(n), dtype=np.int8), 0.02,
-                             preferred_kernel(*c.linear_shape(n))) for n in LINEAR_NAMES}
-    tensors = {}
+    protos = {n: TernaryWeights.pack(rng.integers(-1, 2, size=c.linear_shape(n), dtype=np.int8), 0.02)
+              for n in LINEAR_NAMES}
+    m = PackedModel(c, source=f"synthetic {name}")
     for i in range(c.layers):
-        for n in LINEAR_NAMES:
-            for k, a in protos[n].items():
-                tensors[f"layers.{i}.{n}.{k}"] = a.copy()
-        for n in NORM_NAMES:
-            tensors[f"layers.{i}.{n}"] = np.ones(c.norm_dim(n), np.float32)
+        for n, w in protos.items():
+            m.set_linear(i, n, dataclasses.replace(w, data=w.data.copy()))
+        for n in c.norm_names():
+            m.set_norm(i, n, np.ones(c.norm_dim(n), np.float32))
     del protos
     for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):  # int8 rows, built directly
-        tensors[f"{table}.q"] = rng.integers(-127, 128, size=(c.vocab, c.hidden), dtype=np.int8)
-        tensors[f"{table}.row_scale"] = np.full(c.vocab, 0.01, np.float32)
-    tensors["final_norm"] = np.ones(c.hidden, np.float32)
-    return Model(c, tensors, None, context, source=f"synthetic {name}")
-
-
-def bytes_per_decode_step(model) -> int:
-    """Weights a decode step reads: every packed ternary linear and the LM head (the embedding
-    row it also reads is too small to count)."""
-    t = model._tensors
-    linear = sum(a.nbytes for k, a in t.items() if k.startswith("layers.") and a.dtype != np.float32)
-    head = next(t[k] for k in ("lm_head.q", "lm_head.f32", "embedding.q", "embedding.f32") if k in t)  # tied: embedding
-    return linear + head.nbytes
+        m.set_rows(table, Rows(q=rng.integers(-127, 128, size=(c.vocab, c.hidden), dtype=np.int8),
+                               row_scale=np.full(c.vocab, 0.01, np.float32)))
+    m.set_final_norm(np.ones(c.hidden, np.float32))
+    return Model(m, None, context)
 
 
 def measure(model, threads: int, decode_tokens: int) -> dict:
     set_num_threads(threads)
-    eng, vocab = model._engine, model.config.vocab
+    eng, vocab = model.engine, model.config.vocab
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, vocab, size=512, dtype=np.int32)
     eng.forward(tokens[:16], 0, False)  # warm-up: page in weights, start threads
@@ -102,7 +93,7 @@ def measure(model, threads: int, decode_tokens: int) -> dict:
         native += time.perf_counter() - s
         token, pos = int(np.argmax(logits[0])), pos + 1
     decode_s = time.perf_counter() - start
-    step_bytes = bytes_per_decode_step(model)
+    step_bytes = model.packed.decode_step_bytes()
     tps = decode_tokens / decode_s
     return {"threads": threads, "prefill_128_tokens_per_s": 128 / t128, "prefill_512_tokens_per_s": 512 / t512,
             "ttft_128_s": t128, "decode_tokens_per_s": tps, "decode_bytes_per_token": step_bytes,
@@ -144,7 +135,7 @@ def _child(spec: dict, out) -> None:
     try:
         start = time.perf_counter()
         if spec["path"]:
-            from ..model.model import load
+            from ..loading import load
             model = load(spec["path"], context=1024, progress=False)
             name = spec["path"]
         else:
@@ -157,10 +148,10 @@ def _child(spec: dict, out) -> None:
         for threads in spec["threads"]:
             r = {"model": name, "load_s": load_s, **measure(model, threads, spec["decode_tokens"])}
             records.append(r)
-        kv_used = model._engine.cache_bytes * 512 // model.context  # positions written
+        kv_used = model.engine.cache_bytes * 512 // model.context  # positions written
         for r in records:
             r.update(peak_rss_mb=_peak_rss_mb(), peak_rss_covers="inference" if since_load else "load and inference",
-                     load_peak_rss_mb=load_rss, packed_weights_mb=model.weight_bytes / 2**20,
+                     load_peak_rss_mb=load_rss, packed_weights_mb=model.packed.nbytes / 2**20,
                      kv_cache_used_mb=kv_used / 2**20)
         add_bandwidth(records)
         out.put(records)

@@ -1,1 +1,12 @@
-"""On-disk formats: Hugging Face checkpoint directories and tellme's packed file."""
+"""The files models come in. Each reader (hf.HFCheckpoint, gguf_model.GGUFCheckpoint) gives the
+same interface, whatever the stored form:
+
+    config                      ModelConfig
+    tokenizer                   Tokenizer or None
+    linear(layer, name)         (ternary int8 [out, in], scale) with W = scale * T, Hugging Face row order
+    norm(layer, name)           float32 gamma, or None for a sub-norm the architecture lacks
+    embedding(), final_norm()   float32
+    lm_head()                   float32, or None when tied to the embedding
+
+gguf_export writes any reader as GGUF; the engine's own packed file is tellme/packed.py.
+"""

@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 
-from ..model.config import ModelConfig
-from ..model.weights import LINEAR_NAMES, NORM_NAMES, rope_pair_order
+from ..config import LINEAR_NAMES, NORM_NAMES, ModelConfig
+from ..rope import rope_frequencies, rope_pair_order
 from .gguf_model import LINEAR_TENSORS, ROPE_FREQS
 from .gguf_quants import I2_S, I2_S_FILE_TYPE, TERNARY_TYPES, quantize_ternary
 
@@ -50,7 +50,7 @@ def lossless_float(a: np.ndarray) -> tuple[np.ndarray, GGMLQuantizationType | No
 
 def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
                progress: Callable[[Iterator], Iterator] = iter) -> None:
-    """Writes `ckpt` (an HFCheckpoint-like reader) to `path` with ternary linears of type qtype."""
+    """Writes `ckpt` (a format reader: see formats/__init__.py) to `path` with ternary linears of type qtype."""
     if qtype not in TERNARY_TYPES:
         raise ValueError(f"unknown GGUF weight type {qtype!r}; expected one of {', '.join(TERNARY_TYPES)}")
     c: ModelConfig = ckpt.config
@@ -92,7 +92,6 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
         dense("output.weight", head)
     w.add_tensor("output_norm.weight", np.ascontiguousarray(ckpt.final_norm(), dtype=np.float32))
     if c.rope_scaling:  # llama.cpp divides each frequency by a factor
-        from ..model.model import rope_frequencies
         plain = dataclasses.replace(c, rope_scaling=None)
         w.add_tensor(ROPE_FREQS, (rope_frequencies(plain) / rope_frequencies(c)).astype(np.float32))
     for i in progress(range(c.layers)):

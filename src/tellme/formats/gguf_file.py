@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 
+from ..errors import FormatError
 from .gguf_quants import I2_S, I2_S_FILE_TYPE, i2s_nbytes
-from .safetensors import FormatError
 
 MAX_DIMS = 4
 IQ4_NL_4_4 = (32, 18)  # upstream ggml's former type 36: (block, bytes per block)

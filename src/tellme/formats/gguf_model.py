@@ -5,7 +5,7 @@ formats.hf.HFCheckpoint: `config`, `linear(i, name)` -> (ternary int8 [out, in],
 | general.architecture       | what it is                         | sub-norms | FFN act | tellme config     |
 |----------------------------|------------------------------------|-----------|---------|-------------------|
 | `bitnet`                   | llama.cpp's BitNet (1bitLLM)       | yes       | silu    | `bitnet-1bitllm`  |
-| `bitnet-b1.58`, `bitnet-25`| bitnet.cpp's BitNet b1.58 2B-4T    | yes       | relu2   | `bitnet`          |
+| `bitnet-b1.58`, `bitnet-25`| bitnet.cpp's BitNet b1.58 2B-4T    | yes       | relu2   | `bitnet-2b4t`     |
 | `llama`                    | Llama3-8B-1.58, Falcon3 1.58-bit   | no        | silu    | `llama-bitnet`    |
 
 Tensor names are llama.cpp's (`blk.{i}.attn_q.weight`, ...). Linears may be TQ1_0, TQ2_0, I2_S,
@@ -20,21 +20,20 @@ import os
 
 import numpy as np
 
-from ..model.config import ModelConfig
-from ..model.weights import rope_pair_order
+from ..config import ModelConfig
+from ..errors import FormatError
+from ..rope import rope_pair_order
 from .gguf_file import GGUFFile
 from .gguf_quants import I2_S, dequantize, ternary_from_values, unpack_i2s
-from .safetensors import FormatError
 
 ARCHITECTURES = {  # general.architecture -> (tellme architecture, activation)
     "bitnet": ("bitnet-1bitllm", "silu"),
-    "bitnet-b1.58": ("bitnet", "relu2"),
-    "bitnet-25": ("bitnet", "relu2"),
+    "bitnet-b1.58": ("bitnet-2b4t", "relu2"),
+    "bitnet-25": ("bitnet-2b4t", "relu2"),
     "llama": ("llama-bitnet", "silu"),
 }
 LINEAR_TENSORS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
                   "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
-NORM_TENSORS = ("attn_norm", "ffn_norm", "attn_sub_norm", "ffn_sub_norm")
 ROPE_FREQS = "rope_freqs.weight"
 MAX_CONTEXT = 1 << 20
 
@@ -98,7 +97,6 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
         tied_embeddings="output.weight" not in f.tensors,
         rope_theta=float(need("rope.freq_base", 10000.0)),
         rope_scaling=rope_scaling,
-        linear_class="autobitlinear",
         eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos if isinstance(e, int))),
         bos_token_id=f.get("tokenizer.ggml.bos_token_id"),
     )
@@ -134,7 +132,8 @@ class GGUFCheckpoint:
         return self._float("token_embd.weight", (c.vocab, c.hidden))
 
     def lm_head(self) -> np.ndarray | None:
-        if "output.weight" not in self.file.tensors:
+        """None when the head is tied to the embedding (no output.weight, as llama.cpp reads it)."""
+        if self.config.tied_embeddings:
             return None
         return self._float("output.weight", (self.config.vocab, self.config.hidden))
 

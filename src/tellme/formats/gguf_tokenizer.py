@@ -19,8 +19,8 @@ import json
 
 from gguf import TokenType
 
+from ..errors import FormatError
 from ..tokenizer import Tokenizer
-from .safetensors import FormatError
 
 # Llama 3's pre-tokenizer regex (also Falcon3's, DBRX's, ...)
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"

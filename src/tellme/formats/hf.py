@@ -1,5 +1,11 @@
 """Hugging Face checkpoint directories: config.json + safetensors (sharded or not) + tokenizer.
 
+| config.json                                   | tellme architecture | linears                              |
+|-----------------------------------------------|---------------------|--------------------------------------|
+| model_type `bitnet` (BitNet b1.58 2B-4T)      | `bitnet-2b4t`       | packed 2-bit + weight_scale, or bf16 |
+| architectures `BitnetForCausalLM` (1bitLLM)   | `bitnet-1bitllm`    | fp16 masters, absmean at load        |
+| model_type `llama` + quant_method `bitnet`    | `llama-bitnet`      | packed 2-bit + weight_scale          |
+
 Reads each linear as (ternary int8 [out, in], scale) with W = scale * T, whatever the stored
 form: transformers' packed BitLinear (uint8 [out/4, in], row p + i*out/4 in bits 2i..2i+1,
 code = w + 1), unpacked ternary values, or float masters quantized with absmean at load.
@@ -7,18 +13,21 @@ code = w + 1), unpacked ternary values, or float masters quantized with absmean 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from ..model.config import ModelConfig
-from .safetensors import FormatError, TensorStore
+from ..config import ModelConfig
+from ..errors import FormatError
+from ..tokenizer import Tokenizer
+from .safetensors import TensorStore
 
 LINEARS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
            "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
 NORMS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
 SUB_NORMS = {  # per architecture
-    "bitnet": {"attn_sub_norm": "self_attn.attn_sub_norm", "ffn_sub_norm": "mlp.ffn_sub_norm"},
+    "bitnet-2b4t": {"attn_sub_norm": "self_attn.attn_sub_norm", "ffn_sub_norm": "mlp.ffn_sub_norm"},
     "bitnet-1bitllm": {"attn_sub_norm": "self_attn.inner_attn_ln", "ffn_sub_norm": "mlp.ffn_layernorm"},
     "llama-bitnet": {},
 }
@@ -38,12 +47,99 @@ def absmean_ternary_like_torch(w: np.ndarray) -> tuple[np.ndarray, float]:
     return t, float(np.float32(1.0) / inv)
 
 
+def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
+    """(config, linear_class, modules_to_not_convert) from config.json and generation_config.json.
+
+    linear_class says how ternary linears are stored: "bitlinear" (packed, W = T / weight_scale),
+    "autobitlinear" (packed or unpacked, W = T * weight_scale), "online" (float masters, absmean)."""
+    file = path / "config.json"
+    try:
+        c = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no config.json (expected a Hugging Face model directory)") from None
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{file}: invalid JSON ({e})") from e
+    archs = c.get("architectures") or []
+    model_type = c.get("model_type")
+    quant = c.get("quantization_config") or {}
+    if model_type == "bitnet":
+        arch = "bitnet-2b4t"
+    elif "BitnetForCausalLM" in archs:
+        arch = "bitnet-1bitllm"
+    elif model_type == "llama" and quant.get("quant_method") == "bitnet":
+        arch = "llama-bitnet"
+    else:
+        raise FormatError(f"{file}: unsupported architecture (model_type={model_type!r}, "
+                          f"architectures={archs}); tellme runs model_type 'bitnet', "
+                          "'BitnetForCausalLM' and 'llama' with quantization_config.quant_method 'bitnet'")
+    if quant and quant.get("quant_method") not in (None, "bitnet"):
+        raise FormatError(f"{file}: quantization method {quant.get('quant_method')!r} is not ternary")
+    if quant.get("use_rms_norm"):
+        raise FormatError(f"{file}: quantization_config.use_rms_norm (an RMSNorm inside every linear) "
+                          "is not supported")
+    if c.get("attention_bias") or c.get("mlp_bias"):
+        raise FormatError(f"{file}: linear biases are not supported")
+
+    def need(key):
+        if key not in c:
+            raise FormatError(f"{file}: missing {key!r}")
+        return c[key]
+
+    hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
+    act = c.get("hidden_act", "silu")
+    activation = {"silu": "silu", "swish": "silu", "relu2": "relu2"}.get(act)
+    if activation is None:
+        raise FormatError(f"{file}: unsupported hidden_act {act!r} (expected silu or relu2)")
+    rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
+    theta = c.get("rope_theta", rope.get("rope_theta", 10000.0))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", "llama3"):
+        raise FormatError(f"{file}: unsupported RoPE type {rope_type!r} (expected default or llama3)")
+    if quant:
+        linear_class = quant.get("linear_class", "bitlinear")
+        if linear_class == "autobitlinear" and quant.get("quantization_mode", "offline") == "online":
+            linear_class = "online"
+    else:
+        linear_class = "online"
+    eos = c.get("eos_token_id")
+    eos = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
+    gen_file = path / "generation_config.json"
+    try:
+        gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{gen_file}: invalid JSON ({e})") from e
+    stops = gen.get("stop_strings") or ()
+    stops = (stops,) if isinstance(stops, str) else tuple(stops)
+    config = ModelConfig(
+        architecture=arch,
+        hidden=hidden,
+        intermediate=int(need("intermediate_size")),
+        layers=int(need("num_hidden_layers")),
+        heads=heads,
+        kv_heads=int(c.get("num_key_value_heads") or heads),
+        head_dim=int(c.get("head_dim") or hidden // heads),
+        vocab=int(need("vocab_size")),
+        context=int(c.get("max_position_embeddings", 2048)),
+        eps=float(c.get("rms_norm_eps", 1e-6)),
+        activation=activation,
+        sub_norms=arch != "llama-bitnet",
+        tied_embeddings=bool(c.get("tie_word_embeddings", arch == "bitnet-2b4t")),
+        rope_theta=float(theta),
+        rope_scaling=dict(rope) if rope_type == "llama3" else None,
+        eos_token_ids=eos,
+        bos_token_id=c.get("bos_token_id"),
+        stop_strings=stops,
+    )
+    return config, linear_class, tuple(quant.get("modules_to_not_convert") or ())
+
+
 class HFCheckpoint:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_dir():
             raise FormatError(f"{self.path}: not a directory")
-        self.config = ModelConfig.from_hf(self.path)
+        self.config, self.linear_class, self.not_converted = read_config(self.path)
+        self.tokenizer = Tokenizer.from_dir(self.path)  # None without tokenizer.json
         self.store = TensorStore(self.path)
         self._sub = SUB_NORMS[self.config.architecture]
 
@@ -58,7 +154,7 @@ class HFCheckpoint:
 
     def lm_head(self) -> np.ndarray | None:
         """None when the head is tied to the embedding."""
-        if "lm_head.weight" not in self.store:
+        if self.config.tied_embeddings:
             return None
         return self._float("lm_head.weight", (self.config.vocab, self.config.hidden))
 
@@ -76,7 +172,7 @@ class HFCheckpoint:
         c = self.config
         out_f, in_f = c.linear_shape(name)
         module = f"model.layers.{layer}.{LINEARS[name]}"
-        if any(module == m or module.endswith("." + m) for m in c.not_converted):
+        if any(module == m or module.endswith("." + m) for m in self.not_converted):
             raise FormatError(f"{self.path}: {module} is kept in full precision (modules_to_not_convert); "
                               "tellme needs every decoder linear ternary")
         wname = module + ".weight"
@@ -93,11 +189,11 @@ class HFCheckpoint:
         if shape != (out_f, in_f):
             raise FormatError(f"{f.path}: tensor {wname!r} has shape {shape}, expected {(out_f, in_f)}")
         w = f.float32(wname)
-        if c.linear_class == "online":
+        if self.linear_class == "online":
             return absmean_ternary_like_torch(w)
         if not np.isin(w, (-1.0, 0.0, 1.0)).all():
             raise FormatError(f"{f.path}: tensor {wname!r} should hold ternary values for linear_class "
-                              f"{c.linear_class!r}")
+                              f"{self.linear_class!r}")
         return w.astype(np.int8), self._stored_scale(module, wname)
 
     def _stored_scale(self, module: str, wname: str) -> float:
@@ -108,4 +204,4 @@ class HFCheckpoint:
         if s.size != 1 or not np.isfinite(s[0]) or s[0] == 0:
             raise FormatError(f"{self.path}: {name!r} must be one finite non-zero value, got {s[:4]}")
         # BitLinear divides by weight_scale; AutoBitLinear multiplies by it
-        return float(np.float32(1.0) / s[0]) if self.config.linear_class == "bitlinear" else float(s[0])
+        return float(np.float32(1.0) / s[0]) if self.linear_class == "bitlinear" else float(s[0])

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FormatError
+
 DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
     "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "BOOL": np.bool_,
 }
-
-
-class FormatError(ValueError):
-    """A model file is missing, truncated or inconsistent; the message names the file and tensor."""
 
 
 class SafetensorsFile:

@@ -46,16 +46,11 @@ def absmean_ternary(w) -> tuple[np.ndarray, float]:
     return np.clip(np.rint(w / np.float32(scale)), -1, 1).astype(np.int8), scale
 
 
-def preferred_kernel(out_features: int, in_features: int, isa: str | None = None) -> str:
-    """The kernel used when none is named: the 2-bit multiply-add kernel ("i2") on every level.
-
-    Measured here (docs/kernels.md): it wins every 128-token GEMM (AVX2 and scalar) and every
-    scalar GEMV; on AVX2 GEMV the two kernels are within about 20% and TLMM wins 6 of 14 cases.
-    A model keeps one layout per matrix for prefill and decode, so the default is the kernel that
-    never loses badly. AVX-512 could not be measured and gets the same choice. TLMM stays
-    selectable with kernel="tlmm". The arguments keep the rule free to depend on shape and level.
-    """
-    return "i2"
+# The kernel used when none is named: the 2-bit multiply-add kernel, on every ISA and shape.
+# Measured (docs/kernels.md): it wins every 128-token GEMM and every GEMV but a few AVX2 ones, where
+# TLMM is at most about 20% ahead; a model keeps one layout per matrix for prefill and decode, so
+# the default is the kernel that never loses badly. kernel="tlmm" selects TLMM.
+DEFAULT_KERNEL = "i2"
 
 
 @dataclass(frozen=True)
@@ -73,13 +68,13 @@ class TernaryWeights:
     def pack(cls, ternary, scale: float = 1.0, kernel: str = "auto") -> "TernaryWeights":
         t = layout.check_ternary(ternary)
         if kernel == "auto":
-            kernel = preferred_kernel(*t.shape)
+            kernel = DEFAULT_KERNEL
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; expected 'auto' or one of {', '.join(KERNELS)}")
         if not np.isfinite(scale):
             raise ValueError(f"weight scale must be finite, got {scale!r}")
         if kernel == "tlmm":
-            tiles, neg = layout.pack_tl(t)
+            tiles, neg = layout.pack_tlmm(t)
             return cls("tlmm", t.shape[0], t.shape[1], float(scale), tiles, neg)
         return cls("i2", t.shape[0], t.shape[1], float(scale), layout.pack_i2(t), None)
 
@@ -95,19 +90,19 @@ class TernaryWeights:
     def ternary(self) -> np.ndarray:
         """The unpacked int8 [out, in] matrix (exact)."""
         if self.kernel == "tlmm":
-            return layout.unpack_tl(self.data, self.out_features, self.in_features)
+            return layout.unpack_tlmm(self.data, self.out_features, self.in_features)
         return layout.unpack_i2(self.data, self.out_features, self.in_features)
 
     def matmul_int(self, q: np.ndarray) -> np.ndarray:
         """Exact int32 [tokens, out] = q @ T.T for int8 activations q [tokens, in]."""
         if self.kernel == "tlmm":
-            return _core.tl_matmul_int(self.data, self.neg_count, self.out_features, self.in_features, q)
+            return _core.tlmm_matmul_int(self.data, self.neg_count, self.out_features, self.in_features, q)
         return _core.i2_matmul_int(self.data, self.out_features, self.in_features, q)
 
     def matmul(self, q: np.ndarray, act_scale: np.ndarray) -> np.ndarray:
         """float32 [tokens, out] = (q @ T.T) * act_scale[t] * scale."""
         if self.kernel == "tlmm":
-            return _core.tl_matmul(self.data, self.neg_count, self.out_features, self.in_features, q,
+            return _core.tlmm_matmul(self.data, self.neg_count, self.out_features, self.in_features, q,
                                    act_scale, self.scale)
         return _core.i2_matmul(self.data, self.out_features, self.in_features, q, act_scale, self.scale)
 
@@ -116,4 +111,4 @@ class TernaryWeights:
         return self.matmul(*quantize(x))
 
 
-__all__ = ["KERNELS", "TernaryWeights", "absmean_ternary", "preferred_kernel", "quantize", "rmsnorm_quantize"]
+__all__ = ["DEFAULT_KERNEL", "KERNELS", "TernaryWeights", "absmean_ternary", "quantize", "rmsnorm_quantize"]

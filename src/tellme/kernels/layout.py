@@ -41,7 +41,7 @@ def _padded(w: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return out
 
 
-def pack_tl(w) -> tuple[np.ndarray, np.ndarray]:
+def pack_tlmm(w) -> tuple[np.ndarray, np.ndarray]:
     """TLMM layout: returns (tiles uint8 [out_pad/32, in_pad/24, 160], neg_count int32 [out_pad])."""
     w = check_ternary(w)
     out_pad, in_pad = round_up(w.shape[0], ROW_BLOCK), round_up(w.shape[1], KB_WEIGHTS)
@@ -62,8 +62,8 @@ def pack_tl(w) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(tiles), neg_count
 
 
-def unpack_tl(tiles: np.ndarray, out_features: int, in_features: int) -> np.ndarray:
-    """Inverse of pack_tl: the int8 [out, in] ternary matrix."""
+def unpack_tlmm(tiles: np.ndarray, out_features: int, in_features: int) -> np.ndarray:
+    """Inverse of pack_tlmm: the int8 [out, in] ternary matrix."""
     rb, kt, _ = tiles.shape
     nibbles = tiles[:, :, :128].reshape(rb, kt, 4, ROW_BLOCK)
     magnitude = np.empty((rb, kt, KB_GROUPS, ROW_BLOCK), dtype=np.int16)

@@ -1,7 +1,8 @@
-// Python boundary of the model (class tellme._core.Engine). Every tensor is checked against the
-// model's configuration when it is attached; forward() refuses until all of them are present.
+// Python boundary of the engine (class tellme._core.Engine). Every tensor is checked against the
+// engine's configuration when it is attached; forward() refuses until all of them are present.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,21 +11,25 @@
 
 #include "bindings.h"
 #include "fp16.h"
-#include "model.h"
+#include "engine.h"
 
 namespace tellme::bind {
 namespace {
 
-struct Engine {
-  Model model;
-  std::vector<nb::object> keep_alive;  // the arrays the model points into (often memory-mapped)
+struct BoundEngine {
+  Engine engine;
+  std::vector<nb::object> keep_alive;  // the arrays the engine points into (often memory-mapped)
   std::vector<std::string> missing;    // names not attached yet
 
-  Engine(const ModelConfig& c, std::vector<float> cos, std::vector<float> sin)
-      : model(c, std::move(cos), std::move(sin)) {
-    for (int64_t l = 0; l < c.layers; ++l)
+  BoundEngine(const EngineConfig& c, std::vector<float> cos, std::vector<float> sin)
+      : engine(c, std::move(cos), std::move(sin)) {
+    for (int64_t l = 0; l < c.layers; ++l) {
       for (const char* n : {"attn_norm", "ffn_norm", "q", "k", "v", "o", "gate", "up", "down"})
         missing.push_back("layer " + std::to_string(l) + " " + n);
+      if (c.sub_norms)
+        for (const char* n : {"attn_sub_norm", "ffn_sub_norm"})
+          missing.push_back("layer " + std::to_string(l) + " " + n);
+    }
     for (const char* n : {"embedding", "lm_head", "final_norm"}) missing.push_back(n);
   }
 
@@ -35,17 +40,17 @@ struct Engine {
   }
 
   Layer& layer(int64_t l) {
-    if (l < 0 || l >= model.config.layers)
+    if (l < 0 || l >= engine.config.layers)
       throw nb::index_error(("layer " + std::to_string(l) + " out of range").c_str());
-    return model.layers[l];
+    return engine.layers[l];
   }
 };
 
-ModelConfig make_config(int64_t hidden, int64_t intermediate, int64_t layers, int64_t heads,
-                        int64_t kv_heads, int64_t head_dim, int64_t vocab, int64_t context,
-                        double eps, const std::string& activation) {
-  ModelConfig c{hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, context, eps,
-                Activation::SiLU};
+EngineConfig make_config(int64_t hidden, int64_t intermediate, int64_t layers, int64_t heads,
+                         int64_t kv_heads, int64_t head_dim, int64_t vocab, int64_t context,
+                         double eps, const std::string& activation, bool sub_norms) {
+  EngineConfig c{hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, context, eps,
+                 Activation::SiLU, sub_norms};
   if (activation == "relu2") c.activation = Activation::ReLU2;
   else if (activation != "silu")
     throw nb::value_error(("unsupported activation '" + activation + "' (expected silu or relu2)").c_str());
@@ -61,25 +66,24 @@ ModelConfig make_config(int64_t hidden, int64_t intermediate, int64_t layers, in
 
 }  // namespace
 
-void bind_model(nb::module_& m) {
-  nb::class_<Engine>(m, "Engine", "Native transformer: weights, KV cache and the forward pass.")
-      .def("__init__", [](Engine* self, int64_t hidden, int64_t intermediate, int64_t layers,
+void bind_engine(nb::module_& m) {
+  nb::class_<BoundEngine>(m, "Engine", "Native transformer: weights, KV cache and the forward pass.")
+      .def("__init__", [](BoundEngine* self, int64_t hidden, int64_t intermediate, int64_t layers,
                           int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t vocab,
                           int64_t context, double eps, const std::string& activation,
-                          const Array& rope_cos, const Array& rope_sin) {
-        const ModelConfig c = make_config(hidden, intermediate, layers, heads, kv_heads, head_dim,
-                                          vocab, context, eps, activation);
+                          bool sub_norms, const Array& rope_cos, const Array& rope_sin) {
+        const EngineConfig c = make_config(hidden, intermediate, layers, heads, kv_heads, head_dim,
+                                           vocab, context, eps, activation, sub_norms);
         const float* cp = checked<float>(rope_cos, "rope_cos", {context, head_dim / 2});
         const float* sp = checked<float>(rope_sin, "rope_sin", {context, head_dim / 2});
         const size_t n = static_cast<size_t>(context * head_dim / 2);
-        new (self) Engine(c, std::vector<float>(cp, cp + n), std::vector<float>(sp, sp + n));
+        new (self) BoundEngine(c, std::vector<float>(cp, cp + n), std::vector<float>(sp, sp + n));
       }, nb::arg("hidden"), nb::arg("intermediate"), nb::arg("layers"), nb::arg("heads"),
          nb::arg("kv_heads"), nb::arg("head_dim"), nb::arg("vocab"), nb::arg("context"),
-         nb::arg("eps"), nb::arg("activation"), nb::arg("rope_cos"), nb::arg("rope_sin"))
-      .def("set_linear", [](Engine& e, int64_t l, const std::string& name, const std::string& kernel,
-                            const Array& data, std::optional<Array> neg_count, int64_t out_f,
-                            int64_t in_f, float scale) {
-        const ModelConfig& c = e.model.config;
+         nb::arg("eps"), nb::arg("activation"), nb::arg("sub_norms"), nb::arg("rope_cos"), nb::arg("rope_sin"))
+      .def("set_linear", [](BoundEngine& e, int64_t l, const std::string& name, const std::string& kernel,
+                            const Array& data, std::optional<Array> neg_count, float scale) {
+        const EngineConfig& c = e.engine.config;
         Layer& L = e.layer(l);
         const int64_t qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
         struct Slot { const char* name; Linear* lin; int64_t out, in; };
@@ -92,19 +96,16 @@ void bind_model(nb::module_& m) {
         for (const Slot& s : slots) if (name == s.name) slot = &s;
         if (!slot) throw nb::value_error(("unknown linear '" + name + "'").c_str());
         const std::string what = "layer " + std::to_string(l) + " " + name;
-        if (out_f != slot->out || in_f != slot->in)
-          throw nb::value_error((what + " is " + std::to_string(out_f) + "x" + std::to_string(in_f) +
-                                 ", the config needs " + std::to_string(slot->out) + "x" +
-                                 std::to_string(slot->in)).c_str());
+        const int64_t out_f = slot->out, in_f = slot->in;  // the layout is checked against these
         if (!std::isfinite(scale)) throw nb::value_error((what + " has a non-finite scale").c_str());
         Linear lin;
         lin.scale = scale;
         if (kernel == "tlmm") {
           if (!neg_count) throw nb::value_error((what + ": tlmm weights need neg_count").c_str());
-          lin.tl = check_tl(data, *neg_count, out_f, in_f);
+          lin.tlmm = check_tlmm(data, *neg_count, out_f, in_f);
           e.keep_alive.push_back(nb::cast(*neg_count));
         } else if (kernel == "i2") {
-          lin.tlmm = false;
+          lin.is_tlmm = false;
           lin.i2 = check_i2(data, out_f, in_f);
         } else {
           throw nb::value_error(("unknown kernel '" + kernel + "'").c_str());
@@ -112,11 +113,11 @@ void bind_model(nb::module_& m) {
         *slot->lin = lin;
         e.attached(what, data);
       }, nb::arg("layer"), nb::arg("name"), nb::arg("kernel"), nb::arg("data"),
-         nb::arg("neg_count").none(), nb::arg("out_features"), nb::arg("in_features"), nb::arg("scale"))
-      .def("set_norm", [](Engine& e, int64_t l, const std::string& name, const Array& gamma) {
-        const ModelConfig& c = e.model.config;
+         nb::arg("neg_count").none(), nb::arg("scale"))
+      .def("set_norm", [](BoundEngine& e, int64_t l, const std::string& name, const Array& gamma) {
+        const EngineConfig& c = e.engine.config;
         if (name == "final_norm") {
-          e.model.final_norm = checked<float>(gamma, "final_norm", {c.hidden});
+          e.engine.final_norm = checked<float>(gamma, "final_norm", {c.hidden});
           e.attached(name, gamma);
           return;
         }
@@ -129,19 +130,19 @@ void bind_model(nb::module_& m) {
         else if (name == "attn_sub_norm") { slot = &L.attn_sub_norm; dim = c.heads * c.head_dim; }
         else if (name == "ffn_sub_norm") { slot = &L.ffn_sub_norm; dim = c.intermediate; }
         else throw nb::value_error(("unknown norm '" + name + "'").c_str());
+        if (!c.sub_norms && (slot == &L.attn_sub_norm || slot == &L.ffn_sub_norm))
+          throw nb::value_error((what + ": this architecture has no sub-norms").c_str());
         *slot = checked<float>(gamma, what.c_str(), {dim});
         e.attached(what, gamma);
       }, nb::arg("layer"), nb::arg("name"), nb::arg("gamma"))
-      .def("set_rows", [](Engine& e, const std::string& name, std::optional<Array> q,
+      .def("set_rows", [](BoundEngine& e, const std::string& name, std::optional<Array> q,
                           std::optional<Array> row_scale, std::optional<Array> f32) {
-        const ModelConfig& c = e.model.config;
+        const EngineConfig& c = e.engine.config;
         Rows* rows;
-        if (name == "embedding") rows = &e.model.embedding;
-        else if (name == "lm_head") rows = &e.model.lm_head;
+        if (name == "embedding") rows = &e.engine.embedding;
+        else if (name == "lm_head") rows = &e.engine.lm_head;
         else throw nb::value_error(("unknown table '" + name + "'").c_str());
         Rows r;
-        r.rows = c.vocab;
-        r.cols = c.hidden;
         if (f32) {
           r.f32 = checked<float>(*f32, name.c_str(), {c.vocab, c.hidden});
           e.attached(name, *f32);
@@ -154,10 +155,10 @@ void bind_model(nb::module_& m) {
         }
         *rows = r;
       }, nb::arg("name"), nb::arg("q").none(), nb::arg("row_scale").none(), nb::arg("f32").none())
-      .def("forward", [](Engine& e, const Array& tokens, int64_t position, bool all_logits) {
+      .def("forward", [](BoundEngine& e, const Array& tokens, int64_t position, bool all_logits) {
         if (!e.missing.empty())
           throw nb::value_error(("model incomplete: " + e.missing.front() + " was not set").c_str());
-        const ModelConfig& c = e.model.config;
+        const EngineConfig& c = e.engine.config;
         const int32_t* ids = checked<int32_t>(tokens, "tokens", {-1});
         const int64_t n = static_cast<int64_t>(tokens.shape(0));
         if (n < 1) throw nb::value_error("tokens must hold at least one token");
@@ -172,14 +173,16 @@ void bind_model(nb::module_& m) {
         auto logits = new_array<float>({size_t(all_logits ? n : 1), size_t(c.vocab)}, &out);
         {
           nb::gil_scoped_release release;
-          e.model.forward(ids, n, position, all_logits, out);  // runtime_error -> RuntimeError
+          e.engine.forward(ids, n, position, all_logits, out);  // runtime_error -> RuntimeError
         }
         return logits;
       }, nb::arg("tokens"), nb::arg("position"), nb::arg("all_logits") = false,
          "Runs tokens at positions [position, position + len) and returns float32 logits "
          "[1 or len, vocab]; K/V of those positions are written to the cache.")
-      .def_prop_ro("cache_bytes", [](const Engine& e) { return e.model.cache_bytes(); })
-      .def_prop_ro("context", [](const Engine& e) { return e.model.config.context; });
+      .def_prop_ro("cache_bytes", [](const BoundEngine& e) { return e.engine.cache_bytes(); })
+      .def_prop_ro("context", [](const BoundEngine& e) { return e.engine.config.context; })
+      .def_prop_ro("missing", [](const BoundEngine& e) { return e.missing; },
+                   "What forward() still needs, e.g. 'layer 0 attn_sub_norm'.");
 
   // The engine's small kernels, exposed so that tests can hold them against the NumPy references
   // in tellme/kernels/reference.py at every ISA level.

@@ -1,4 +1,4 @@
-#include "model.h"
+#include "engine.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -37,7 +37,7 @@ void quantize_input(const float* x, const float* gamma, double eps, int64_t rows
 
 }  // namespace
 
-Model::Model(const ModelConfig& c, std::vector<float> rope_cos, std::vector<float> rope_sin)
+Engine::Engine(const EngineConfig& c, std::vector<float> rope_cos, std::vector<float> rope_sin)
     : config(c), layers(c.layers), rope_cos_(std::move(rope_cos)), rope_sin_(std::move(rope_sin)) {
   // new[] without value-initialisation: pages are only touched as the cache fills
   const size_t n = static_cast<size_t>(c.layers * c.context * kv_dim());
@@ -45,7 +45,7 @@ Model::Model(const ModelConfig& c, std::vector<float> rope_cos, std::vector<floa
   v_cache_.reset(new uint16_t[n]);
 }
 
-void Model::forward(const int32_t* tokens, int64_t count, int64_t position, bool all_logits,
+void Engine::forward(const int32_t* tokens, int64_t count, int64_t position, bool all_logits,
                     float* logits) {
   for (int64_t i = 0; i < count; i += PREFILL_CHUNK) {
     const int64_t n = std::min(PREFILL_CHUNK, count - i);
@@ -55,9 +55,9 @@ void Model::forward(const int32_t* tokens, int64_t count, int64_t position, bool
   }
 }
 
-void Model::forward_chunk(const int32_t* tokens, int64_t n, int64_t position, bool all_logits,
+void Engine::forward_chunk(const int32_t* tokens, int64_t n, int64_t position, bool all_logits,
                           float* logits) {
-  const ModelConfig& c = config;
+  const EngineConfig& c = config;
   const int64_t qd = c.heads * c.head_dim, kvd = kv_dim();
   const int64_t widest = std::max({c.hidden, c.intermediate, qd});
   x_.resize(n * c.hidden);
@@ -116,8 +116,8 @@ void Model::forward_chunk(const int32_t* tokens, int64_t n, int64_t position, bo
 
 // Final RMSNorm and LM head. int8 head: the normed row is quantized like a linear's input and
 // multiplied with the int8 rows; fp32 head: plain dot products.
-void Model::head(const float* x, int64_t n, float* logits) {
-  const ModelConfig& c = config;
+void Engine::head(const float* x, int64_t n, float* logits) {
+  const EngineConfig& c = config;
   const Backend& be = active_backend();
   if (lm_head.q) {
     quantize_input(x, final_norm, c.eps, n, c.hidden, act_q_.data(), act_scale_.data(), "LM head input");

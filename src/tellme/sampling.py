@@ -1,4 +1,4 @@
-"""Sampling: temperature, top-k, top-p and repetition penalty over one row of logits."""
+"""Sampling: temperature, top-k, top-p, min-p and repetition penalty over one row of logits."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ class SamplingParams:
     temperature: float = 0.8      # 0: greedy
     top_k: int = 40               # 0: no limit
     top_p: float = 0.95           # 1: no limit
+    min_p: float = 0.0            # drop tokens below min_p * the top token's probability; 0: off
     repetition_penalty: float = 1.0
     seed: int | None = None
 
@@ -22,6 +23,8 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not (0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not (0 <= self.min_p <= 1):
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
         if not (self.repetition_penalty > 0):
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
@@ -52,5 +55,8 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator,
     p /= p.sum()
     if params.top_p < 1.0:
         keep = int(np.searchsorted(np.cumsum(p), params.top_p) + 1)
+        idx, p = idx[:keep], p[:keep] / p[:keep].sum()
+    if params.min_p > 0:  # p is sorted, so the survivors are a prefix
+        keep = int(np.count_nonzero(p >= params.min_p * p[0]))
         idx, p = idx[:keep], p[:keep] / p[:keep].sum()
     return int(idx[rng.choice(idx.size, p=p)])

@@ -12,7 +12,7 @@ namespace tellme {
 
 struct Layer {
   const float* attn_norm = nullptr;
-  const float* attn_sub_norm = nullptr;  // null: no sub-norm (LLaMA)
+  const float* attn_sub_norm = nullptr;  // null when !sub_norms
   const float* ffn_norm = nullptr;
   const float* ffn_sub_norm = nullptr;
   Linear q, k, v, o, gate, up, down;     // q and k rows: RoPE pairs made adjacent per head
@@ -22,21 +22,21 @@ struct Rows {  // embedding table or LM head: int8 rows with per-row scales, or 
   const int8_t* q = nullptr;
   const float* row_scale = nullptr;
   const float* f32 = nullptr;
-  int64_t rows = 0, cols = 0;
 };
 
-struct ModelConfig {
+struct EngineConfig {
   int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
   int64_t vocab = 0, context = 0;
   double eps = 1e-5;
   Activation activation = Activation::SiLU;
+  bool sub_norms = true;  // RMSNorm before o_proj and down_proj (BitNet); LLaMA has none
 };
 
-class Model {
+class Engine {
  public:
-  Model(const ModelConfig& config, std::vector<float> rope_cos, std::vector<float> rope_sin);
+  Engine(const EngineConfig& config, std::vector<float> rope_cos, std::vector<float> rope_sin);
 
-  ModelConfig config;
+  EngineConfig config;
   std::vector<Layer> layers;
   Rows embedding, lm_head;
   const float* final_norm = nullptr;

@@ -12,20 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import TernaryWeights
-from ..kernels.reference import quantize, rmsnorm
-from .config import ModelConfig
-from .model import rope_tables
-from .weights import LINEAR_NAMES, rope_pair_order
-
-
-def _linear(tensors, prefix: str, out_f: int, in_f: int) -> tuple[np.ndarray, float]:
-    scale = float(tensors[prefix + ".scale"][0])
-    if prefix + ".tiles" in tensors:
-        w = TernaryWeights("tlmm", out_f, in_f, scale, tensors[prefix + ".tiles"], tensors[prefix + ".neg_count"])
-    else:
-        w = TernaryWeights("i2", out_f, in_f, scale, tensors[prefix + ".codes"], None)
-    return w.ternary(), scale
+from .config import LINEAR_NAMES
+from .kernels.reference import quantize, rmsnorm
+from .packed import PackedModel
+from .rope import rope_pair_order, rope_tables
 
 
 def _apply(t: np.ndarray, scale: float, x: np.ndarray) -> np.ndarray:
@@ -34,14 +24,9 @@ def _apply(t: np.ndarray, scale: float, x: np.ndarray) -> np.ndarray:
     return acc.astype(np.float32) * (s[:, None] * np.float32(scale))
 
 
-def _rows(tensors, name: str) -> np.ndarray:
-    if name + ".f32" in tensors:
-        return tensors[name + ".f32"]
-    return tensors[name + ".q"].astype(np.float32) * tensors[name + ".row_scale"][:, None]
-
-
-def forward(c: ModelConfig, tensors: dict[str, np.ndarray], ids) -> np.ndarray:
+def forward(packed: PackedModel, ids) -> np.ndarray:
     """Logits [len(ids), vocab] for a fresh sequence."""
+    c = packed.config
     ids = np.asarray(ids)
     n, hd, half = len(ids), c.head_dim, c.head_dim // 2
     qd = c.heads * hd
@@ -58,13 +43,11 @@ def forward(c: ModelConfig, tensors: dict[str, np.ndarray], ids) -> np.ndarray:
     def act(g):
         return np.square(np.maximum(g, 0)) if c.activation == "relu2" else g / (1 + np.exp(-g))
 
-    emb = _rows(tensors, "embedding")
-    x = emb[ids].astype(np.float32)
+    x = packed.rows("embedding").float32()[ids].astype(np.float32)
     mask = np.triu(np.full((n, n), -np.inf), 1)
     for i in range(c.layers):
-        p = f"layers.{i}."
-        lin = {name: _linear(tensors, p + name, *c.linear_shape(name)) for name in LINEAR_NAMES}
-        h = rmsnorm(x, tensors[p + "attn_norm"], c.eps)
+        lin = {name: (w.ternary(), w.scale) for name in LINEAR_NAMES for w in [packed.linear(i, name)]}
+        h = rmsnorm(x, packed.norm(i, "attn_norm"), c.eps)
         q = rope(_apply(*lin["q"], h)[:, unorder_q], c.heads)
         k = rope(_apply(*lin["k"], h)[:, unorder_k], c.kv_heads).astype(np.float16).astype(np.float64)
         v = _apply(*lin["v"], h).astype(np.float16).astype(np.float64)
@@ -75,17 +58,17 @@ def forward(c: ModelConfig, tensors: dict[str, np.ndarray], ids) -> np.ndarray:
             pr = np.exp(s - s.max(axis=1, keepdims=True))
             out[:, head * hd:(head + 1) * hd] = (pr / pr.sum(axis=1, keepdims=True)) @ v[:, g * hd:(g + 1) * hd]
         if c.sub_norms:
-            out = rmsnorm(out, tensors[p + "attn_sub_norm"], c.eps)
+            out = rmsnorm(out, packed.norm(i, "attn_sub_norm"), c.eps)
         x = x + _apply(*lin["o"], out)
-        m = rmsnorm(x, tensors[p + "ffn_norm"], c.eps)
+        m = rmsnorm(x, packed.norm(i, "ffn_norm"), c.eps)
         f = act(_apply(*lin["gate"], m)) * _apply(*lin["up"], m)
         if c.sub_norms:
-            f = rmsnorm(f, tensors[p + "ffn_sub_norm"], c.eps)
+            f = rmsnorm(f, packed.norm(i, "ffn_sub_norm"), c.eps)
         x = x + _apply(*lin["down"], f)
-    name = "lm_head" if "lm_head.q" in tensors or "lm_head.f32" in tensors else "embedding"  # tied
-    h = rmsnorm(x, tensors["final_norm"], c.eps)
-    if name + ".f32" in tensors:
-        return h @ tensors[name + ".f32"].T
+    head = packed.rows("lm_head")
+    h = rmsnorm(x, packed.final_norm, c.eps)
+    if head.f32 is not None:
+        return h @ head.f32.T
     q, s = quantize(h)  # int8 head: the normed hidden state is quantized like a linear's input
-    acc = q.astype(np.int64) @ tensors[name + ".q"].astype(np.int64).T
-    return acc.astype(np.float32) * (s[:, None] * tensors[name + ".row_scale"][None, :])
+    acc = q.astype(np.int64) @ head.q.astype(np.int64).T
+    return acc.astype(np.float32) * (s[:, None] * head.row_scale[None, :])

@@ -1,0 +1,122 @@
+"""`load`: from a name on disk to a ready `Model`, in one place.
+
+    name -> path        "default" (the shipped model), a path, or a Hugging Face model id found in
+                        the local cache (never downloaded)
+    path -> reader      a GGUF file or a Hugging Face directory (formats/)
+    reader -> packed    PackedModel.pack, or PackedModel.open for a file from `tellme convert`
+    packed -> Model     the engine built over it
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from . import runtime
+from .errors import FormatError
+from .formats.gguf_file import is_gguf
+from .formats.gguf_model import GGUFCheckpoint
+from .formats.hf import HFCheckpoint
+from .model import Model
+from .packed import PackedModel
+from .tokenizer import Tokenizer
+
+
+def default_model_path() -> Path:
+    """Directory of the small model shipped with tellme (trained by `tellme train`, see README)."""
+    return Path(__file__).resolve().parent / "default_model"
+
+
+def hf_cache_dir() -> str:
+    from huggingface_hub import constants
+    return constants.HF_HUB_CACHE
+
+
+def resolve(name: str | os.PathLike) -> Path:
+    """The path of a model named on the command line or to `load`."""
+    if str(name) == "default":
+        path = default_model_path()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"the default model is missing from this installation ({path})")
+        return path
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    parts = str(name).split("/")
+    if len(parts) == 2 and all(parts) and not str(name).startswith((".", "~")):  # owner/name
+        return _from_hf_cache(str(name))
+    raise FileNotFoundError(f"model not found: {name}")
+
+
+def _from_hf_cache(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        raise FileNotFoundError(
+            f"model not found: {repo_id!r} is neither a path nor in the Hugging Face cache ({hf_cache_dir()}); "
+            f"tellme never downloads: fetch it first (`hf download {repo_id}`), or set HF_HOME") from None
+    if (snapshot / "config.json").exists():
+        return snapshot
+    ggufs = sorted(snapshot.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return ggufs[0]
+    if ggufs:
+        raise FileNotFoundError(f"{repo_id} holds several GGUF files; name one: "
+                                + ", ".join(str(g) for g in ggufs))
+    raise FormatError(f"{snapshot}: the cached {repo_id} has neither config.json nor a .gguf file")
+
+
+def open_checkpoint(path: Path) -> HFCheckpoint | GGUFCheckpoint:
+    """The format reader of a GGUF file or a Hugging Face directory (see formats/__init__.py)."""
+    if is_gguf(path):
+        return GGUFCheckpoint(path)
+    if path.is_dir():
+        return HFCheckpoint(path)
+    raise FormatError(f"{path}: neither a checkpoint directory nor a GGUF file")
+
+
+def progress_bar(desc: str, enabled: bool):
+    if not enabled:
+        return iter
+    from tqdm.auto import tqdm
+    return lambda it: tqdm(it, desc=desc, unit="layer", leave=False)
+
+
+def read_packed(path: Path, head: str = "int8", kernel: str = "auto",
+                progress: bool = False) -> tuple[PackedModel, Tokenizer | None]:
+    """The packed model and tokenizer at `path`: packed now, or mapped from a converted file."""
+    if path.is_file() and not is_gguf(path):
+        if not PackedModel.is_converted_file(path):
+            raise FormatError(f"{path}: neither a GGUF file nor a tellme model file (convert a checkpoint "
+                              "directory with `tellme convert`)")
+        packed, tokenizer = PackedModel.open(path)
+        if packed.head != head:
+            raise FormatError(f"{path}: converted with a {packed.head} LM head; {head} was asked for "
+                              f"(convert again with --head {head})")
+        return packed, tokenizer
+    reader = open_checkpoint(path)
+    return PackedModel.pack(reader, head, kernel, progress_bar("packing", progress)), reader.tokenizer
+
+
+def load(path: str | os.PathLike = "default", threads: int | None = None, context: int | None = None,
+         head: str = "int8", kernel: str = "auto", progress: bool | None = None) -> Model:
+    """Load a model: a Hugging Face checkpoint directory, a GGUF file (llama.cpp's TQ1_0/TQ2_0 or
+    bitnet.cpp's I2_S), a file written by `tellme convert`, a Hugging Face model id already in the
+    local cache, or "default" for the small model shipped with tellme.
+
+    threads: native threads (default: physical cores); context: KV cache length in tokens
+    (default: the model's max_position_embeddings; memory is committed only as it fills);
+    head: "int8" (per-row scales, default) or "fp32" embedding and LM head; kernel: "auto",
+    "tlmm" or "i2" for every ternary linear (ignored for converted files).
+    """
+    resolved = resolve(path)
+    if threads is not None:
+        runtime.set_num_threads(threads)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    packed, tokenizer = read_packed(resolved, head, kernel, progress)
+    return Model(packed, tokenizer, context)

@@ -1,0 +1,237 @@
+"""`Model`: a loaded ternary LLM with text generation, chat, logits and perplexity.
+
+    >>> model = tellme.load("path/to/checkpoint")          # HF directory, GGUF or converted file
+    >>> for piece in model.stream("Once upon a time", max_tokens=32):
+    ...     print(piece, end="", flush=True)
+
+One native call per prefill chunk or decode token runs every layer (engine.py), so Python's share
+of a decode step is sampling and detokenizing. A Model holds one KV cache: one conversation at a
+time, from one thread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .engine import build_engine
+from .packed import PackedModel
+from .sampling import SamplingParams, sample
+from .tokenizer import StreamDecoder, Tokenizer
+
+
+@dataclass
+class GenerationStats:
+    """What one generation did, filled in as it runs (pass one as `stats=`)."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0        # of the prompt, whose K/V were reused from the previous call
+    prefill_s: float = 0.0
+    generated_tokens: int = 0
+    decode_steps: int = 0         # forward passes after the prefill (the first token comes from it)
+    decode_s: float = 0.0         # in forward passes and sampling, not in the caller's hands
+    stop_reason: str = ""         # "eos", "stop" (a stop string), "length" (max_tokens) or "context"
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        n = self.prompt_tokens - self.cached_tokens
+        return n / self.prefill_s if self.prefill_s > 0 else float("nan")
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.decode_steps / self.decode_s if self.decode_s > 0 else float("nan")
+
+
+class Model:
+    def __init__(self, packed: PackedModel, tokenizer: Tokenizer | None, context: int | None = None):
+        self.packed = packed
+        self.config = packed.config
+        self.tokenizer = tokenizer
+        self.source = packed.source
+        self.context = int(context or self.config.context)
+        if self.context < 1:
+            raise ValueError(f"context must be >= 1, got {self.context}")
+        self.engine = build_engine(packed, self.context)
+        self._cached: list[int] = []   # tokens whose K/V are in the cache, in order
+
+    # ---- numbers in, numbers out ----
+    def _reusable(self, ids: list[int]) -> int:
+        """How many leading ids already have their K/V in the cache (the last one is always rerun)."""
+        keep = 0
+        while keep < min(len(self._cached), len(ids) - 1) and self._cached[keep] == ids[keep]:
+            keep += 1
+        return keep
+
+    def _run(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Brings the cache to `ids` (reusing a common prefix) and returns logits of the new tokens."""
+        ids = [int(t) for t in ids]
+        if not ids:
+            raise ValueError("no tokens to run")
+        if len(ids) > self.context:
+            raise ValueError(f"{len(ids)} tokens exceed the context of {self.context} tokens")
+        keep = 0 if all_logits else self._reusable(ids)
+        self._cached = self._cached[:keep]
+        out = self.engine.forward(np.asarray(ids[keep:], dtype=np.int32), keep, all_logits)
+        self._cached = ids
+        return out
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """float32 logits [len(token_ids), vocab] of a fresh forward pass over token_ids."""
+        return self._run(token_ids, all_logits=True)
+
+    # ---- text ----
+    def _tok(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError(f"{self.source} has no tokenizer.json (nor GGUF tokenizer metadata); "
+                             "use logits() with token ids")
+        return self.tokenizer
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._tok().encode(text, add_special_tokens)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._tok().decode(ids, skip_special_tokens)
+
+    def stream_tokens(self, prompt_ids: Sequence[int], max_tokens: int = 128, stop_ids=(),
+                      stats: GenerationStats | None = None, **sampling) -> Iterator[int]:
+        """Yields generated token ids: prefill once, then one decode step per token."""
+        params = SamplingParams(**sampling)
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        prompt_ids = list(prompt_ids)
+        if len(prompt_ids) >= self.context:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context of {self.context} "
+                             "tokens (one position is needed for the first generated token)")
+        stats = stats if stats is not None else GenerationStats()
+        stats.prompt_tokens, stats.stop_reason = len(prompt_ids), "length"
+        rng = np.random.default_rng(params.seed)
+        stop_ids = set(stop_ids)
+        ids = list(prompt_ids)
+        if max_tokens == 0:
+            return
+        start = time.perf_counter()
+        stats.cached_tokens = self._reusable(ids)
+        logits = self._run(ids)[-1]
+        self._cached = ids  # grows with each decoded token below
+        token = sample(logits, params, rng, ids)
+        stats.prefill_s = time.perf_counter() - start
+        for n in range(max_tokens):
+            if token in stop_ids:
+                stats.stop_reason = "eos"
+                return
+            stats.generated_tokens += 1
+            yield token
+            if len(ids) + 1 >= self.context:
+                stats.stop_reason = "context"
+                return
+            if n + 1 == max_tokens:
+                return
+            start = time.perf_counter()
+            logits = self.engine.forward(np.array([token], dtype=np.int32), len(ids), False)[0]
+            ids.append(token)
+            token = sample(logits, params, rng, ids)
+            stats.decode_s += time.perf_counter() - start
+            stats.decode_steps += 1
+
+    def stream(self, prompt: str, max_tokens: int = 128, stop: Sequence[str] | str = (),
+               stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
+        """Yields text pieces as they are generated. `stop` strings end generation (not included)."""
+        ids = self._tok().encode(prompt, add_special_tokens=True)
+        yield from self.stream_ids(ids, max_tokens, stop, stats, **sampling)
+
+    def stream_ids(self, ids: Sequence[int], max_tokens: int = 128, stop: Sequence[str] | str = (),
+                   stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
+        """Text pieces generated after the prompt token ids `ids` (see `stream`)."""
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        decoder = StreamDecoder(self._tok())
+        held = ""  # text that could still be the start of a stop string
+        for token in self.stream_tokens(ids, max_tokens, self.eos_ids(), stats, **sampling):
+            held += decoder.push(token)
+            if stops:
+                hit = min((held.find(s) for s in stops if s in held), default=-1)
+                if hit >= 0:
+                    if held[:hit]:
+                        yield held[:hit]
+                    if stats is not None:
+                        stats.stop_reason = "stop"
+                    return
+                safe = len(held) - max(len(s) - 1 for s in stops)
+                if safe > 0:
+                    yield held[:safe]
+                    held = held[safe:]
+            elif held:
+                yield held
+                held = ""
+        if held:
+            yield held
+
+    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
+                 top_p: float = 0.95, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 seed: int | None = None, stop: Sequence[str] | str = (),
+                 stats: GenerationStats | None = None) -> str:
+        return "".join(self.stream(prompt, max_tokens, stop, stats, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed))
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        """Token ids of `messages` rendered by the model's chat template, ready for the reply."""
+        text = self._tok().apply_chat_template(messages, add_generation_prompt=True)
+        return self._tok().encode(text, add_special_tokens=False)
+
+    def chat(self, messages: list[dict], max_tokens: int = 256, stream: bool = False,
+             stats: GenerationStats | None = None, **kwargs):
+        """Reply to `messages` ([{"role": ..., "content": ...}]) using the model's chat template.
+
+        Stops at EOS, at `stop` strings, or by default at the model's generation_config.json
+        stop_strings."""
+        ids = self.encode_chat(messages)
+        stop = kwargs.pop("stop", None)
+        if stop is None:  # the model's own end of a turn (generation_config.json stop_strings)
+            stop = self.config.stop_strings
+        pieces = self.stream_ids(ids, max_tokens, stop, stats, **kwargs)
+        return pieces if stream else "".join(pieces)
+
+    def eos_ids(self) -> set[int]:
+        ids = set(self.config.eos_token_ids)
+        if self.tokenizer is not None:
+            for key in ("eos_token", "eot_token"):
+                t = self.tokenizer.token_id(self.tokenizer.config.get(key))
+                if t is not None:
+                    ids.add(t)
+        return ids
+
+    def perplexity(self, text: str | Sequence[int], window: int | None = None, stride: int | None = None,
+                   progress: Callable[[int, int, float], None] | None = None) -> dict:
+        """Sliding-window perplexity: each window of `window` tokens is scored on the tokens it
+        adds beyond the previous window (`stride` new tokens per window, context before them).
+        `progress(scored, total, running_ppl)` is called after each window."""
+        ids = self._tok().encode(text, add_special_tokens=True) if isinstance(text, str) else list(text)
+        window = min(window or self.context, self.context)
+        stride = stride or window // 2 or 1
+        if len(ids) < 2:
+            raise ValueError("perplexity needs at least 2 tokens")
+        if not (1 <= stride <= window):
+            raise ValueError(f"stride must be in [1, window={window}], got {stride}")
+        nll, scored, start_t = 0.0, 0, time.perf_counter()
+        prev_end = 0
+        for begin in range(0, len(ids), stride):
+            end = min(begin + window, len(ids))
+            logits = self.logits(ids[begin:end])
+            first = max(prev_end, begin + 1)  # first token scored here (token 0 has no context)
+            targets = np.asarray(ids[first:end])
+            rows = logits[first - begin - 1:end - begin - 1].astype(np.float64)
+            m = rows.max(axis=1)
+            lse = m + np.log(np.exp(rows - m[:, None]).sum(axis=1))
+            nll += float((lse - rows[np.arange(targets.size), targets]).sum())
+            scored += targets.size
+            prev_end = end
+            if progress is not None:
+                progress(scored, len(ids) - 1, math.exp(nll / scored))
+            if end == len(ids):
+                break
+        seconds = time.perf_counter() - start_t
+        return {"perplexity": math.exp(nll / scored), "tokens": scored, "seconds": seconds,
+                "tokens_per_s": len(ids) / seconds if seconds > 0 else float("inf")}

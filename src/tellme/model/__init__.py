@@ -1,1 +1,0 @@
-"""The model: configuration, weight packing, and the native forward pass behind `Model`."""

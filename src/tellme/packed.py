@@ -1,0 +1,208 @@
+"""`PackedModel`: every tensor the native engine needs, in the kernels' layouts, with one owner.
+
+It is built from a format reader (`PackedModel.pack`, in memory), written as tellme's converted
+file (`save`: one safetensors file with the configuration and tokenizer in its metadata) and
+opened from that file as memory-mapped views (`open`, no repacking). Only this module knows the
+tensor names:
+
+    layers.{i}.{q,k,v,o,gate,up,down}.{tiles,neg_count | codes}, .scale   ternary linears
+    layers.{i}.{attn_norm,ffn_norm,attn_sub_norm,ffn_sub_norm}            fp32 norms
+    embedding.q / embedding.row_scale (int8 head) or embedding.f32        [vocab, hidden]
+    lm_head.*  (absent when config.tied_embeddings), final_norm
+
+q and k rows are reordered per head so that RoPE's pairs (j, j + head_dim/2) are adjacent rows
+(2j, 2j+1): the matmul epilogue then rotates within one row block. Attention scores are dot
+products over the head, which the same reordering of q and k leaves unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+from .config import LINEAR_NAMES, ModelConfig
+from .errors import FormatError
+from .formats.safetensors import SafetensorsFile
+from .kernels import TernaryWeights
+from .rope import rope_pair_order
+from .tokenizer import Tokenizer
+
+HEADS = ("int8", "fp32")    # embedding / LM head precision
+FORMAT_VERSION = "1"        # of the converted file
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The embedding table or LM head [vocab, hidden]: int8 rows with per-row scales, or fp32."""
+
+    q: np.ndarray | None = None
+    row_scale: np.ndarray | None = None
+    f32: np.ndarray | None = None
+
+    def float32(self) -> np.ndarray:
+        if self.f32 is not None:
+            return self.f32
+        return self.q.astype(np.float32) * self.row_scale[:, None]
+
+
+def quantize_rows_int8(e: np.ndarray) -> Rows:
+    """Per-row absmax int8: e ~= q * row_scale[:, None]."""
+    amax = np.maximum(np.abs(e).max(axis=1), 1e-8).astype(np.float32)
+    q = np.clip(np.rint(e * (np.float32(127.0) / amax)[:, None]), -127, 127).astype(np.int8)
+    return Rows(q=q, row_scale=amax / np.float32(127.0))
+
+
+class PackedModel:
+    def __init__(self, config: ModelConfig, tensors: dict[str, np.ndarray] | None = None, source: str = ""):
+        self.config = config
+        self.source = source or "model"
+        self._t: dict[str, np.ndarray] = dict(tensors or {})
+
+    # ---- building ----
+    @classmethod
+    def pack(cls, reader, head: str = "int8", kernel: str = "auto",
+             progress: Callable[[Iterator], Iterator] = iter) -> "PackedModel":
+        """Every tensor of `reader` (see formats/__init__.py) in the engine's layout."""
+        if head not in HEADS:
+            raise ValueError(f"unknown head type {head!r}; expected one of {', '.join(HEADS)}")
+        c: ModelConfig = reader.config
+        m = cls(c, source=str(getattr(reader, "path", "")))
+        for i in progress(range(c.layers)):
+            for name in LINEAR_NAMES:
+                m.pack_linear(i, name, *reader.linear(i, name), kernel)
+            for name in c.norm_names():
+                m.set_norm(i, name, reader.norm(i, name))
+        m.set_rows("embedding", reader.embedding(), head)
+        if not c.tied_embeddings:
+            m.set_rows("lm_head", reader.lm_head(), head)
+        m.set_final_norm(reader.final_norm())
+        return m
+
+    def pack_linear(self, layer: int, name: str, ternary: np.ndarray, scale: float, kernel: str = "auto") -> None:
+        """Packs a ternary matrix given in Hugging Face row order (q and k rows reordered here)."""
+        if name in ("q", "k"):
+            c = self.config
+            ternary = ternary[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
+        self.set_linear(layer, name, TernaryWeights.pack(ternary, scale, kernel))
+
+    def set_linear(self, layer: int, name: str, w: TernaryWeights) -> None:
+        """Stores packed weights as they are (q and k rows already in the engine's order)."""
+        p = f"layers.{layer}.{name}."
+        self._t[p + "scale"] = np.array([w.scale], dtype=np.float32)
+        if w.kernel == "tlmm":
+            self._t[p + "tiles"], self._t[p + "neg_count"] = w.data, w.neg_count
+        else:
+            self._t[p + "codes"] = w.data
+
+    def set_norm(self, layer: int, name: str, gamma) -> None:
+        self._t[f"layers.{layer}.{name}"] = np.ascontiguousarray(gamma, dtype=np.float32)
+
+    def set_final_norm(self, gamma) -> None:
+        self._t["final_norm"] = np.ascontiguousarray(gamma, dtype=np.float32)
+
+    def set_rows(self, table: str, values, head: str = "int8") -> None:
+        """table: "embedding" or "lm_head"; values: float [vocab, hidden], or Rows as they are."""
+        rows = values if isinstance(values, Rows) else (
+            Rows(f32=np.ascontiguousarray(values, dtype=np.float32)) if head == "fp32" else quantize_rows_int8(values))
+        for key in ("q", "row_scale", "f32"):
+            if getattr(rows, key) is not None:
+                self._t[f"{table}.{key}"] = getattr(rows, key)
+
+    # ---- reading ----
+    def _get(self, name: str) -> np.ndarray:
+        try:
+            return self._t[name]
+        except KeyError:
+            raise FormatError(f"{self.source}: tensor {name!r} is missing from the model") from None
+
+    def linear(self, layer: int, name: str) -> TernaryWeights:
+        """Linear `name` of `layer` as stored (q and k rows in the engine's RoPE-pair order)."""
+        p = f"layers.{layer}.{name}."
+        out_f, in_f = self.config.linear_shape(name)
+        scale = float(self._get(p + "scale")[0])
+        if p + "tiles" in self._t:
+            return TernaryWeights("tlmm", out_f, in_f, scale, self._t[p + "tiles"], self._get(p + "neg_count"))
+        return TernaryWeights("i2", out_f, in_f, scale, self._get(p + "codes"), None)
+
+    def norm(self, layer: int, name: str) -> np.ndarray:
+        return self._get(f"layers.{layer}.{name}")
+
+    @property
+    def final_norm(self) -> np.ndarray:
+        return self._get("final_norm")
+
+    def rows(self, table: str) -> Rows:
+        """The embedding or LM head ("lm_head" of a tied model is the embedding)."""
+        if table == "lm_head" and self.config.tied_embeddings:
+            table = "embedding"
+        if f"{table}.f32" in self._t:
+            return Rows(f32=self._t[f"{table}.f32"])
+        return Rows(q=self._get(f"{table}.q"), row_scale=self._get(f"{table}.row_scale"))
+
+    @property
+    def head(self) -> str:
+        """"int8" or "fp32": how the embedding and LM head are stored."""
+        return "fp32" if "embedding.f32" in self._t else "int8"
+
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """The stored arrays by name, read-only (to compare two packed models byte for byte)."""
+        return MappingProxyType(self._t)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._t.values())
+
+    def decode_step_bytes(self) -> int:
+        """Weights a decode step reads: every ternary linear and the LM head (the one embedding
+        row it also reads is too small to count)."""
+        linears = sum(self.linear(i, n).nbytes for i in range(self.config.layers) for n in LINEAR_NAMES)
+        head = self.rows("lm_head")
+        return linears + (head.f32.nbytes if head.f32 is not None else head.q.nbytes + head.row_scale.nbytes)
+
+    # ---- the converted file ----
+    def save(self, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> None:
+        """Writes the converted file: metadata `tellme.format`, `tellme.config` (ModelConfig JSON),
+        `tellme.tokenizer` and `tellme.tokenizer_config` (optional)."""
+        from safetensors.numpy import save_file
+
+        meta = {"tellme.format": FORMAT_VERSION, "tellme.config": self.config.to_json()}
+        if tokenizer is not None:
+            meta["tellme.tokenizer"] = tokenizer.json
+            meta["tellme.tokenizer_config"] = json.dumps(tokenizer.config)
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")  # never leave a half-written model under the real name
+        save_file({k: np.ascontiguousarray(v) for k, v in self._t.items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+
+    @classmethod
+    def open(cls, path: Path) -> tuple["PackedModel", Tokenizer | None]:
+        """A converted file as memory-mapped views, and its tokenizer."""
+        f = SafetensorsFile(path)
+        version = f.metadata.get("tellme.format")
+        if version != FORMAT_VERSION:
+            raise FormatError(f"{path}: tellme file format {version!r}, this version reads {FORMAT_VERSION!r}; "
+                              "convert the checkpoint again")
+        try:
+            config = ModelConfig.from_json(f.metadata["tellme.config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{path}: corrupt tellme.config metadata ({e!r})") from e
+        tokenizer = None
+        if "tellme.tokenizer" in f.metadata:
+            tokenizer = Tokenizer(f.metadata["tellme.tokenizer"],
+                                  json.loads(f.metadata.get("tellme.tokenizer_config", "{}")), str(path))
+        return cls(config, {name: f.raw(name) for name in f.names}, str(path)), tokenizer
+
+    @staticmethod
+    def is_converted_file(path: Path) -> bool:
+        if not path.is_file():
+            return False
+        try:
+            return "tellme.format" in SafetensorsFile(path).metadata
+        except FormatError:
+            return False

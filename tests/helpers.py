@@ -1,0 +1,26 @@
+"""Helpers shared by the tests (fixtures are in conftest.py)."""
+
+import numpy as np
+
+
+def random_ternary(rng, out_features, in_features, zero_fraction=0.3):
+    w = rng.integers(-1, 2, size=(out_features, in_features)).astype(np.int8)
+    w[rng.random(w.shape) < zero_fraction] = 0
+    return w
+
+
+def random_int8(rng, tokens, in_features):
+    """Full int8 range, -128 included: the kernels must be exact for any int8 input."""
+    return rng.integers(-128, 128, size=(tokens, in_features)).astype(np.int8)
+
+
+def i2s_by_loop(t: np.ndarray, scale: float) -> np.ndarray:
+    """bitnet.cpp's quantize_i2_s layout, written out: 128-weight blocks of 32 bytes; weight j of a
+    block in byte j % 32 at bits 6 - 2 * (j // 32); code = t + 1; then the fp32 scale in a 32-byte tail."""
+    flat = t.reshape(-1)
+    out = np.zeros(flat.size // 4 + 32, dtype=np.uint8)
+    codes = out[: flat.size // 4].reshape(-1, 32)
+    for j in range(128):  # every block at once, one weight position at a time
+        codes[:, j % 32] |= ((flat.reshape(-1, 128)[:, j] + 1) << (6 - 2 * (j // 32))).astype(np.uint8)
+    out[flat.size // 4: flat.size // 4 + 4] = np.frombuffer(np.float32(scale).tobytes(), np.uint8)
+    return out
