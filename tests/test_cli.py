@@ -1,8 +1,14 @@
-"""The command line: `tellme info` and `tellme bench kernels` (structure only; no timing asserts)."""
+"""The command line on the shipped model (no torch): info, bench kernels (structure only; no timing
+asserts), generate, chat, convert, train, model ids from the Hugging Face cache."""
 
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import tellme
 
@@ -45,3 +51,123 @@ def test_bench_rejects_unavailable_level():
     out = tellme_cli("bench", "kernels", "--isa", "avx512", "--model", "0.73B")
     if "avx512" not in tellme.runtime.available_isas():
         assert out.returncode != 0 and "cannot run here" in out.stderr
+
+
+# ---- generate, chat, convert, train on the shipped model (no torch needed) ----
+
+def run(*args, stdin=None, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tellme", *map(str, args)], capture_output=True, text=True,
+                          input=stdin, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"tellme {tellme.__version__}"
+
+
+def test_stats_and_a_printed_random_seed():
+    out = run("generate", "ROMEO:", "-n", "12", "--seed", "-1", "--stats")
+    assert out.returncode == 0, out.stderr
+    seed = int(re.search(r"seed: (\d+)", out.stderr).group(1))
+    stats = re.search(r"\[load ([\d.]+) s \| prompt (\d+) tokens \(0 cached\), prefill ([\d.]+) tokens/s \| "
+                      r"generated (\d+) tokens, decode ([\d.]+) tokens/s\]", out.stderr)
+    assert stats, out.stderr
+    assert float(stats[1]) > 0 and int(stats[2]) >= 2 and float(stats[3]) > 0 and 1 <= int(stats[4]) <= 12
+    again = run("generate", "ROMEO:", "-n", "12", "--seed", seed)
+    assert again.stdout == out.stdout and "seed:" not in again.stderr
+
+
+def test_sampling_arguments_are_checked_before_anything_is_printed():
+    for bad, word in ((["--top-p", "0"], "top_p"), (["--min-p", "2"], "min_p"), (["-n", "-1"], "max-tokens"),
+                      (["--temperature", "-1"], "temperature")):
+        out = run("generate", "ROMEO:", *bad)
+        assert out.returncode == 1 and out.stdout == "" and word in out.stderr and "Traceback" not in out.stderr
+
+
+def test_generation_says_when_the_context_is_full():
+    out = run("generate", "ROMEO:", "-n", "500", "--context", "24", "--temperature", "0", "--stop", "@@@")
+    assert out.returncode == 0, out.stderr
+    assert "the context of 24 tokens is full" in out.stderr
+    assert "is full" not in run("generate", "ROMEO:", "-n", "4", "--temperature", "0").stderr
+
+
+def test_chat_drops_the_oldest_turns_when_the_context_fills():
+    lines = "".join(f"Good morrow, sweet friend number {i}\n" for i in range(12))
+    out = run("chat", "--context", "96", "-n", "24", "--temperature", "0", stdin=lines)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("> ") == 13  # every message answered, then end of input
+    assert "oldest" in out.stderr and "dropped" in out.stderr
+
+
+def test_chat_without_a_template_says_so_first(tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(tellme.default_model_path(), model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    out = run("chat", "-m", model, stdin="Hello\n")
+    assert out.returncode == 1 and "no chat template" in out.stderr and "tellme generate" in out.stderr
+    assert "> " not in out.stdout
+
+
+def test_chat_ctrl_c_stops_the_reply_and_keeps_the_session():
+    proc = subprocess.Popen([sys.executable, "-m", "tellme", "chat", "--context", "4096", "-n", "4000", "--stop", "@@@",
+                             "--seed", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+
+    def read_until(marker):
+        seen = ""
+        while not seen.endswith(marker):
+            assert time.time() < deadline and proc.poll() is None, seen
+            seen += proc.stdout.read(1)
+        return seen
+
+    read_until("> ")
+    for line in ("Good morrow\n", "Farewell\n"):
+        proc.stdin.write(line)
+        proc.stdin.flush()
+        proc.stdout.read(1)  # the reply has begun
+        proc.send_signal(signal.SIGINT)
+        assert read_until("> ").endswith("[stopped]\n> ")  # the reply ended, the session goes on
+    proc.stdin.close()  # Ctrl-D
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in proc.stderr.read()
+
+
+def hf_cache(root, repo, files):
+    """A Hugging Face hub cache holding one snapshot of `repo` (as `hf download` leaves it)."""
+    base = root / "hub" / ("models--" + repo.replace("/", "--"))
+    snapshot = base / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text("0123abcd")
+    for name, src in files.items():
+        shutil.copy(src, snapshot / name) if src else (snapshot / name).write_bytes(b"")
+    return snapshot
+
+
+def test_model_ids_resolve_from_the_local_hugging_face_cache(tmp_path):
+    shipped = tellme.default_model_path()
+    hf_cache(tmp_path, "someone/shakespeare", {p.name: p for p in shipped.iterdir()})
+    env = {"HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    ours = run("generate", "-m", "someone/shakespeare", "ROMEO:", "-n", "8", "--temperature", "0", env=env)
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == run("generate", "ROMEO:", "-n", "8", "--temperature", "0").stdout
+    absent = run("generate", "-m", "someone/absent", "hi", env=env)
+    assert absent.returncode == 1 and "not in the Hugging Face cache" in absent.stderr
+    assert "never downloads" in absent.stderr and "Traceback" not in absent.stderr
+    hf_cache(tmp_path, "someone/two-ggufs", {"a.gguf": None, "b.gguf": None})
+    two = run("generate", "-m", "someone/two-ggufs", "hi", env=env)
+    assert two.returncode == 1 and "several GGUF files" in two.stderr
+
+
+def test_convert_takes_default_too(tmp_path):
+    out = run("convert", "default", tmp_path / "d.safetensors")
+    assert out.returncode == 0, out.stderr
+    ours = run("generate", "-m", tmp_path / "d.safetensors", "ROMEO:", "-n", "8", "--temperature", "0")
+    assert ours.stdout == run("generate", "ROMEO:", "-n", "8", "--temperature", "0").stdout
+
+
+def test_train_names_what_it_needs():
+    out = run("train")
+    assert out.returncode == 2 and "required: text" in out.stderr

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(gen)
     gen.add_argument("--no-echo", action="store_true", help="print only the generated text, not the prompt first")
 
-    chat = sub.add_parser("chat", help="interactive chat (Ctrl-C stops a reply, Ctrl-D ends)")
+    chat = sub.add_parser("chat", help="interactive chat (Ctrl-C stops a reply; Ctrl-D ends the chat)")
     _model_args(chat)
     chat.add_argument("--system", help="system message")
     _sampling_args(chat)
@@ -193,23 +193,21 @@ def cmd_chat(args) -> int:
     if model.tokenizer is None or not model.tokenizer.chat_template:
         raise ValueError(f"{args.model} has no chat template (tokenizer_config.json chat_template); "
                          "use `tellme generate` to continue text instead")
-    try:
-        import readline  # noqa: F401  (line editing and history for input())
-    except ImportError:
-        pass
+    if sys.stdin.isatty():
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
     stop = args.stop or model.config.stop_strings
     reserve = max(1, min(args.max_tokens, model.context // 2))
     messages = [{"role": "system", "content": args.system}] if args.system else []
-    print("[Ctrl-C stops a reply, Ctrl-D ends the chat]", file=sys.stderr)
+    print("[Ctrl-C stops a reply; Ctrl-D, or Ctrl-C at the prompt, ends the chat]", file=sys.stderr)
     while True:
         try:
             user = input("> ")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):
             print()
             return 0
-        except KeyboardInterrupt:  # as in a shell: a fresh prompt
-            print()
-            continue
         if not user.strip():
             continue
         messages.append({"role": "user", "content": user})

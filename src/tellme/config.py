@@ -49,7 +49,7 @@ class ModelConfig:
                 "down": (self.hidden, self.intermediate)}[name]
 
     def norm_names(self) -> tuple[str, ...]:
-        """The norms every layer has."""
+        """The norms every layer has (for code that builds a model; the engine checks the same rule)."""
         return NORM_NAMES if self.sub_norms else NORM_NAMES[:2]
 
     def norm_dim(self, name: str) -> int:

@@ -5,7 +5,7 @@ configuration and keeps the arrays alive, so a memory-mapped file stays mapped w
 from __future__ import annotations
 
 from . import _core
-from .config import LINEAR_NAMES
+from .config import LINEAR_NAMES, NORM_NAMES
 from .errors import FormatError
 from .packed import PackedModel
 from .rope import rope_tables
@@ -21,12 +21,14 @@ def build_engine(packed: PackedModel, context: int) -> _core.Engine:
         for name in LINEAR_NAMES:
             w = packed.linear(i, name)
             e.set_linear(i, name, w.kernel, w.data, w.neg_count, w.scale)
-        for name in c.norm_names():
-            e.set_norm(i, name, packed.norm(i, name))
+        for name in NORM_NAMES:
+            gamma = packed.norm(i, name)
+            if gamma is not None:
+                e.set_norm(i, name, gamma)
     e.set_norm(-1, "final_norm", packed.final_norm)
     for table in ("embedding", "lm_head"):
         r = packed.rows(table)
         e.set_rows(table, r.q, r.row_scale, r.f32)
-    if e.missing:  # cannot happen through PackedModel, which raises first; kept as the engine's own word
+    if e.missing:
         raise FormatError(f"{packed.source}: {e.missing[0]} is missing from the model")
     return e

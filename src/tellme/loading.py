@@ -57,7 +57,7 @@ def _from_hf_cache(repo_id: str) -> Path:
         snapshot = Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, HFValidationError, OSError):
         raise FileNotFoundError(
-            f"model not found: {repo_id!r} is neither a path nor in the Hugging Face cache ({hf_cache_dir()}); "
+            f"model not found: {repo_id!r} is not a path, and not in the Hugging Face cache ({hf_cache_dir()}); "
             f"tellme never downloads: fetch it first (`hf download {repo_id}`), or set HF_HOME") from None
     if (snapshot / "config.json").exists():
         return snapshot

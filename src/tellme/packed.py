@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from .config import LINEAR_NAMES, ModelConfig
+from .config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from .errors import FormatError
 from .formats.safetensors import SafetensorsFile
 from .kernels import TernaryWeights
@@ -76,8 +76,10 @@ class PackedModel:
         for i in progress(range(c.layers)):
             for name in LINEAR_NAMES:
                 m.pack_linear(i, name, *reader.linear(i, name), kernel)
-            for name in c.norm_names():
-                m.set_norm(i, name, reader.norm(i, name))
+            for name in NORM_NAMES:
+                gamma = reader.norm(i, name)
+                if gamma is not None:  # a sub-norm the architecture lacks
+                    m.set_norm(i, name, gamma)
         m.set_rows("embedding", reader.embedding(), head)
         if not c.tied_embeddings:
             m.set_rows("lm_head", reader.lm_head(), head)
@@ -130,8 +132,10 @@ class PackedModel:
             return TernaryWeights("tlmm", out_f, in_f, scale, self._t[p + "tiles"], self._get(p + "neg_count"))
         return TernaryWeights("i2", out_f, in_f, scale, self._get(p + "codes"), None)
 
-    def norm(self, layer: int, name: str) -> np.ndarray:
-        return self._get(f"layers.{layer}.{name}")
+    def norm(self, layer: int, name: str) -> np.ndarray | None:
+        """Norm `name` of `layer`, or None when absent (which norms are required is the engine's
+        check: the sub-norms exactly when config.sub_norms)."""
+        return self._t.get(f"layers.{layer}.{name}")
 
     @property
     def final_norm(self) -> np.ndarray:

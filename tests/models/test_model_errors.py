@@ -117,3 +117,26 @@ def test_tokenizer_missing_gives_clear_error(copy):
     assert m.logits([0, 1]).shape == (2, m.config.vocab)
     with pytest.raises(ValueError, match="no tokenizer.json"):
         m.generate("hi")
+
+
+def test_converted_file_with_missing_or_extra_norms(good, tmp_path):
+    """The engine decides which norms an architecture needs: sub-norms exactly when it has them."""
+    import dataclasses
+
+    from tellme.loading import read_packed
+    from tellme.packed import PackedModel
+
+    packed, tokenizer = read_packed(good)  # llama: no sub-norms
+    arrays = dict(packed.arrays())
+    del arrays["layers.0.ffn_norm"]
+    PackedModel(packed.config, arrays).save(tmp_path / "a.safetensors", tokenizer)
+    with pytest.raises(FormatError, match="layer 0 ffn_norm is missing"):
+        tellme.load(tmp_path / "a.safetensors")
+    with_sub = dataclasses.replace(packed.config, sub_norms=True)
+    PackedModel(with_sub, packed.arrays()).save(tmp_path / "b.safetensors", tokenizer)
+    with pytest.raises(FormatError, match="layer 0 attn_sub_norm is missing"):
+        tellme.load(tmp_path / "b.safetensors")
+    arrays = dict(packed.arrays(), **{"layers.0.attn_sub_norm": np.ones(packed.config.hidden, np.float32)})
+    PackedModel(packed.config, arrays).save(tmp_path / "c.safetensors", tokenizer)
+    with pytest.raises(ValueError, match="no sub-norms"):
+        tellme.load(tmp_path / "c.safetensors")
