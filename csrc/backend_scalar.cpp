@@ -1,4 +1,4 @@
-// Portable C kernels: the readable version of every SIMD kernel, and the fallback level.
+// Portable C kernels: the readable version of every SIMD kernel, and the fallback ISA.
 #include <cstring>
 
 #include "core.h"

@@ -185,7 +185,7 @@ void bind_engine(nb::module_& m) {
                    "What forward() still needs, e.g. 'layer 0 attn_sub_norm'.");
 
   // The engine's small kernels, exposed so that tests can hold them against the NumPy references
-  // in tellme/kernels/reference.py at every ISA level.
+  // in tellme/kernels/reference.py at every ISA.
   m.def("float_to_half", [](const Array& x) {
     const float* p = checked<float>(x, "x", {-1});
     uint16_t* out;

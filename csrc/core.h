@@ -24,11 +24,11 @@ constexpr int64_t KB_WEIGHTS = 24;     // weights per TLMM tile along `in`
 constexpr int64_t TILE_BYTES = 160;    // bytes per TLMM tile (128 nibble + 32 sign bytes)
 constexpr int64_t I2_BLOCK = 128;      // weights per 32-byte block of 2-bit codes
 constexpr int64_t I2_K_PAD = 256;      // `in` padding of the 2-bit layout (AVX-512 takes 2 blocks)
-constexpr int WIDEN_EVERY_TILES = 8;
+constexpr int WIDEN_EVERY_TILES = 8;   // int16 partial sums are widened to int32 every 64 groups
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }   // int16 partial sums are widened to int32 every 64 groups
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// One instruction-set level. Each backend_*.cpp file fills one of these; cpu.cpp picks one.
+// The kernels of one instruction set (ISA). Each backend_*.cpp file fills one of these; cpu.cpp picks one.
 struct Backend {
   const char* name;
   bool emulated;  // built against SIMDe (portable emulation) rather than native instructions
@@ -53,7 +53,7 @@ struct Backend {
   void (*int8_gemv)(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out);
 
   // Attention arithmetic (fp32). `dot` sums in 8 lanes (lane j takes elements i = j mod 8) joined
-  // as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with no fused multiply-add, so every level gives the
+  // as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with no fused multiply-add, so every ISA gives the
   // same bits. `axpy`: y += a * x. `half_to_float`: exact conversion of fp16 (the KV cache).
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, int64_t n, float* y);
@@ -70,7 +70,7 @@ struct Backend {
 };
 
 extern const Backend scalar_backend;
-// i2_prepare of the levels whose kernel reads activations in stored order: a copy and the sum.
+// i2_prepare of the ISAs whose kernel reads activations in stored order: a copy and the sum.
 int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out);
 #ifdef TELLME_HAVE_X86_BACKENDS
 // AVX-512 machines run the AVX2 int8 GEMV: it is bandwidth-bound either way.

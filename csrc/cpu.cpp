@@ -53,7 +53,7 @@ const Backend* const kBackends[] = {
 };
 constexpr int kBackendCount = sizeof(kBackends) / sizeof(kBackends[0]);
 
-// Best natively supported level; an emulated level is never picked unless asked for by name.
+// Best natively supported ISA; an emulated one is never picked unless asked for by name.
 const Backend* best_backend() {
   for (const Backend* b : kBackends)
     if (!b->emulated && runnable(*b)) return b;

@@ -1,4 +1,4 @@
-// IEEE half precision <-> float, portable (the KV cache is fp16 on every instruction-set level).
+// IEEE half precision <-> float, portable (the KV cache is fp16 on every ISA).
 #pragma once
 #include <cstdint>
 #include <cstring>

@@ -7,7 +7,7 @@ from tellme.runtime import available_isas
 
 @pytest.fixture(params=available_isas())
 def isa(request):
-    """Runs the test once per instruction set level this machine (or build) can run."""
+    """Runs the test once per ISA this machine (or build) can run."""
     previous = tellme.get_isa()
     tellme.set_isa(request.param)
     yield request.param

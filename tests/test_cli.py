@@ -32,8 +32,8 @@ def test_bench_kernels_writes_records(tmp_path):
     machine = [r for r in records if r["kind"] == "machine"]
     assert len(machine) == 1 and machine[0]["read_gb_s"] > 0 and machine[0]["int8_peak_gops"] > 0
     kernels = [r for r in records if r["kind"] == "kernel"]
-    levels = tellme.runtime.available_isas()
-    assert len(kernels) == 3 * 2 * 2 * len(levels)   # shapes x tokens x kernels x levels
+    isas = tellme.runtime.available_isas()
+    assert len(kernels) == 3 * 2 * 2 * len(isas)   # shapes x tokens x kernels x ISAs
     for r in kernels:
         assert {"kernel", "isa", "out", "in", "tokens", "threads", "seconds", "bits_per_weight"} <= set(r)
         assert r["seconds"] > 0
@@ -47,7 +47,7 @@ def test_bench_kernels_writes_records(tmp_path):
     assert "% of" in out.stdout
 
 
-def test_bench_rejects_unavailable_level():
+def test_bench_rejects_an_unavailable_isa():
     out = tellme_cli("bench", "kernels", "--isa", "avx512", "--model", "0.73B")
     if "avx512" not in tellme.runtime.available_isas():
         assert out.returncode != 0 and "cannot run here" in out.stderr

@@ -1,5 +1,5 @@
-"""The engine's small native kernels against their NumPy references, bit for bit, at every ISA
-level: fp16 conversion (KV cache), the 8-lane dot and axpy (attention), int8 GEMV (LM head)."""
+"""The engine's small native kernels against their NumPy references, bit for bit, at every ISA:
+fp16 conversion (KV cache), the 8-lane dot and axpy (attention), int8 GEMV (LM head)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Native ternary matmul kernels against the NumPy references, at every ISA level."""
+"""Native ternary matmul kernels against the NumPy references, at every ISA."""
 
 import numpy as np
 import pytest

@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
     p.add_argument("--decode-tokens", type=int, default=128)
     p.add_argument("--layers", type=int, help="override the layer count (quick runs)")
     p.add_argument("--json", metavar="PATH", help="write one record per (model, threads)")
-    p.add_argument("--isa", help="instruction set level (default: the best that runs here)")
+    p.add_argument("--isa", help="instruction set, ISA (default: the best that runs here)")
 
 
 def synthetic_model(name: str, layers: int | None = None, context: int = 1024):

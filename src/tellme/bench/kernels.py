@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--json", metavar="PATH", help="write one record per measurement to PATH")
     p.add_argument("--tokens", type=int, nargs="+", default=[1, 128], help="token counts (default: 1 128)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
-    p.add_argument("--isa", nargs="+", help="levels to measure (default: every level that runs here)")
+    p.add_argument("--isa", nargs="+", help="ISAs to measure (default: every ISA that runs here)")
     p.add_argument("--kernel", nargs="+", choices=KERNELS, default=list(KERNELS))
     p.add_argument("--model", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per measurement")
@@ -93,15 +93,15 @@ def time_kernel(packed: TernaryWeights, copies: int, q: np.ndarray, min_time: fl
 
 
 def run(args) -> int:
-    levels = args.isa or available_isas()
-    for level in levels:
-        if level not in available_isas():
-            raise SystemExit(f"tellme bench kernels: level {level!r} cannot run here (available: {', '.join(available_isas())})")
+    isas = args.isa or available_isas()
+    for isa in isas:
+        if isa not in available_isas():
+            raise SystemExit(f"tellme bench kernels: ISA {isa!r} cannot run here (available: {', '.join(available_isas())})")
     saved_isa, saved_threads = get_isa(), get_num_threads()
     llc = last_level_cache_bytes()
     rng = np.random.default_rng(0)
 
-    # The machine's limits, per thread count, with the best native level.
+    # The machine's limits, per thread count, with the best native ISA.
     bandwidth, peak = {}, {}
     buffer = np.ones(max(8 * llc, 256 << 20), dtype=np.uint8)
     for n in args.threads:
@@ -113,14 +113,14 @@ def run(args) -> int:
     machine = {"kind": "machine", "cpu": cpu_name(), "isa": saved_isa, "llc_bytes": llc,
                "read_gb_s": bandwidth[top], "int8_peak_gops": peak[top],
                "read_gb_s_by_threads": bandwidth, "int8_peak_gops_by_threads": peak}
-    print(f"machine: {machine['cpu']}, LLC {llc >> 20} MiB, best level {saved_isa}")
+    print(f"machine: {machine['cpu']}, LLC {llc >> 20} MiB, best ISA {saved_isa}")
     for n in args.threads:
         print(f"  {n} thread(s): read bandwidth {bandwidth[n]:.1f} GB/s, int8 multiply-add peak {peak[n]:.0f} GMAC/s")
     print("GEMV: % of the weight-streaming limit (packed bytes / time / read bandwidth); "
           "GEMM: % of the int8 peak (out*in*tokens / time / peak); both at the same thread count\n")
 
     records = [machine]
-    variants = [(k, lv) for lv in levels for k in args.kernel]
+    variants = [(k, isa) for isa in isas for k in args.kernel]
     header = f"{'model':6} {'out x in':>11} {'tok':>4} {'thr':>3} | " + " | ".join(f"{k}/{lv:>6}" .rjust(16) for k, lv in variants)
     print(header)
     print("-" * len(header))
@@ -133,12 +133,12 @@ def run(args) -> int:
                 for n in args.threads:
                     set_num_threads(n)
                     cells = []
-                    for kernel, level in variants:
-                        set_isa(level)
+                    for kernel, isa in variants:
+                        set_isa(isa)
                         p = packed[kernel]
                         copies = 1 if tokens > 1 else -(-4 * llc // p.nbytes) + 1
                         seconds = time_kernel(p, copies, q, args.min_time)
-                        rec = {"kind": "kernel", "model": model, "kernel": kernel, "isa": level,
+                        rec = {"kind": "kernel", "model": model, "kernel": kernel, "isa": isa,
                                "out": out_f, "in": in_f, "tokens": tokens, "threads": n,
                                "seconds": seconds, "bits_per_weight": p.bits_per_weight,
                                "weight_bytes": p.nbytes, "weight_copies": copies}
