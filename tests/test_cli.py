@@ -78,10 +78,11 @@ def test_stats_and_a_printed_random_seed():
 
 
 def test_sampling_arguments_are_checked_before_anything_is_printed():
-    for bad, word in ((["--top-p", "0"], "top_p"), (["--min-p", "2"], "min_p"), (["-n", "-1"], "max-tokens"),
-                      (["--temperature", "-1"], "temperature")):
+    for bad, word, status in ((["--top-p", "0"], "top_p", 1), (["--min-p", "2"], "min_p", 1),
+                              (["--temperature", "-1"], "temperature", 1), (["--stop", ""], "--stop", 1),
+                              (["-n", "-1"], "max-tokens", 2), (["--context", "0"], "context", 2)):  # 2: argparse's
         out = run("generate", "ROMEO:", *bad)
-        assert out.returncode == 1 and out.stdout == "" and word in out.stderr and "Traceback" not in out.stderr
+        assert out.returncode == status and out.stdout == "" and word in out.stderr and "Traceback" not in out.stderr
 
 
 def test_generation_says_when_the_context_is_full():

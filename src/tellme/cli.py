@@ -10,20 +10,35 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import UsageError
+
 MODEL_HELP = ("Hugging Face checkpoint directory, GGUF file, file written by `tellme convert`, Hugging Face "
               "model id in the local cache (e.g. microsoft/bitnet-b1.58-2B-4T; never downloaded), or 'default' "
               "(the small Shakespeare model shipped with tellme)")
 
 
+def _count(low: int):
+    """argparse type: an integer >= low (0 for --context is a mistake, not "the default")."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
 def _model_args(p) -> None:
     p.add_argument("-m", "--model", default="default", help=MODEL_HELP + "; default: default")
-    p.add_argument("--threads", type=int, help="native threads (default: physical cores)")
-    p.add_argument("--context", type=int, help="KV cache length in tokens (default: the model's)")
+    p.add_argument("--threads", type=_count(1), help="native threads (default: physical cores)")
+    p.add_argument("--context", type=_count(1), help="KV cache length in tokens (default: the model's)")
     p.add_argument("--head", choices=("int8", "fp32"), default="int8", help="embedding/LM head precision")
 
 
 def _sampling_args(p) -> None:
-    p.add_argument("-n", "--max-tokens", type=int, default=128)
+    p.add_argument("-n", "--max-tokens", type=_count(0), default=128)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=40, help="0 = off")
     p.add_argument("--top-p", type=float, default=0.95, help="1 = off")
@@ -39,8 +54,8 @@ def _sampling(args) -> dict:
     """The sampling arguments, validated (before anything is loaded or echoed)."""
     from .sampling import SamplingParams
 
-    if args.max_tokens < 0:
-        raise ValueError(f"--max-tokens must be >= 0, got {args.max_tokens}")
+    if any(not s for s in args.stop):
+        raise UsageError("--stop needs a non-empty string")
     if args.seed == -1:
         args.seed = secrets.randbelow(2**31)
         print(f"seed: {args.seed}", file=sys.stderr)
@@ -95,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     ppl = sub.add_parser("perplexity", help="sliding-window perplexity of a text file")
     _model_args(ppl)
     ppl.add_argument("file")
-    ppl.add_argument("--window", type=int, help="tokens per window (default: the context)")
-    ppl.add_argument("--stride", type=int, help="new tokens per window (default: window / 2)")
+    ppl.add_argument("--window", type=_count(2), help="tokens per window (default: the context)")
+    ppl.add_argument("--stride", type=_count(1), help="new tokens per window (default: window / 2)")
 
     conv = sub.add_parser("convert", help="pack a checkpoint into one ready-to-mmap file, or write it as GGUF")
     conv.add_argument("src", help=MODEL_HELP.replace("file written by `tellme convert`, ", ""))
@@ -106,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--head", choices=("int8", "fp32"), default="int8", help="LM head of a .safetensors output")
     conv.add_argument("--kernel", choices=("auto", "tlmm", "i2"), default="auto",
                       help="kernel layout of a .safetensors output")
+    conv.add_argument("--force", action="store_true", help="overwrite DST if it exists")
 
     from . import train
     train.add_arguments(sub.add_parser("train", help="BitNet b1.58 quantization-aware training of a small model "
@@ -129,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:  # FormatError is a ValueError; messages name the culprit
+    except (ValueError, OSError) as e:  # every TellmeError is a ValueError; messages name the culprit
         print(f"tellme: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("tellme: error: out of memory (a smaller --context needs less)", file=sys.stderr)
         return 1
 
 
@@ -153,7 +172,12 @@ def cmd_generate(args) -> int:
     from .model import GenerationStats
 
     sampling = _sampling(args)
-    prompt = sys.stdin.buffer.read().decode("utf-8", errors="replace") if args.prompt == "-" else args.prompt
+    prompt = args.prompt
+    if prompt == "-":
+        try:
+            prompt = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UsageError(f"standard input is not UTF-8 text ({e})") from None
     model = _load(args)
     if not args.no_echo:
         print(prompt, end="", flush=True)
@@ -175,7 +199,7 @@ def _fit_context(model, messages: list[dict], reserve: int) -> list[int]:
     while len(ids) + reserve > model.context:
         first = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
         if first is None:
-            raise ValueError(f"the message is {len(ids)} tokens; with {reserve} kept for the reply it does not fit "
+            raise UsageError(f"the message is {len(ids)} tokens; with {reserve} kept for the reply it does not fit "
                              f"the context of {model.context} tokens (--context sets it)")
         del messages[first]
         dropped += 1
@@ -191,7 +215,7 @@ def cmd_chat(args) -> int:
     sampling = _sampling(args)
     model = _load(args)
     if model.tokenizer is None or not model.tokenizer.chat_template:
-        raise ValueError(f"{args.model} has no chat template (tokenizer_config.json chat_template); "
+        raise UsageError(f"{args.model} has no chat template (tokenizer_config.json chat_template); "
                          "use `tellme generate` to continue text instead")
     if sys.stdin.isatty():
         try:
@@ -260,7 +284,8 @@ def cmd_convert(args) -> int:
     src, dst = resolve(args.src), Path(args.dst)
     to_gguf = dst.suffix.lower() == ".gguf"
     if args.type and not to_gguf:
-        raise ValueError(f"--type applies to .gguf outputs, not {dst.name}")
+        raise UsageError(f"--type applies to .gguf outputs, not {dst.name}")
+    check_output_file(dst, args.force)
     reader = open_checkpoint(src)
     start = time.perf_counter()
     if to_gguf:
@@ -271,6 +296,18 @@ def cmd_convert(args) -> int:
     size = dst.stat().st_size
     print(f"wrote {dst}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
+
+
+def check_output_file(dst: Path, force: bool) -> None:
+    """Before a long job: refuse to replace a file without --force, or to write where it cannot."""
+    if dst.is_dir():
+        raise UsageError(f"{dst} is a directory; name the output file")
+    if dst.exists() and not force:
+        raise UsageError(f"{dst} exists; pass --force to overwrite it")
+    if not dst.parent.is_dir():
+        raise UsageError(f"{dst.parent} does not exist")
+    if not os.access(dst.parent, os.W_OK):
+        raise UsageError(f"cannot write to {dst.parent}")
 
 
 def cmd_train(args) -> int:

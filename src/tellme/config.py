@@ -13,11 +13,20 @@ metadata). Three architectures share one forward pass and differ only in what th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import ConfigError
 
 LINEAR_NAMES = ("q", "k", "v", "o", "gate", "up", "down")      # the ternary linears of a layer
 NORM_NAMES = ("attn_norm", "ffn_norm", "attn_sub_norm", "ffn_sub_norm")
+ARCHITECTURES = ("bitnet-2b4t", "bitnet-1bitllm", "llama-bitnet")
+ACTIVATIONS = ("silu", "relu2")
 _RENAMED = {"bitnet": "bitnet-2b4t"}  # architecture ids in files written before the rename
+# Sizes beyond these are refused before anything is allocated: far past every model of this field,
+# small enough that no product of them overflows or asks for absurd memory unchecked.
+LIMITS = {"hidden": 1 << 16, "intermediate": 1 << 18, "layers": 1 << 10, "heads": 1 << 10, "kv_heads": 1 << 10,
+          "head_dim": 1 << 12, "vocab": 1 << 22, "context": 1 << 20}
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,51 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
     stop_strings: tuple[str, ...] = ()  # generation_config.json: end of a chat turn
+    source: str = field(default="", compare=False)  # the file it came from, for messages (not saved)
+
+    def __post_init__(self):
+        """Every value is checked here, whichever format it came from (ConfigError names it)."""
+        def bad(what):
+            raise ConfigError(f"{self.source or 'model configuration'}: {what}")
+
+        if self.architecture not in ARCHITECTURES:
+            bad(f"unknown architecture {self.architecture!r}")
+        for name, cap in LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= cap:
+                bad(f"{name} = {v!r}: expected an integer from 1 to {cap}")
+        if self.heads % self.kv_heads:
+            bad(f"{self.heads} attention heads cannot be shared by {self.kv_heads} KV heads")
+        if self.head_dim % 2:
+            bad(f"head_dim = {self.head_dim}: RoPE needs an even head size")
+        for name in ("eps", "rope_theta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                bad(f"{name} = {v!r}: expected a positive number")
+        if self.activation not in ACTIVATIONS:
+            bad(f"unsupported activation {self.activation!r} (expected {' or '.join(ACTIVATIONS)})")
+        for name in ("sub_norms", "tied_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                bad(f"{name} = {getattr(self, name)!r}: expected true or false")
+        if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.vocab for t in self.eos_token_ids):
+            bad(f"eos token ids {list(self.eos_token_ids)} must be token ids below the vocabulary of {self.vocab}")
+        if self.bos_token_id is not None and (not isinstance(self.bos_token_id, int) or isinstance(self.bos_token_id, bool)):
+            bad(f"bos_token_id = {self.bos_token_id!r}: expected a token id")
+        if not all(isinstance(s, str) and s for s in self.stop_strings):
+            bad(f"stop strings {list(self.stop_strings)} must be non-empty strings")
+        s = self.rope_scaling
+        if s is not None:
+            keys = ("factors",) if s.get("rope_type") == "factors" else (
+                "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+            try:
+                values = [float(x) for k in keys for x in (s[k] if k == "factors" else [s[k]])]
+            except (KeyError, TypeError, ValueError):
+                bad(f"RoPE scaling {s!r} needs numbers for {', '.join(keys)}")
+            if not all(math.isfinite(x) and x > 0 for x in values) or (
+                    keys[0] == "factors" and len(s["factors"]) != self.head_dim // 2):
+                bad(f"RoPE scaling {s!r} has a value that is not a positive number, or the wrong count")
+            if keys[0] == "factor" and s["low_freq_factor"] == s["high_freq_factor"]:
+                bad("RoPE scaling: low_freq_factor equals high_freq_factor")
 
     def linear_shape(self, name: str) -> tuple[int, int]:
         """(out, in) of decoder linear `name` (q, k, v, o, gate, up, down)."""
@@ -57,14 +111,24 @@ class ModelConfig:
         return {"attn_sub_norm": self.heads * self.head_dim, "ffn_sub_norm": self.intermediate}.get(name, self.hidden)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        d = asdict(self)
+        del d["source"]
+        return json.dumps(d)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
-        d = json.loads(text)
-        for gone in ("linear_class", "not_converted"):  # files written before they moved to the HF reader
-            d.pop(gone, None)
-        d["eos_token_ids"] = tuple(d["eos_token_ids"])
-        d["stop_strings"] = tuple(d.get("stop_strings", ()))
-        d["architecture"] = _RENAMED.get(d["architecture"], d["architecture"])
-        return cls(**d)
+    def from_json(cls, text: str, source: str = "") -> "ModelConfig":
+        try:
+            d = json.loads(text)
+            for gone in ("linear_class", "not_converted"):  # files written before they moved to the HF reader
+                d.pop(gone, None)
+            d["eos_token_ids"] = tuple(d["eos_token_ids"])
+            d["stop_strings"] = tuple(d.get("stop_strings", ()))
+            d["architecture"] = _RENAMED.get(d["architecture"], d["architecture"])
+            unknown = set(d) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ConfigError(f"unknown keys {sorted(unknown)}")
+            return cls(**d, source=source)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            raise ConfigError(f"{source or 'model configuration'}: corrupt configuration ({e!r})") from None

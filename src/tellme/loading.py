@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 
 from . import runtime
-from .errors import FormatError
+from .errors import FormatError, UsageError
 from .formats.gguf_file import is_gguf
 from .formats.gguf_model import GGUFCheckpoint
 from .formats.hf import HFCheckpoint
+from .kernels import KERNELS
 from .model import Model
-from .packed import PackedModel
+from .packed import HEADS, PackedModel
 from .tokenizer import Tokenizer
 
 
@@ -113,6 +114,12 @@ def load(path: str | os.PathLike = "default", threads: int | None = None, contex
     head: "int8" (per-row scales, default) or "fp32" embedding and LM head; kernel: "auto",
     "tlmm" or "i2" for every ternary linear (ignored for converted files).
     """
+    if head not in HEADS:
+        raise UsageError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if kernel not in ("auto", *KERNELS):
+        raise UsageError(f"kernel must be 'auto' or one of {', '.join(KERNELS)}, got {kernel!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"path must be a str or path, got {type(path).__name__}")
     resolved = resolve(path)
     if threads is not None:
         runtime.set_num_threads(threads)

@@ -12,13 +12,16 @@ time, from one thread.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .config import LIMITS
 from .engine import build_engine
+from .errors import UsageError
 from .packed import PackedModel
 from .sampling import SamplingParams, sample
 from .tokenizer import StreamDecoder, Tokenizer
@@ -46,15 +49,45 @@ class GenerationStats:
         return self.decode_steps / self.decode_s if self.decode_s > 0 else float("nan")
 
 
+def _count(value, name: str, low: int = 0, high: int | None = None) -> int:
+    """`value` as an int in [low, high], or a UsageError in the API's terms."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        raise UsageError(f"{name} must be an integer {f'from {low} to {high}' if high else f'>= {low}'}, "
+                         f"got {value!r}")
+    return int(value)
+
+
+def _token_ids(ids, name: str) -> list[int]:
+    """A sequence of integer token ids as a list, or a UsageError (never 1.7 -> 1, never bytes)."""
+    if isinstance(ids, (str, bytes, bytearray)):
+        raise UsageError(f"{name} must be a sequence of integer token ids, got {type(ids).__name__}")
+    a = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+    if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+        raise UsageError(f"{name} must be a 1-D sequence of integer token ids, got {a.dtype} of shape {a.shape}")
+    return [int(t) for t in a]
+
+
+def physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not refuse
+
+
 class Model:
     def __init__(self, packed: PackedModel, tokenizer: Tokenizer | None, context: int | None = None):
         self.packed = packed
-        self.config = packed.config
+        self.config = c = packed.config
         self.tokenizer = tokenizer
         self.source = packed.source
-        self.context = int(context or self.config.context)
-        if self.context < 1:
-            raise ValueError(f"context must be >= 1, got {self.context}")
+        self.context = _count(c.context if context is None else context, "context", 1, LIMITS["context"])
+        # the KV cache is reserved (not touched) for the whole context: refuse what cannot be reserved
+        cache = 2 * c.layers * self.context * c.kv_heads * c.head_dim * 2 + self.context * c.head_dim * 4
+        if cache > physical_memory_bytes():
+            raise UsageError(f"a context of {self.context} tokens needs {cache / 2**30:.1f} GiB for the KV cache; this "
+                             f"machine has {physical_memory_bytes() / 2**30:.1f} GiB: choose a smaller context "
+                             "(context=, --context)")
         self.engine = build_engine(packed, self.context)
         self._cached: list[int] = []   # tokens whose K/V are in the cache, in order
 
@@ -66,13 +99,12 @@ class Model:
             keep += 1
         return keep
 
-    def _run(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+    def _run(self, ids: list[int], all_logits: bool = False) -> np.ndarray:
         """Brings the cache to `ids` (reusing a common prefix) and returns logits of the new tokens."""
-        ids = [int(t) for t in ids]
         if not ids:
-            raise ValueError("no tokens to run")
+            raise UsageError("no tokens to run")
         if len(ids) > self.context:
-            raise ValueError(f"{len(ids)} tokens exceed the context of {self.context} tokens")
+            raise UsageError(f"{len(ids)} tokens exceed the context of {self.context} tokens")
         keep = 0 if all_logits else self._reusable(ids)
         self._cached = self._cached[:keep]
         out = self.engine.forward(np.asarray(ids[keep:], dtype=np.int32), keep, all_logits)
@@ -81,30 +113,33 @@ class Model:
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """float32 logits [len(token_ids), vocab] of a fresh forward pass over token_ids."""
-        return self._run(token_ids, all_logits=True)
+        return self._run(_token_ids(token_ids, "token_ids"), all_logits=True)
 
     # ---- text ----
     def _tok(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise ValueError(f"{self.source} has no tokenizer.json (nor GGUF tokenizer metadata); "
+            raise UsageError(f"{self.source} has no tokenizer.json (nor GGUF tokenizer metadata); "
                              "use logits() with token ids")
         return self.tokenizer
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        if not isinstance(text, str):
+            raise UsageError(f"text must be a str, got {type(text).__name__}")
         return self._tok().encode(text, add_special_tokens)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self._tok().decode(ids, skip_special_tokens)
+        return self._tok().decode(_token_ids(ids, "ids"), skip_special_tokens)
 
     def stream_tokens(self, prompt_ids: Sequence[int], max_tokens: int = 128, stop_ids=(),
                       stats: GenerationStats | None = None, **sampling) -> Iterator[int]:
         """Yields generated token ids: prefill once, then one decode step per token."""
         params = SamplingParams(**sampling)
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-        prompt_ids = list(prompt_ids)
+        max_tokens = _count(max_tokens, "max_tokens")
+        prompt_ids = _token_ids(prompt_ids, "prompt_ids")
+        if not prompt_ids:
+            raise UsageError("the prompt is empty: generation needs at least one token")
         if len(prompt_ids) >= self.context:
-            raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context of {self.context} "
+            raise UsageError(f"prompt of {len(prompt_ids)} tokens does not fit the context of {self.context} "
                              "tokens (one position is needed for the first generated token)")
         stats = stats if stats is not None else GenerationStats()
         stats.prompt_tokens, stats.stop_reason = len(prompt_ids), "length"
@@ -140,13 +175,14 @@ class Model:
     def stream(self, prompt: str, max_tokens: int = 128, stop: Sequence[str] | str = (),
                stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
         """Yields text pieces as they are generated. `stop` strings end generation (not included)."""
-        ids = self._tok().encode(prompt, add_special_tokens=True)
-        yield from self.stream_ids(ids, max_tokens, stop, stats, **sampling)
+        yield from self.stream_ids(self.encode(prompt), max_tokens, stop, stats, **sampling)
 
     def stream_ids(self, ids: Sequence[int], max_tokens: int = 128, stop: Sequence[str] | str = (),
                    stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
         """Text pieces generated after the prompt token ids `ids` (see `stream`)."""
         stops = [stop] if isinstance(stop, str) else list(stop)
+        if not all(isinstance(s, str) and s for s in stops):
+            raise UsageError(f"stop must be non-empty strings, got {stop!r}")
         decoder = StreamDecoder(self._tok())
         held = ""  # text that could still be the start of a stop string
         for token in self.stream_tokens(ids, max_tokens, self.eos_ids(), stats, **sampling):
@@ -208,13 +244,13 @@ class Model:
         """Sliding-window perplexity: each window of `window` tokens is scored on the tokens it
         adds beyond the previous window (`stride` new tokens per window, context before them).
         `progress(scored, total, running_ppl)` is called after each window."""
-        ids = self._tok().encode(text, add_special_tokens=True) if isinstance(text, str) else list(text)
-        window = min(window or self.context, self.context)
-        stride = stride or window // 2 or 1
+        ids = self.encode(text) if isinstance(text, str) else _token_ids(text, "text")
+        window = min(self.context if window is None else _count(window, "window", 1), self.context)
+        stride = max(1, window // 2) if stride is None else _count(stride, "stride", 1)
         if len(ids) < 2:
-            raise ValueError("perplexity needs at least 2 tokens")
+            raise UsageError("perplexity needs at least 2 tokens")
         if not (1 <= stride <= window):
-            raise ValueError(f"stride must be in [1, window={window}], got {stride}")
+            raise UsageError(f"stride must be in [1, window={window}], got {stride}")
         nll, scored, start_t = 0.0, 0, time.perf_counter()
         prev_end = 0
         for begin in range(0, len(ids), stride):

@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from .config import LINEAR_NAMES, NORM_NAMES, ModelConfig
-from .errors import FormatError
+from .errors import FormatError, UsageError
 from .formats.safetensors import SafetensorsFile
 from .kernels import TernaryWeights
 from .rope import rope_pair_order
@@ -70,7 +70,7 @@ class PackedModel:
              progress: Callable[[Iterator], Iterator] = iter) -> "PackedModel":
         """Every tensor of `reader` (see formats/__init__.py) in the engine's layout."""
         if head not in HEADS:
-            raise ValueError(f"unknown head type {head!r}; expected one of {', '.join(HEADS)}")
+            raise UsageError(f"unknown head type {head!r}; expected one of {', '.join(HEADS)}")
         c: ModelConfig = reader.config
         m = cls(c, source=str(getattr(reader, "path", "")))
         for i in progress(range(c.layers)):
@@ -181,8 +181,13 @@ class PackedModel:
             meta["tellme.tokenizer_config"] = json.dumps(tokenizer.config)
         path = Path(path)
         tmp = path.with_name(path.name + ".partial")  # never leave a half-written model under the real name
-        save_file({k: np.ascontiguousarray(v) for k, v in self._t.items()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        try:
+            save_file({k: np.ascontiguousarray(v) for k, v in self._t.items()}, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+        except Exception as e:  # safetensors raises its own SafetensorError for I/O failures
+            raise OSError(f"{path}: cannot write ({e})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, path: Path) -> tuple["PackedModel", Tokenizer | None]:
@@ -193,9 +198,9 @@ class PackedModel:
             raise FormatError(f"{path}: tellme file format {version!r}, this version reads {FORMAT_VERSION!r}; "
                               "convert the checkpoint again")
         try:
-            config = ModelConfig.from_json(f.metadata["tellme.config"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise FormatError(f"{path}: corrupt tellme.config metadata ({e!r})") from e
+            config = ModelConfig.from_json(f.metadata["tellme.config"], f"{path} (tellme.config)")
+        except KeyError:
+            raise FormatError(f"{path}: the tellme.config metadata is missing") from None
         tokenizer = None
         if "tellme.tokenizer" in f.metadata:
             tokenizer = Tokenizer(f.metadata["tellme.tokenizer"],

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from . import _core
+from .errors import UsageError
 
 ISAS = ("avx512", "avx2", "scalar")  # best first
 
@@ -31,7 +32,7 @@ def physical_cores() -> int:
 def set_num_threads(n: int) -> None:
     """Threads used by every native kernel. Results are identical for any count."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"number of threads must be a positive integer, got {n!r}")
+        raise UsageError(f"number of threads must be a positive integer, got {n!r}")
     _core.set_num_threads(n)
 
 
@@ -42,7 +43,7 @@ def get_num_threads() -> int:
 def set_isa(name: str) -> None:
     """Use ISA `name` ('avx512', 'avx2' or 'scalar') for every kernel."""
     if name not in ISAS:
-        raise ValueError(f"unknown instruction set {name!r}; expected one of {', '.join(ISAS)}")
+        raise UsageError(f"unknown instruction set {name!r}; expected one of {', '.join(ISAS)}")
     _core.set_isa(name)
 
 
@@ -67,20 +68,25 @@ def cpu_info() -> dict:
 
 
 def _configure_from_environment() -> None:
-    threads = os.environ.get("TELLME_NUM_THREADS")
-    if threads:
-        try:
-            set_num_threads(int(threads))
-        except ValueError:
-            raise ValueError(f"TELLME_NUM_THREADS={threads!r}: expected a positive integer") from None
-    else:
+    """Applies TELLME_NUM_THREADS and TELLME_ISA. A bad value is reported and ignored: it must not
+    make `import tellme` (and so `tellme --help`) fail."""
+    threads, isa = os.environ.get("TELLME_NUM_THREADS"), os.environ.get("TELLME_ISA")
+    try:
+        set_num_threads(int(threads))
+    except (TypeError, ValueError):
+        if threads:
+            _warn(f"TELLME_NUM_THREADS={threads!r} ignored: expected a positive integer")
         set_num_threads(physical_cores())
-    isa = os.environ.get("TELLME_ISA")
     if isa:
         try:
             set_isa(isa)
         except ValueError as e:
-            raise ValueError(f"TELLME_ISA={isa!r}: {e}; available here: {', '.join(available_isas())}") from None
+            _warn(f"TELLME_ISA={isa!r} ignored: {e}; available here: {', '.join(available_isas())}")
+
+
+def _warn(message: str) -> None:
+    import sys
+    print(f"tellme: warning: {message}", file=sys.stderr)
 
 
 _configure_from_environment()

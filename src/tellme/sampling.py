@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -17,16 +19,27 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self):
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+                raise UsageError(f"{name} must be a number, got {v!r}")
+        for name, v in (("top_k", self.top_k), ("seed", self.seed)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise UsageError(f"{name} must be an integer, got {v!r}")
+        if self.top_k is None:
+            raise UsageError("top_k must be an integer, got None")
+        if self.seed is not None and self.seed < 0:
+            raise UsageError(f"seed must be >= 0 (or None for a random one), got {self.seed}")
         if not (self.temperature >= 0):
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise UsageError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+            raise UsageError(f"top_k must be >= 0, got {self.top_k}")
         if not (0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise UsageError(f"top_p must be in (0, 1], got {self.top_p}")
         if not (0 <= self.min_p <= 1):
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+            raise UsageError(f"min_p must be in [0, 1], got {self.min_p}")
         if not (self.repetition_penalty > 0):
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+            raise UsageError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
 
 def apply_repetition_penalty(logits: np.ndarray, history, penalty: float) -> np.ndarray:

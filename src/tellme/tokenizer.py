@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
-from .errors import FormatError
+from .errors import FormatError, UsageError
 
 
 class Tokenizer:
@@ -17,11 +18,15 @@ class Tokenizer:
         except Exception as e:  # the library raises bare Exceptions for malformed JSON
             raise FormatError(f"{source or 'tokenizer'}: cannot read tokenizer ({e})") from e
         self.json = tokenizer_json
+        if not isinstance(tokenizer_config or {}, dict):
+            raise FormatError(f"{source or 'tokenizer'}: tokenizer_config.json must hold a JSON object")
         self.config = tokenizer_config or {}
         self.chat_template = self.config.get("chat_template")
         if isinstance(self.chat_template, list):  # named templates: take the default one
-            named = {t.get("name"): t.get("template") for t in self.chat_template}
+            named = {t.get("name"): t.get("template") for t in self.chat_template if isinstance(t, dict)}
             self.chat_template = named.get("default") or next(iter(named.values()), None)
+        if self.chat_template is not None and not isinstance(self.chat_template, str):
+            raise FormatError(f"{source or 'tokenizer'}: chat_template must be a string")
 
     @classmethod
     def from_dir(cls, path: Path) -> "Tokenizer | None":
@@ -30,10 +35,11 @@ class Tokenizer:
             return None
         config_file = path / "tokenizer_config.json"
         try:
-            config = json.loads(config_file.read_text()) if config_file.exists() else {}
-        except json.JSONDecodeError as e:
-            raise FormatError(f"{config_file}: invalid JSON ({e})") from e
-        return cls(file.read_text(), config, str(file))
+            config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
+            text = file.read_text(encoding="utf-8")
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise FormatError(f"{config_file}: invalid JSON ({type(e).__name__}: {e})") from None
+        return cls(text, config, str(file))
 
     @property
     def vocab_size(self) -> int:
@@ -55,20 +61,27 @@ class Tokenizer:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         if not self.chat_template:
-            raise ValueError("this model's tokenizer_config.json has no chat_template; use generate() instead")
+            raise UsageError("this model's tokenizer_config.json has no chat_template; use generate() instead")
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise UsageError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r}")
         for i, m in enumerate(messages):
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise ValueError(f"message {i} must be a dict with 'role' and 'content', got {m!r}")
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise UsageError(f"message {i} must be a dict with a 'role' and a 'content' string, got {m!r}")
 
         def raise_exception(message):
             raise TemplateError(message)
 
+        # the globals transformers gives templates
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         special = {k: (v.get("content") if isinstance(v, dict) else v)
                    for k, v in self.config.items() if k.endswith("_token")}
-        return env.from_string(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **special)
+        try:
+            return env.from_string(self.chat_template).render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **special)
+        except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as e:
+            raise UsageError(f"the model's chat template failed: {e}") from None
 
 
 class StreamDecoder:

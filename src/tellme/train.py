@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .errors import UsageError
+
 SPECIAL = "<|endoftext|>"
 # The default model's chat: the user speaks as ROMEO, the model answers as JULIET, a speech ends
 # at a blank line (generation_config.json's stop_strings).
@@ -181,6 +183,9 @@ def train(text_path: str, out: str, c: TrainConfig, plot: str | None = None, log
     tok = train_tokenizer(train_text, c.vocab)
     train_ids = torch.tensor(tok.encode(train_text).ids)
     val_ids = torch.tensor(tok.encode(val_text).ids)
+    if len(train_ids) < c.seq + 2 or len(val_ids) < c.seq + 1:
+        raise UsageError(f"{text_path}: {len(train_ids)} training and {len(val_ids)} validation tokens; training "
+                         f"needs more than one sequence ({c.seq} tokens, --seq) in each (the last 10% is held out)")
     log(f"tokens: {len(train_ids)} training, {len(val_ids)} validation (vocabulary {c.vocab})")
 
     model = build_model(c)
@@ -225,14 +230,31 @@ def train(text_path: str, out: str, c: TrainConfig, plot: str | None = None, log
 
 def add_arguments(p) -> None:
     p.add_argument("text", help="training text, UTF-8 (the shipped model was trained on tinyshakespeare.txt)")
-    p.add_argument("--out", default="tellme-model", help="output directory")
+    p.add_argument("--out", default="tellme-model", help="output directory (new, or empty)")
+    p.add_argument("--force", action="store_true", help="write into --out even if it holds files")
     p.add_argument("--plot", help="write the loss curve to this PNG")
     for f, v in asdict(TrainConfig()).items():
         p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
 
 
+def check_output_dir(out: Path, force: bool) -> None:
+    """Before training starts: the output must be a directory that can be written and holds no
+    files (unless --force), so that the work is not lost at the end."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UsageError(f"--out {out} holds files; pass --force to write into it")
+    parent = out if out.is_dir() else out.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write to {parent}")
+
+
 def run(args) -> int:
     c = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
+    text = Path(args.text)
+    if not text.is_file():
+        raise UsageError(f"{text}: no such text file")
+    check_output_dir(Path(args.out), args.force)
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401

@@ -20,6 +20,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 
 from ..config import LINEAR_NAMES, NORM_NAMES, ModelConfig
+from ..errors import UsageError
 from ..rope import rope_frequencies, rope_pair_order
 from .gguf_model import LINEAR_TENSORS, ROPE_FREQS
 from .gguf_quants import I2_S, I2_S_FILE_TYPE, TERNARY_TYPES, quantize_ternary
@@ -33,7 +34,7 @@ def gguf_architecture(c: ModelConfig) -> str:
         return "bitnet-b1.58" if c.activation == "relu2" else "bitnet"
     if c.activation == "silu":
         return "llama"
-    raise ValueError("a ReLU^2 model without sub-norms has no llama.cpp architecture to be written as")
+    raise UsageError("a ReLU^2 model without sub-norms has no llama.cpp architecture to be written as")
 
 
 def lossless_float(a: np.ndarray) -> tuple[np.ndarray, GGMLQuantizationType | None]:
@@ -52,71 +53,70 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
                progress: Callable[[Iterator], Iterator] = iter) -> None:
     """Writes `ckpt` (a format reader: see formats/__init__.py) to `path` with ternary linears of type qtype."""
     if qtype not in TERNARY_TYPES:
-        raise ValueError(f"unknown GGUF weight type {qtype!r}; expected one of {', '.join(TERNARY_TYPES)}")
+        raise UsageError(f"unknown GGUF weight type {qtype!r}; expected one of {', '.join(TERNARY_TYPES)}")
     c: ModelConfig = ckpt.config
     arch = gguf_architecture(c)
     for name in LINEAR_NAMES:
         cols = c.linear_shape(name)[1]
         if cols % BLOCKS[qtype]:
-            raise ValueError(f"{qtype.upper()} stores rows in blocks of {BLOCKS[qtype]} weights; the {name} "
+            raise UsageError(f"{qtype.upper()} stores rows in blocks of {BLOCKS[qtype]} weights; the {name} "
                              f"projection's rows have {cols}, so this model cannot be written as {qtype.upper()}")
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")  # never leave a half-written model under the real name
-    w = GGUFWriter(tmp, arch)
-    w.add_name(path.stem)
-    w.add_file_type(int(FILE_TYPES[qtype]))
-    w.add_context_length(c.context)
-    w.add_embedding_length(c.hidden)
-    w.add_block_count(c.layers)
-    w.add_feed_forward_length(c.intermediate)
-    w.add_head_count(c.heads)
-    w.add_head_count_kv(c.kv_heads)
-    if c.head_dim * c.heads != c.hidden:
-        w.add_key_length(c.head_dim)
-        w.add_value_length(c.head_dim)
-    w.add_rope_dimension_count(c.head_dim)
-    w.add_rope_freq_base(c.rope_theta)
-    w.add_layer_norm_rms_eps(c.eps)
-    w.add_vocab_size(c.vocab)
-    if tokenizer is not None:
-        from .gguf_tokenizer import write_tokenizer
-        write_tokenizer(w, tokenizer, c.vocab, c.bos_token_id, c.eos_token_ids)
-
-    def dense(name, a):
-        data, raw = lossless_float(a)
-        w.add_tensor(name, data, raw_dtype=raw)
-
-    dense("token_embd.weight", ckpt.embedding())
-    head = ckpt.lm_head()
-    if head is not None:
-        dense("output.weight", head)
-    w.add_tensor("output_norm.weight", np.ascontiguousarray(ckpt.final_norm(), dtype=np.float32))
-    if c.rope_scaling:  # llama.cpp divides each frequency by a factor
-        plain = dataclasses.replace(c, rope_scaling=None)
-        w.add_tensor(ROPE_FREQS, (rope_frequencies(plain) / rope_frequencies(c)).astype(np.float32))
-    for i in progress(range(c.layers)):
-        for name in NORM_NAMES:
-            g = ckpt.norm(i, name)
-            if g is not None:
-                w.add_tensor(f"blk.{i}.{name}.weight", np.ascontiguousarray(g, dtype=np.float32))
-        for name in LINEAR_NAMES:
-            ternary, scale = ckpt.linear(i, name)
-            if arch == "llama" and name in ("q", "k"):
-                ternary = ternary[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
-            data, rest = quantize_ternary(ternary, scale, TERNARY_TYPES[qtype])
-            base = f"blk.{i}.{LINEAR_TENSORS[name]}"
-            if qtype == "i2_s":  # unknown to the library: pass the bytes with the shape they encode
-                w.add_tensor(base + ".weight", data.view(np.int8), raw_shape=ternary.shape, raw_dtype=I2_S)
-            else:
-                w.add_tensor(base + ".weight", data, raw_dtype=TERNARY_TYPES[qtype])
-            if rest != 1.0:
-                w.add_tensor(base + ".scale", np.array([rest], dtype=np.float32))
     try:
+        w = GGUFWriter(tmp, arch)
+        w.add_name(path.stem)
+        w.add_file_type(int(FILE_TYPES[qtype]))
+        w.add_context_length(c.context)
+        w.add_embedding_length(c.hidden)
+        w.add_block_count(c.layers)
+        w.add_feed_forward_length(c.intermediate)
+        w.add_head_count(c.heads)
+        w.add_head_count_kv(c.kv_heads)
+        if c.head_dim * c.heads != c.hidden:
+            w.add_key_length(c.head_dim)
+            w.add_value_length(c.head_dim)
+        w.add_rope_dimension_count(c.head_dim)
+        w.add_rope_freq_base(c.rope_theta)
+        w.add_layer_norm_rms_eps(c.eps)
+        w.add_vocab_size(c.vocab)
+        if tokenizer is not None:
+            from .gguf_tokenizer import write_tokenizer
+            write_tokenizer(w, tokenizer, c.vocab, c.bos_token_id, c.eos_token_ids)
+
+        def dense(name, a):
+            data, raw = lossless_float(a)
+            w.add_tensor(name, data, raw_dtype=raw)
+
+        dense("token_embd.weight", ckpt.embedding())
+        head = ckpt.lm_head()
+        if head is not None:
+            dense("output.weight", head)
+        w.add_tensor("output_norm.weight", np.ascontiguousarray(ckpt.final_norm(), dtype=np.float32))
+        if c.rope_scaling:  # llama.cpp divides each frequency by a factor
+            plain = dataclasses.replace(c, rope_scaling=None)
+            w.add_tensor(ROPE_FREQS, (rope_frequencies(plain) / rope_frequencies(c)).astype(np.float32))
+        for i in progress(range(c.layers)):
+            for name in NORM_NAMES:
+                g = ckpt.norm(i, name)
+                if g is not None:
+                    w.add_tensor(f"blk.{i}.{name}.weight", np.ascontiguousarray(g, dtype=np.float32))
+            for name in LINEAR_NAMES:
+                ternary, scale = ckpt.linear(i, name)
+                if arch == "llama" and name in ("q", "k"):
+                    ternary = ternary[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
+                data, rest = quantize_ternary(ternary, scale, TERNARY_TYPES[qtype])
+                base = f"blk.{i}.{LINEAR_TENSORS[name]}"
+                if qtype == "i2_s":  # unknown to the library: pass the bytes with the shape they encode
+                    w.add_tensor(base + ".weight", data.view(np.int8), raw_shape=ternary.shape, raw_dtype=I2_S)
+                else:
+                    w.add_tensor(base + ".weight", data, raw_dtype=TERNARY_TYPES[qtype])
+                if rest != 1.0:
+                    w.add_tensor(base + ".scale", np.array([rest], dtype=np.float32))
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)

@@ -16,12 +16,13 @@ k rows with RoPE pairs adjacent; they are put back in Hugging Face order here.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from ..config import ModelConfig
-from ..errors import FormatError
+from ..errors import ConfigError, FormatError
 from ..rope import rope_pair_order
 from .gguf_file import GGUFFile
 from .gguf_quants import I2_S, dequantize, ternary_from_values, unpack_i2s
@@ -35,7 +36,6 @@ ARCHITECTURES = {  # general.architecture -> (tellme architecture, activation)
 LINEAR_TENSORS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
                   "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
 ROPE_FREQS = "rope_freqs.weight"
-MAX_CONTEXT = 1 << 20
 
 
 def config_from_gguf(f: GGUFFile) -> ModelConfig:
@@ -45,7 +45,7 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
                           f"{', '.join(ARCHITECTURES)} with ternary weights")
     architecture, activation = ARCHITECTURES[arch]
 
-    def need(key: str, default=None):
+    def need(key: str, default=None, kind=int):
         value = f.get(f"{arch}.{key}", default)
         if value is None:
             raise FormatError(f"{f.path}: metadata {arch}.{key} is missing")
@@ -53,13 +53,17 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
             if not value or len(set(value)) != 1:
                 raise FormatError(f"{f.path}: {arch}.{key} differs between layers ({value[:4]}...), not supported")
             value = value[0]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise FormatError(f"{f.path}: metadata {arch}.{key} = {value!r} is not a positive number")
-        return value
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                or value <= 0 or (kind is int and not isinstance(value, int))):
+            raise ConfigError(f"{f.path}: metadata {arch}.{key} = {value!r} is not a positive "
+                              f"{'integer' if kind is int else 'number'}")
+        return kind(value)
 
-    hidden, heads = int(need("embedding_length")), int(need("attention.head_count"))
-    head_dim = int(need("attention.key_length", hidden // heads))
-    rot = int(need("rope.dimension_count", head_dim))
+    hidden, heads = need("embedding_length"), need("attention.head_count")
+    head_dim = need("attention.key_length", hidden // heads)
+    rot = need("rope.dimension_count", head_dim)
     if rot != head_dim:
         raise FormatError(f"{f.path}: RoPE over {rot} of {head_dim} head dimensions (partial rotary) is not supported")
     scaling = f.get(f"{arch}.rope.scaling.type", "none")
@@ -68,37 +72,30 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
     rope_scaling = None
     if ROPE_FREQS in f.tensors:  # llama3-style: one divisor per frequency
         factors = dequantize(f.raw(ROPE_FREQS), f.tensors[ROPE_FREQS].type, f.tensors[ROPE_FREQS].shape).reshape(-1)
-        if factors.size != head_dim // 2:
-            raise FormatError(f"{f.path}: {ROPE_FREQS} has {factors.size} values, expected {head_dim // 2}")
         rope_scaling = {"rope_type": "factors", "factors": [float(x) for x in factors]}
     if "token_embd.weight" not in f.tensors:
         raise FormatError(f"{f.path}: tensor 'token_embd.weight' is missing")
     vocab = f.tensors["token_embd.weight"].shape[0]
-    kv_heads, context = int(need("attention.head_count_kv", heads)), int(need("context_length"))
-    if heads % kv_heads or head_dim % 2:
-        raise FormatError(f"{f.path}: {heads} heads of {head_dim} dimensions with {kv_heads} KV heads: "
-                          "KV heads must divide heads, and RoPE needs an even head size")
-    if context > MAX_CONTEXT:
-        raise FormatError(f"{f.path}: {arch}.context_length {context} exceeds tellme's limit of {MAX_CONTEXT}")
     eos = [f.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")]
     return ModelConfig(
         architecture=architecture,
         hidden=hidden,
-        intermediate=int(need("feed_forward_length")),
-        layers=int(need("block_count")),
+        intermediate=need("feed_forward_length"),
+        layers=need("block_count"),
         heads=heads,
-        kv_heads=kv_heads,
+        kv_heads=need("attention.head_count_kv", heads),
         head_dim=head_dim,
         vocab=vocab,
-        context=context,
-        eps=float(need("attention.layer_norm_rms_epsilon")),
+        context=need("context_length"),
+        eps=need("attention.layer_norm_rms_epsilon", kind=float),
         activation=activation,
         sub_norms=architecture != "llama-bitnet",
         tied_embeddings="output.weight" not in f.tensors,
-        rope_theta=float(need("rope.freq_base", 10000.0)),
+        rope_theta=need("rope.freq_base", 10000.0, float),
         rope_scaling=rope_scaling,
         eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos if isinstance(e, int))),
         bos_token_id=f.get("tokenizer.ggml.bos_token_id"),
+        source=str(f.path),
     )
 
 

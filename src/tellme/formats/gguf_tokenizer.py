@@ -19,7 +19,7 @@ import json
 
 from gguf import TokenType
 
-from ..errors import FormatError
+from ..errors import FormatError, UsageError
 from ..tokenizer import Tokenizer
 
 # Llama 3's pre-tokenizer regex (also Falcon3's, DBRX's, ...)
@@ -173,14 +173,14 @@ def _describe(spec: dict) -> tuple[str, str | None, bool]:
     pre = _parts(spec.get("pre_tokenizer"))
     kinds = [p.get("type") for p in pre]
     if model.get("type") != "BPE":
-        raise ValueError(f"a {model.get('type')} tokenizer cannot be written to GGUF (BPE can)")
+        raise UsageError(f"a {model.get('type')} tokenizer cannot be written to GGUF (BPE can)")
     if "ByteLevel" in kinds:
         if kinds == ["ByteLevel"] and pre[0].get("use_regex", True):
             return "gpt2", "gpt2", False
         splits = [p for p in pre if p.get("type") == "Split"]
         if kinds == ["Sequence", "Split", "ByteLevel"] and splits[0].get("pattern", {}).get("Regex") == LLAMA3_SPLIT:
             return "gpt2", "llama-bpe", False
-        raise ValueError("this byte-level pre-tokenizer has no GGUF name (GPT-2's and Llama 3's regex have)")
+        raise UsageError("this byte-level pre-tokenizer has no GGUF name (GPT-2's and Llama 3's regex have)")
     metaspace = [p for p in pre if p.get("type") == "Metaspace"]
     norms = _parts(spec.get("normalizer"))
     replaces = any(p.get("type") == "Replace" and p.get("content") == SPACE for p in norms)
@@ -188,7 +188,7 @@ def _describe(spec: dict) -> tuple[str, str | None, bool]:
         prefix = (metaspace[0].get("prepend_scheme", "always") != "never" if metaspace
                   else any(p.get("type") == "Prepend" for p in norms))
         return "llama", None, prefix
-    raise ValueError("only byte-level BPE and SentencePiece-style BPE tokenizers can be written to GGUF")
+    raise UsageError("only byte-level BPE and SentencePiece-style BPE tokenizers can be written to GGUF")
 
 
 def write_tokenizer(writer, tokenizer: Tokenizer, vocab_size: int, bos_id: int | None, eos_ids) -> None:

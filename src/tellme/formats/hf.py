@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
-from ..errors import FormatError
+from ..errors import ConfigError, FormatError
 from ..tokenizer import Tokenizer
 from .safetensors import TensorStore
 
@@ -53,15 +53,26 @@ def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
     linear_class says how ternary linears are stored: "bitlinear" (packed, W = T / weight_scale),
     "autobitlinear" (packed or unpacked, W = T * weight_scale), "online" (float masters, absmean)."""
     file = path / "config.json"
-    try:
-        c = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no config.json (expected a Hugging Face model directory)") from None
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{file}: invalid JSON ({e})") from e
-    archs = c.get("architectures") or []
-    model_type = c.get("model_type")
-    quant = c.get("quantization_config") or {}
+    c = _read_json(file, f"{path}: no config.json (expected a Hugging Face model directory)")
+    gen_file = path / "generation_config.json"
+    gen = _read_json(gen_file) if gen_file.exists() else {}
+
+    def get(d, key, types, default=None, where=""):
+        """d[key] if it has one of `types` (a JSON number may be written as 2048.0), else ConfigError."""
+        v = d.get(key, default)
+        if int in types and isinstance(v, float) and v.is_integer():
+            v = int(v)
+        ok = (v is None and None in types) or (
+            isinstance(v, tuple(t for t in types if t is not None)) and isinstance(v, bool) == (bool in types))
+        if not ok:
+            if v is None and key not in d:
+                raise ConfigError(f"{file}: missing {where}{key!r}")
+            raise ConfigError(f"{file}: {where}{key} = {v!r} is not a valid value")
+        return v
+
+    archs = get(c, "architectures", (list, None)) or []
+    model_type = get(c, "model_type", (str, None))
+    quant = get(c, "quantization_config", (dict, None)) or {}
     if model_type == "bitnet":
         arch = "bitnet-2b4t"
     elif "BitnetForCausalLM" in archs:
@@ -69,68 +80,81 @@ def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
     elif model_type == "llama" and quant.get("quant_method") == "bitnet":
         arch = "llama-bitnet"
     else:
-        raise FormatError(f"{file}: unsupported architecture (model_type={model_type!r}, "
+        raise ConfigError(f"{file}: unsupported architecture (model_type={model_type!r}, "
                           f"architectures={archs}); tellme runs model_type 'bitnet', "
                           "'BitnetForCausalLM' and 'llama' with quantization_config.quant_method 'bitnet'")
     if quant and quant.get("quant_method") not in (None, "bitnet"):
-        raise FormatError(f"{file}: quantization method {quant.get('quant_method')!r} is not ternary")
+        raise ConfigError(f"{file}: quantization method {quant.get('quant_method')!r} is not ternary")
     if quant.get("use_rms_norm"):
-        raise FormatError(f"{file}: quantization_config.use_rms_norm (an RMSNorm inside every linear) "
+        raise ConfigError(f"{file}: quantization_config.use_rms_norm (an RMSNorm inside every linear) "
                           "is not supported")
     if c.get("attention_bias") or c.get("mlp_bias"):
-        raise FormatError(f"{file}: linear biases are not supported")
+        raise ConfigError(f"{file}: linear biases are not supported")
 
-    def need(key):
-        if key not in c:
-            raise FormatError(f"{file}: missing {key!r}")
-        return c[key]
-
-    hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
-    act = c.get("hidden_act", "silu")
+    hidden, heads = get(c, "hidden_size", (int,)), get(c, "num_attention_heads", (int,))
+    if heads < 1:
+        raise ConfigError(f"{file}: num_attention_heads = {heads} must be positive")
+    # transformers' defaults: BitNetConfig's hidden_act is relu2, LlamaConfig's silu
+    act = get(c, "hidden_act", (str,), "relu2" if arch == "bitnet-2b4t" else "silu")
     activation = {"silu": "silu", "swish": "silu", "relu2": "relu2"}.get(act)
     if activation is None:
-        raise FormatError(f"{file}: unsupported hidden_act {act!r} (expected silu or relu2)")
-    rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
-    theta = c.get("rope_theta", rope.get("rope_theta", 10000.0))
+        raise ConfigError(f"{file}: unsupported hidden_act {act!r} (expected silu or relu2)")
+    rope = get(c, "rope_parameters", (dict, None)) or get(c, "rope_scaling", (dict, None)) or {}
+    theta = get(c, "rope_theta", (int, float), get(rope, "rope_theta", (int, float), 10000.0, "rope "))
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "llama3"):
-        raise FormatError(f"{file}: unsupported RoPE type {rope_type!r} (expected default or llama3)")
+        raise ConfigError(f"{file}: unsupported RoPE type {rope_type!r} (expected default or llama3)")
     if quant:
-        linear_class = quant.get("linear_class", "bitlinear")
+        linear_class = get(quant, "linear_class", (str,), "bitlinear", "quantization_config.")
         if linear_class == "autobitlinear" and quant.get("quantization_mode", "offline") == "online":
             linear_class = "online"
+        if linear_class not in ("bitlinear", "autobitlinear", "online"):
+            raise ConfigError(f"{file}: unknown quantization_config.linear_class {linear_class!r}")
     else:
         linear_class = "online"
-    eos = c.get("eos_token_id")
-    eos = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
-    gen_file = path / "generation_config.json"
-    try:
-        gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{gen_file}: invalid JSON ({e})") from e
-    stops = gen.get("stop_strings") or ()
+    not_converted = get(quant, "modules_to_not_convert", (list, None), None, "quantization_config.") or []
+    if not all(isinstance(m, str) for m in not_converted):
+        raise ConfigError(f"{file}: quantization_config.modules_to_not_convert must be a list of module names")
+    eos = get(c, "eos_token_id", (int, list, None))
+    eos = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
+    stops = get(gen, "stop_strings", (str, list, None)) or ()
     stops = (stops,) if isinstance(stops, str) else tuple(stops)
     config = ModelConfig(
         architecture=arch,
         hidden=hidden,
-        intermediate=int(need("intermediate_size")),
-        layers=int(need("num_hidden_layers")),
+        intermediate=get(c, "intermediate_size", (int,)),
+        layers=get(c, "num_hidden_layers", (int,)),
         heads=heads,
-        kv_heads=int(c.get("num_key_value_heads") or heads),
-        head_dim=int(c.get("head_dim") or hidden // heads),
-        vocab=int(need("vocab_size")),
-        context=int(c.get("max_position_embeddings", 2048)),
-        eps=float(c.get("rms_norm_eps", 1e-6)),
+        kv_heads=get(c, "num_key_value_heads", (int, None)) or heads,
+        head_dim=get(c, "head_dim", (int, None)) or hidden // heads,
+        vocab=get(c, "vocab_size", (int,)),
+        context=get(c, "max_position_embeddings", (int,), 2048),
+        eps=float(get(c, "rms_norm_eps", (int, float), 1e-6)),
         activation=activation,
         sub_norms=arch != "llama-bitnet",
-        tied_embeddings=bool(c.get("tie_word_embeddings", arch == "bitnet-2b4t")),
+        tied_embeddings=get(c, "tie_word_embeddings", (bool,), arch == "bitnet-2b4t"),
         rope_theta=float(theta),
         rope_scaling=dict(rope) if rope_type == "llama3" else None,
         eos_token_ids=eos,
-        bos_token_id=c.get("bos_token_id"),
+        bos_token_id=get(c, "bos_token_id", (int, None)),
         stop_strings=stops,
+        source=str(file),
     )
-    return config, linear_class, tuple(quant.get("modules_to_not_convert") or ())
+    return config, linear_class, tuple(not_converted)
+
+
+def _read_json(file: Path, missing: str = "") -> dict:
+    try:
+        d = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(missing or f"{file}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise FormatError(f"{file}: invalid JSON ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise FormatError(f"{file}: cannot read ({e.strerror})") from None
+    if not isinstance(d, dict):
+        raise FormatError(f"{file}: expected a JSON object")
+    return d
 
 
 class HFCheckpoint:

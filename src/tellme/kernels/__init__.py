@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _core
+from ..errors import UsageError
 from . import layout
 
 KERNELS = ("tlmm", "i2")
@@ -32,7 +33,7 @@ def rmsnorm_quantize(x, gamma, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarra
 def _activations(x, name: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [tokens, features], got shape {x.shape}")
+        raise UsageError(f"{name} must be 2-D [tokens, features], got shape {x.shape}")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -70,9 +71,9 @@ class TernaryWeights:
         if kernel == "auto":
             kernel = DEFAULT_KERNEL
         if kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; expected 'auto' or one of {', '.join(KERNELS)}")
+            raise UsageError(f"unknown kernel {kernel!r}; expected 'auto' or one of {', '.join(KERNELS)}")
         if not np.isfinite(scale):
-            raise ValueError(f"weight scale must be finite, got {scale!r}")
+            raise UsageError(f"weight scale must be finite, got {scale!r}")
         if kernel == "tlmm":
             tiles, neg = layout.pack_tlmm(t)
             return cls("tlmm", t.shape[0], t.shape[1], float(scale), tiles, neg)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
+
 ROW_BLOCK = 32      # output rows per tile
 GROUP = 3           # weights per TLMM group (27 patterns)
 KB_GROUPS = 8       # groups per TLMM tile
@@ -25,13 +27,13 @@ def check_ternary(w) -> np.ndarray:
     """`w` as a C-contiguous int8 [out, in] matrix with values in {-1, 0, 1}, or a ValueError."""
     w = np.asarray(w)
     if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-        raise ValueError(f"ternary weights must be a non-empty 2-D [out, in] matrix, got shape {w.shape}")
+        raise UsageError(f"ternary weights must be a non-empty 2-D [out, in] matrix, got shape {w.shape}")
     if not (np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)):
-        raise TypeError(f"ternary weights must be numeric, got dtype {w.dtype}")
+        raise UsageError(f"ternary weights must be numeric, got dtype {w.dtype}")
     bad = (w != -1) & (w != 0) & (w != 1)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(f"ternary weights must be -1, 0 or 1; found {w[r, c].item()!r} at [{r}, {c}]")
+        raise UsageError(f"ternary weights must be -1, 0 or 1; found {w[r, c].item()!r} at [{r}, {c}]")
     return np.ascontiguousarray(w, dtype=np.int8)
 
 
