@@ -29,7 +29,8 @@ import numpy as np
 from .config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from .errors import FormatError, UsageError
 from .formats.safetensors import SafetensorsFile
-from .kernels import TernaryWeights
+from .kernels import TernaryWeights, layout
+from .kernels.layout import round_up
 from .rope import rope_pair_order
 from .tokenizer import Tokenizer
 
@@ -88,6 +89,8 @@ class PackedModel:
 
     def pack_linear(self, layer: int, name: str, ternary: np.ndarray, scale: float, kernel: str = "auto") -> None:
         """Packs a ternary matrix given in Hugging Face row order (q and k rows reordered here)."""
+        if not (np.isfinite(scale) and scale > 0):
+            raise FormatError(f"{self.source}: layer {layer} {name} has scale {scale}; expected a positive finite number")
         if name in ("q", "k"):
             c = self.config
             ternary = ternary[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
@@ -103,15 +106,22 @@ class PackedModel:
             self._t[p + "codes"] = w.data
 
     def set_norm(self, layer: int, name: str, gamma) -> None:
-        self._t[f"layers.{layer}.{name}"] = np.ascontiguousarray(gamma, dtype=np.float32)
+        self._t[f"layers.{layer}.{name}"] = self._finite(gamma, f"layer {layer} {name}")
 
     def set_final_norm(self, gamma) -> None:
-        self._t["final_norm"] = np.ascontiguousarray(gamma, dtype=np.float32)
+        self._t["final_norm"] = self._finite(gamma, "final_norm")
+
+    def _finite(self, a, what: str) -> np.ndarray:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise FormatError(f"{self.source}: {what} holds NaN or infinite values")
+        return a
 
     def set_rows(self, table: str, values, head: str = "int8") -> None:
         """table: "embedding" or "lm_head"; values: float [vocab, hidden], or Rows as they are."""
-        rows = values if isinstance(values, Rows) else (
-            Rows(f32=np.ascontiguousarray(values, dtype=np.float32)) if head == "fp32" else quantize_rows_int8(values))
+        if not isinstance(values, Rows):
+            values = self._finite(values, table)
+        rows = values if isinstance(values, Rows) else (Rows(f32=values) if head == "fp32" else quantize_rows_int8(values))
         for key in ("q", "row_scale", "f32"):
             if getattr(rows, key) is not None:
                 self._t[f"{table}.{key}"] = getattr(rows, key)
@@ -205,7 +215,54 @@ class PackedModel:
         if "tellme.tokenizer" in f.metadata:
             tokenizer = Tokenizer(f.metadata["tellme.tokenizer"],
                                   json.loads(f.metadata.get("tellme.tokenizer_config", "{}")), str(path))
-        return cls(config, {name: f.raw(name) for name in f.names}, str(path)), tokenizer
+        packed = cls(config, {name: f.raw(name) for name in f.names}, str(path))
+        packed.validate()
+        return packed, tokenizer
+
+    def validate(self) -> None:
+        """Every tensor of a file as strict as packing makes them: names, dtypes and shapes; scales
+        and values finite (scales > 0); ternary codes in range and neg_count what the tiles say.
+        FormatError names the first tensor that is not."""
+        c, expected = self.config, {}
+        for i in range(c.layers):
+            for name in LINEAR_NAMES:
+                out_f, in_f = c.linear_shape(name)
+                p, rows = f"layers.{i}.{name}.", round_up(out_f, layout.ROW_BLOCK)
+                expected[p + "scale"] = (np.float32, (1,))
+                if p + "tiles" in self._t:
+                    expected[p + "tiles"] = (np.uint8, (rows // layout.ROW_BLOCK, round_up(in_f, layout.KB_WEIGHTS)
+                                                        // layout.KB_WEIGHTS, layout.TILE_BYTES))
+                    expected[p + "neg_count"] = (np.int32, (rows,))
+                else:
+                    expected[p + "codes"] = (np.uint8, (rows, round_up(in_f, layout.I2_K_PAD) // 4))
+            for name in NORM_NAMES:
+                if f"layers.{i}.{name}" in self._t:
+                    expected[f"layers.{i}.{name}"] = (np.float32, (c.norm_dim(name),))
+        for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):
+            if f"{table}.f32" in self._t:
+                expected[f"{table}.f32"] = (np.float32, (c.vocab, c.hidden))
+            else:
+                expected[f"{table}.q"] = (np.int8, (c.vocab, c.hidden))
+                expected[f"{table}.row_scale"] = (np.float32, (c.vocab,))
+        expected["final_norm"] = (np.float32, (c.hidden,))
+        unknown = sorted(set(self._t) - set(expected))
+        if unknown:
+            raise FormatError(f"{self.source}: unexpected tensor {unknown[0]!r} for this configuration")
+        for name, (dtype, shape) in expected.items():
+            a = self._get(name)
+            if a.dtype != dtype or a.shape != shape:
+                raise FormatError(f"{self.source}: tensor {name!r} is {a.dtype} {list(a.shape)}, expected "
+                                  f"{np.dtype(dtype)} {list(shape)}")
+            if dtype == np.float32 and not np.isfinite(a).all():
+                raise FormatError(f"{self.source}: tensor {name!r} holds NaN or infinite values")
+            if name.endswith("scale") and not (a > 0).all():
+                raise FormatError(f"{self.source}: tensor {name!r} holds a scale <= 0")
+            if name.endswith(".codes") and layout.i2_has_code_3(a):
+                raise FormatError(f"{self.source}: tensor {name!r} holds the unused 2-bit code 3")
+            if name.endswith(".tiles"):
+                problem = layout.check_tlmm_tiles(a, self._t[name[:-len("tiles")] + "neg_count"])
+                if problem:
+                    raise FormatError(f"{self.source}: tensor {name!r} {problem}")
 
     @staticmethod
     def is_converted_file(path: Path) -> bool:

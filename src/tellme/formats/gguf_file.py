@@ -155,8 +155,9 @@ class GGUFFile:
                 raise self._error(f"tensor {name!r} has invalid dimensions {dims}")
             entries.append((name, int(raw_type[0]), tuple(reversed(dims)), data_offset + int(rel[0])))
         # a tensor's span: up to the next tensor's data, or the end of the file
-        starts = sorted({e[3] for e in entries}) + [size]
+        starts = sorted(e[3] for e in entries) + [size]
         span = {s: starts[i + 1] - s for i, s in enumerate(starts[:-1])}
+        last = starts[-2] if entries else None
         table = {}
         for name, qtype, shape, offset in entries:
             if name in table:
@@ -164,9 +165,13 @@ class GGUFFile:
             if offset % self.alignment:
                 raise self._error(f"tensor {name!r} starts at byte {offset}, not aligned to {self.alignment}")
             type_name, nbytes = self._type_and_size(name, qtype, shape, span.get(offset, 0))
+            what = f"tensor {name!r} ({type_name} {list(shape)}, {nbytes} bytes at byte {offset})"
             if offset + nbytes > size:
-                raise self._error(f"tensor {name!r} ({type_name} {list(shape)}, {nbytes} bytes at byte {offset}) "
-                                  f"runs past the end of the file ({size} bytes): truncated?")
+                raise self._error(f"{what} runs past the end of the file ({size} bytes): truncated?")
+            # writers pad each tensor to the alignment: its data must fill the gap to the next one
+            if nbytes > span[offset] or (offset != last and span[offset] >= nbytes + self.alignment):
+                raise self._error(f"{what} does not fit the {span[offset]} bytes before the next tensor: "
+                                  "a wrong type, shape or offset")
             table[name] = TensorInfo(name, qtype, type_name, shape, offset, nbytes)
         return table
 

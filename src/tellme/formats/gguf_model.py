@@ -108,6 +108,9 @@ class GGUFCheckpoint:
         self.config = config_from_gguf(self.file)
         self.arch = self.file.get("general.architecture")
         self.tokenizer = tokenizer_from_gguf(self.file.metadata, str(self.path))
+        if self.tokenizer is not None and self.tokenizer.vocab_size > self.config.vocab:
+            raise FormatError(f"{self.path}: the tokenizer has {self.tokenizer.vocab_size} tokens, the embedding only "
+                              f"{self.config.vocab} rows")
 
     def _info(self, name: str, shape: tuple[int, ...]):
         t = self.file.tensors.get(name)

@@ -21,6 +21,9 @@ DTYPES = {
 }
 
 
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
 class SafetensorsFile:
     """One .safetensors file: `names`, `metadata`, `dtype(name)`, `shape(name)`, `raw(name)`, `float32(name)`."""
 
@@ -38,27 +41,50 @@ class SafetensorsFile:
                 header = json.loads(f.read(n))
         except OSError as e:
             raise FormatError(f"{self.path}: cannot read ({e.strerror})") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise FormatError(f"{self.path}: corrupt safetensors header ({e})") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise FormatError(f"{self.path}: corrupt safetensors header ({type(e).__name__})") from None
         if not isinstance(header, dict):
             raise FormatError(f"{self.path}: corrupt safetensors header")
         self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        if not isinstance(self.metadata, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+            raise FormatError(f"{self.path}: __metadata__ must map strings to strings")
         self._entries = header
         self._data_start = 8 + n
-        data_len = size - self._data_start
-        for name, e in header.items():
+        self._check_entries(size - self._data_start)
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size > 0 else None
+
+    def _check_entries(self, data_len: int) -> None:
+        """As the safetensors library checks: known dtypes, shapes of non-negative integers, byte
+        counts that match, and offsets that tile the data exactly (no gap, no overlap)."""
+        spans = []
+        for name, e in self._entries.items():
             try:
-                begin, end = (int(v) for v in e["data_offsets"])
                 dtype = np.dtype(DTYPES[e["dtype"]])
-                count = int(np.prod(e["shape"], dtype=np.int64))
+                shape, offsets = e["shape"], e["data_offsets"]
+                if not (isinstance(shape, list) and all(type(d) is int and 0 <= d < 1 << 48 for d in shape)
+                        and isinstance(offsets, list) and len(offsets) == 2 and all(type(v) is int for v in offsets)):
+                    raise ValueError("shape or data_offsets")
             except (KeyError, TypeError, ValueError) as exc:
-                raise FormatError(f"{self.path}: tensor {name!r} has a corrupt header entry ({exc!r})") from exc
+                raise FormatError(f"{self.path}: tensor {name!r} has a corrupt header entry ({exc!r})") from None
+            begin, end = offsets
+            count = 1
+            for d in shape:
+                count *= d
             if not 0 <= begin <= end <= data_len:
                 raise FormatError(f"{self.path}: tensor {name!r} lies outside the file (truncated?)")
             if end - begin != count * dtype.itemsize:
                 raise FormatError(f"{self.path}: tensor {name!r} holds {end - begin} bytes, its shape "
-                                  f"{tuple(e['shape'])} of {e['dtype']} needs {count * dtype.itemsize}")
-        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size > 0 else None
+                                  f"{tuple(shape)} of {e['dtype']} needs {count * dtype.itemsize}")
+            spans.append((begin, end, name))
+        at = 0
+        for begin, end, name in sorted(spans):
+            if begin != at:
+                raise FormatError(f"{self.path}: tensor {name!r} starts at byte {begin} of the data, expected {at} "
+                                  "(invalid offset: tensors must follow each other without gaps or overlap)")
+            at = end
+        if at != data_len:
+            raise FormatError(f"{self.path}: {data_len - at} bytes after the last tensor (invalid offset)")
 
     @property
     def names(self) -> list[str]:
@@ -84,8 +110,13 @@ class SafetensorsFile:
         return buf.view(dtype).reshape(e["shape"])
 
     def float32(self, name: str) -> np.ndarray:
+        """A floating-point tensor (F32, F16, BF16, F64) as float32; any other dtype is refused."""
+        dtype = self.dtype(name)
+        if dtype not in FLOAT_DTYPES:
+            raise FormatError(f"{self.path}: tensor {name!r} is {dtype}, expected a floating-point type "
+                              f"({', '.join(FLOAT_DTYPES)})")
         a = self.raw(name)
-        if self.dtype(name) == "BF16":
+        if dtype == "BF16":
             return (a.astype(np.uint32) << 16).view(np.float32)
         return a.astype(np.float32)
 
@@ -103,16 +134,24 @@ class TensorStore:
         index = directory / "model.safetensors.index.json"
         if index.exists():
             try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise FormatError(f"{index}: not a safetensors index ({e!r})") from e
-            files = sorted(set(weight_map.values()))
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                files = sorted(set(weight_map.values()))
+                if not all(isinstance(f, str) and f and Path(f).name == f for f in files):
+                    raise ValueError("weight_map must name files in this directory")
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, ValueError,
+                    AttributeError) as e:
+                raise FormatError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
         else:
             files = sorted(p.name for p in directory.glob("*.safetensors"))
         if not files:
             raise FormatError(f"{directory}: no *.safetensors weights found")
         self.files = [SafetensorsFile(directory / f) for f in files]
-        self._where = {n: f for f in self.files for n in f.names}
+        self._where = {}
+        for f in self.files:
+            for n in f.names:
+                if n in self._where:
+                    raise FormatError(f"tensor {n!r} is in both {self._where[n].path} and {f.path}")
+                self._where[n] = f
 
     def __contains__(self, name: str) -> bool:
         return name in self._where

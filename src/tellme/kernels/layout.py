@@ -101,3 +101,20 @@ def unpack_i2(codes: np.ndarray, out_features: int, in_features: int) -> np.ndar
     planes = np.concatenate([(b >> (2 * s)) & 3 for s in range(4)], axis=2)
     w = planes.reshape(rows, row_bytes * 4).astype(np.int8) - 1
     return w[:out_features, :in_features]
+
+
+def i2_has_code_3(codes: np.ndarray) -> bool:
+    """Whether any 2-bit code is 3 (a weight of +2: never written, and read differently per kernel)."""
+    return bool((codes & (codes >> 1) & 0x55).any())
+
+
+def check_tlmm_tiles(tiles: np.ndarray, neg_count: np.ndarray) -> str:
+    """'' if the tiles hold only the 27 patterns and neg_count counts their negative groups per row
+    (the AVX2 kernel's correction), else what is wrong."""
+    nibbles = tiles[:, :, :4 * ROW_BLOCK]
+    if ((nibbles & 15) > 13).any() or ((nibbles >> 4) > 13).any():
+        return "holds a group magnitude above 13 (not one of the 27 patterns)"
+    signs = np.unpackbits(tiles[:, :, 4 * ROW_BLOCK:, None], axis=-1).sum(axis=(1, 3), dtype=np.int64)  # [rb, row]
+    if not np.array_equal(signs.reshape(-1), neg_count):
+        return "does not match its neg_count (negative groups per row)"
+    return ""
