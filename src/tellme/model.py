@@ -85,9 +85,9 @@ class Model:
         # the KV cache is reserved (not touched) for the whole context: refuse what cannot be reserved
         cache = 2 * c.layers * self.context * c.kv_heads * c.head_dim * 2 + self.context * c.head_dim * 4
         if cache > physical_memory_bytes():
-            raise UsageError(f"a context of {self.context} tokens needs {cache / 2**30:.1f} GiB for the KV cache; this "
-                             f"machine has {physical_memory_bytes() / 2**30:.1f} GiB: choose a smaller context "
-                             "(context=, --context)")
+            raise UsageError(f"a context of {self.context} tokens needs {cache / 2**30:.1f} GiB for the KV cache and "
+                             f"RoPE tables; this machine has {physical_memory_bytes() / 2**30:.1f} GiB: choose a "
+                             "smaller context (context=, --context)")
         self.engine = build_engine(packed, self.context)
         self._cached: list[int] = []   # tokens whose K/V are in the cache, in order
 

@@ -156,6 +156,9 @@ class GGUFFile:
             entries.append((name, int(raw_type[0]), tuple(reversed(dims)), data_offset + int(rel[0])))
         # a tensor's span: up to the next tensor's data, or the end of the file
         starts = sorted(e[3] for e in entries) + [size]
+        shared = next((s for s, t in zip(starts, starts[1:-1]) if s == t), None)
+        if shared is not None:
+            raise self._error(f"two tensors start at byte {shared}: {[e[0] for e in entries if e[3] == shared]}")
         span = {s: starts[i + 1] - s for i, s in enumerate(starts[:-1])}
         last = starts[-2] if entries else None
         table = {}
