@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import tellme
@@ -215,3 +216,16 @@ def test_train_on_too_little_text(tmp_path):
     text.write_text("To be, or not to be.\n" * 3)
     err = refused(run("train", text, "--out", tmp_path / "out", "--steps", "1"), words=["needs more than one sequence"])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), err
+
+
+def test_overflowing_weights_are_an_error_not_nan(tmp_path):
+    from tellme.loading import read_packed
+    from tellme.packed import PackedModel
+
+    packed, tokenizer = read_packed(tellme.default_model_path())
+    arrays = dict(packed.arrays())
+    arrays["layers.0.ffn_norm"] = np.full(packed.config.hidden, 3e38, np.float32)  # finite; the FFN overflows
+    PackedModel(packed.config, arrays).save(tmp_path / "big.safetensors", tokenizer)
+    m = tellme.load(tmp_path / "big.safetensors")
+    with pytest.raises(FormatError, match="non-finite activations"):
+        m.logits([1, 2, 3])

@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import LIMITS
 from .engine import build_engine
-from .errors import UsageError
+from .errors import FormatError, UsageError
 from .packed import PackedModel
 from .sampling import SamplingParams, sample
 from .tokenizer import StreamDecoder, Tokenizer
@@ -107,9 +107,15 @@ class Model:
             raise UsageError(f"{len(ids)} tokens exceed the context of {self.context} tokens")
         keep = 0 if all_logits else self._reusable(ids)
         self._cached = self._cached[:keep]
-        out = self.engine.forward(np.asarray(ids[keep:], dtype=np.int32), keep, all_logits)
+        out = self._forward(ids[keep:], keep, all_logits)
         self._cached = ids
         return out
+
+    def _forward(self, ids: list[int], position: int, all_logits: bool) -> np.ndarray:
+        try:
+            return self.engine.forward(np.asarray(ids, dtype=np.int32), position, all_logits)
+        except RuntimeError as e:  # the engine's only run-time failure: activations overflowed
+            raise FormatError(f"{self.source}: {e}; the weights drive float32 out of range") from None
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """float32 logits [len(token_ids), vocab] of a fresh forward pass over token_ids."""
@@ -166,7 +172,7 @@ class Model:
             if n + 1 == max_tokens:
                 return
             start = time.perf_counter()
-            logits = self.engine.forward(np.array([token], dtype=np.int32), len(ids), False)[0]
+            logits = self._forward([token], len(ids), False)[0]
             ids.append(token)
             token = sample(logits, params, rng, ids)
             stats.decode_s += time.perf_counter() - start
