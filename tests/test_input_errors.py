@@ -229,3 +229,13 @@ def test_overflowing_weights_are_an_error_not_nan(tmp_path):
     m = tellme.load(tmp_path / "big.safetensors")
     with pytest.raises(FormatError, match="non-finite activations"):
         m.logits([1, 2, 3])
+
+
+def test_deeply_nested_gguf_metadata(tmp_path):
+    import struct as st
+    key = b"general.nested"
+    body = st.pack("<I", 9) + (st.pack("<IQ", 9, 1)) * 5000 + st.pack("<IQ", 0, 0)  # arrays of arrays of ...
+    data = b"GGUF" + st.pack("<IQQ", 3, 0, 1) + st.pack("<Q", len(key)) + key + body
+    (tmp_path / "n.gguf").write_bytes(data + b"\0" * 64)
+    with pytest.raises(FormatError, match="not a valid GGUF file|nest"):
+        tellme.load(tmp_path / "n.gguf")

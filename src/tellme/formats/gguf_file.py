@@ -135,8 +135,8 @@ class GGUFFile:
             r = _CheckedReader(self.path)
             self.metadata = {k: strings_of(f.parts[-1], int(f.parts[-2][0])) if f.types == [GGUFValueType.ARRAY, GGUFValueType.STRING]
                              and not f.data else f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
-        except (ValueError, KeyError, IndexError, OverflowError, TypeError, UnicodeDecodeError) as e:
-            raise FormatError(f"{self.path}: not a valid GGUF file: {e}") from None
+        except (ValueError, KeyError, IndexError, OverflowError, TypeError, UnicodeDecodeError, RecursionError) as e:
+            raise FormatError(f"{self.path}: not a valid GGUF file: {type(e).__name__}: {e}") from None
         self._data = r.data
         self.alignment = int(r.alignment)
         self.tensors = self._tensor_table(r.tensor_fields, int(r.data_offset))
