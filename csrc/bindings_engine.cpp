@@ -2,10 +2,13 @@
 // engine's configuration when it is attached; forward() refuses until all of them are present.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 
@@ -16,8 +19,17 @@
 namespace tellme::bind {
 namespace {
 
+struct BoundEngine;
+
+// One sequence's KV cache (class tellme._core.KVCache), made for one engine.
+struct BoundCache {
+  const BoundEngine* owner;
+  std::unique_ptr<KVCache> cache;
+};
+
 struct BoundEngine {
   Engine engine;
+  std::mutex busy;                     // forward() uses the engine's scratch: one call at a time
   std::vector<nb::object> keep_alive;  // the arrays the engine points into (often memory-mapped)
   std::vector<std::string> missing;    // names not attached yet
 
@@ -37,6 +49,31 @@ struct BoundEngine {
     keep_alive.push_back(nb::cast(a));
     for (size_t i = 0; i < missing.size(); ++i)
       if (missing[i] == what) { missing.erase(missing.begin() + i); break; }
+  }
+
+  // A checked segment: the cache is this engine's, the ids in the vocabulary, the positions in the cache.
+  Segment segment(BoundCache& cache, const Array& tokens, int64_t position, const char* what) {
+    const EngineConfig& c = engine.config;
+    if (cache.owner != this) throw nb::value_error("this KV cache belongs to another engine");
+    const int32_t* ids = checked<int32_t>(tokens, what, {-1});
+    const int64_t n = static_cast<int64_t>(tokens.shape(0));
+    if (n < 1) throw nb::value_error((std::string(what) + " must hold at least one token").c_str());
+    for (int64_t i = 0; i < n; ++i)
+      if (ids[i] < 0 || ids[i] >= c.vocab)
+        throw nb::value_error(("token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                               " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")").c_str());
+    if (position < 0 || position + n > cache.cache->capacity)
+      throw nb::value_error(("positions " + std::to_string(position) + ".." + std::to_string(position + n) +
+                             " exceed the context of " + std::to_string(cache.cache->capacity) + " tokens").c_str());
+    return {cache.cache.get(), ids, n, position, nullptr, false};
+  }
+
+  void run(const Segment* segs, int64_t n) {
+    if (!missing.empty())
+      throw nb::value_error(("model incomplete: " + missing.front() + " was not set").c_str());
+    nb::gil_scoped_release release;     // then wait for the engine: never hold the GIL while waiting
+    std::lock_guard<std::mutex> lock(busy);
+    engine.forward(segs, n);            // runtime_error -> RuntimeError
   }
 
   Layer& layer(int64_t l) {
@@ -67,6 +104,16 @@ EngineConfig make_config(int64_t hidden, int64_t intermediate, int64_t layers, i
 }  // namespace
 
 void bind_engine(nb::module_& m) {
+  nb::class_<BoundCache>(m, "KVCache", "One sequence's keys and values, for positions [0, capacity).")
+      .def("__init__", [](BoundCache* self, const BoundEngine& e, int64_t capacity) {
+        if (capacity < 1 || capacity > e.engine.config.context)
+          throw nb::value_error(("KV cache capacity " + std::to_string(capacity) + " must be in [1, " +
+                                 std::to_string(e.engine.config.context) + "] (the engine's context)").c_str());
+        new (self) BoundCache{&e, std::make_unique<KVCache>(e.engine.config, capacity)};
+      }, nb::arg("engine"), nb::arg("capacity"), nb::keep_alive<1, 2>())  // the cache keeps its engine
+      .def_prop_ro("capacity", [](const BoundCache& c) { return c.cache->capacity; });
+
+
   nb::class_<BoundEngine>(m, "Engine", "Native transformer: weights, KV cache and the forward pass.")
       .def("__init__", [](BoundEngine* self, int64_t hidden, int64_t intermediate, int64_t layers,
                           int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t vocab,
@@ -155,31 +202,43 @@ void bind_engine(nb::module_& m) {
         }
         *rows = r;
       }, nb::arg("name"), nb::arg("q").none(), nb::arg("row_scale").none(), nb::arg("f32").none())
-      .def("forward", [](BoundEngine& e, const Array& tokens, int64_t position, bool all_logits) {
-        if (!e.missing.empty())
-          throw nb::value_error(("model incomplete: " + e.missing.front() + " was not set").c_str());
-        const EngineConfig& c = e.engine.config;
-        const int32_t* ids = checked<int32_t>(tokens, "tokens", {-1});
-        const int64_t n = static_cast<int64_t>(tokens.shape(0));
-        if (n < 1) throw nb::value_error("tokens must hold at least one token");
-        for (int64_t i = 0; i < n; ++i)
-          if (ids[i] < 0 || ids[i] >= c.vocab)
-            throw nb::value_error(("token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
-                                   " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")").c_str());
-        if (position < 0 || position + n > c.context)
-          throw nb::value_error(("positions " + std::to_string(position) + ".." + std::to_string(position + n) +
-                                 " exceed the context of " + std::to_string(c.context) + " tokens").c_str());
+      .def("forward", [](BoundEngine& e, BoundCache& cache, const Array& tokens, int64_t position,
+                         bool all_logits) {
+        Segment seg = e.segment(cache, tokens, position, "tokens");
         float* out;
-        auto logits = new_array<float>({size_t(all_logits ? n : 1), size_t(c.vocab)}, &out);
-        {
-          nb::gil_scoped_release release;
-          e.engine.forward(ids, n, position, all_logits, out);  // runtime_error -> RuntimeError
-        }
+        auto logits = new_array<float>({size_t(all_logits ? seg.count : 1), size_t(e.engine.config.vocab)}, &out);
+        seg.logits = out;
+        seg.all_logits = all_logits;
+        e.run(&seg, 1);
         return logits;
-      }, nb::arg("tokens"), nb::arg("position"), nb::arg("all_logits") = false,
-         "Runs tokens at positions [position, position + len) and returns float32 logits "
-         "[1 or len, vocab]; K/V of those positions are written to the cache.")
-      .def_prop_ro("cache_bytes", [](const BoundEngine& e) { return e.engine.cache_bytes(); })
+      }, nb::arg("cache"), nb::arg("tokens"), nb::arg("position"), nb::arg("all_logits") = false,
+         "Runs tokens at positions [position, position + len) of the sequence whose cache is given, "
+         "writing their K/V there, and returns float32 logits [1 or len, vocab].")
+      .def("forward_batch", [](BoundEngine& e, const std::vector<std::tuple<BoundCache*, Array, int64_t, bool>>& items) {
+        std::vector<Segment> segs;
+        std::vector<nb::object> outs;
+        for (size_t i = 0; i < items.size(); ++i) {
+          auto& [cache, tokens, position, want] = items[i];
+          if (!cache) throw nb::value_error("forward_batch: a cache is None");
+          for (const Segment& s : segs)
+            if (s.cache == cache->cache.get())
+              throw nb::value_error("forward_batch: one sequence appears twice in the batch");
+          segs.push_back(e.segment(*cache, tokens, position, ("item " + std::to_string(i) + " tokens").c_str()));
+          if (want) {
+            float* out;
+            outs.push_back(nb::cast(new_array<float>({size_t(e.engine.config.vocab)}, &out)));
+            segs.back().logits = out;
+          } else {
+            outs.push_back(nb::none());
+          }
+        }
+        e.run(segs.data(), static_cast<int64_t>(segs.size()));
+        return outs;
+      }, nb::arg("items"),
+         "One batched step over several sequences: items are (cache, tokens, position, want_logits); "
+         "returns the last token's float32 logits [vocab] per item (None where not wanted). Each "
+         "sequence's results are bit-identical to running it alone.")
+      .def_prop_ro("cache_bytes_per_position", [](const BoundEngine& e) { return e.engine.cache_bytes_per_position(); })
       .def_prop_ro("context", [](const BoundEngine& e) { return e.engine.config.context; })
       .def_prop_ro("missing", [](const BoundEngine& e) { return e.missing; },
                    "What forward() still needs, e.g. 'layer 0 attn_sub_norm'.");

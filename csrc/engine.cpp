@@ -37,35 +37,64 @@ void quantize_input(const float* x, const float* gamma, double eps, int64_t rows
 
 }  // namespace
 
-Engine::Engine(const EngineConfig& c, std::vector<float> rope_cos, std::vector<float> rope_sin)
-    : config(c), layers(c.layers), rope_cos_(std::move(rope_cos)), rope_sin_(std::move(rope_sin)) {
+KVCache::KVCache(const EngineConfig& c, int64_t capacity_)
+    : capacity(capacity_), layers(c.layers), kv_dim(c.kv_heads * c.head_dim) {
   // new[] without value-initialisation: pages are only touched as the cache fills
-  const size_t n = static_cast<size_t>(c.layers * c.context * kv_dim());
-  k_cache_.reset(new uint16_t[n]);
-  v_cache_.reset(new uint16_t[n]);
+  const size_t n = static_cast<size_t>(layers * capacity * kv_dim);
+  k.reset(new uint16_t[n]);
+  v.reset(new uint16_t[n]);
 }
 
-void Engine::forward(const int32_t* tokens, int64_t count, int64_t position, bool all_logits,
-                    float* logits) {
-  for (int64_t i = 0; i < count; i += PREFILL_CHUNK) {
-    const int64_t n = std::min(PREFILL_CHUNK, count - i);
-    const bool last = i + n == count;
-    if (all_logits) forward_chunk(tokens + i, n, position + i, true, logits + i * config.vocab);
-    else forward_chunk(tokens + i, n, position + i, false, last ? logits : nullptr);
+Engine::Engine(const EngineConfig& c, std::vector<float> rope_cos, std::vector<float> rope_sin)
+    : config(c), layers(c.layers), rope_cos_(std::move(rope_cos)), rope_sin_(std::move(rope_sin)) {}
+
+void Engine::forward(const Segment* segments, int64_t count) {
+  // Steps of at most MAX_STEP_TOKENS tokens; each segment's tokens go in order, one piece a step.
+  std::vector<int64_t> done(count, 0);
+  std::vector<Segment> step_segments;
+  for (bool more = true; more;) {
+    step_segments.clear();
+    int64_t budget = MAX_STEP_TOKENS;
+    more = false;
+    for (int64_t i = 0; i < count; ++i) {
+      const Segment& s = segments[i];
+      const int64_t n = std::min(s.count - done[i], budget);
+      if (n <= 0) {
+        more |= done[i] < s.count;
+        continue;
+      }
+      const bool last = done[i] + n == s.count;
+      float* logits = !s.logits ? nullptr : s.all_logits ? s.logits + done[i] * config.vocab : last ? s.logits : nullptr;
+      step_segments.push_back({s.cache, s.tokens + done[i], n, s.position + done[i], logits, s.all_logits});
+      done[i] += n;
+      budget -= n;
+      more |= !last;
+    }
+    step(step_segments.data(), static_cast<int64_t>(step_segments.size()));
   }
 }
 
-void Engine::forward_chunk(const int32_t* tokens, int64_t n, int64_t position, bool all_logits,
-                          float* logits) {
+void Engine::step(const Segment* segs, int64_t nsegs) {
   const EngineConfig& c = config;
   const int64_t qd = c.heads * c.head_dim, kvd = kv_dim();
   const int64_t widest = std::max({c.hidden, c.intermediate, qd});
+  int64_t n = 0;
+  for (int64_t s = 0; s < nsegs; ++s) n += segs[s].count;
   x_.resize(n * c.hidden);
   q_.resize(n * qd);
   attn_.resize(n * qd);
   ffn_.resize(n * c.intermediate);
   act_q_.resize(n * widest);
   act_scale_.resize(n);
+  k_new_.resize(n * kvd);
+  v_new_.resize(n * kvd);
+  positions_.resize(n);
+  std::vector<int32_t> tokens(n);
+  for (int64_t s = 0, t = 0; s < nsegs; ++s)
+    for (int64_t i = 0; i < segs[s].count; ++i, ++t) {
+      tokens[t] = segs[s].tokens[i];
+      positions_[t] = segs[s].position + i;
+    }
   float* x = x_.data();
   int8_t* aq = act_q_.data();
   float* as = act_scale_.data();
@@ -82,23 +111,28 @@ void Engine::forward_chunk(const int32_t* tokens, int64_t n, int64_t position, b
     }
   });
 
-  Rope rope{rope_cos_.data(), rope_sin_.data(), c.head_dim, position};
+  Rope rope{rope_cos_.data(), rope_sin_.data(), c.head_dim, positions_.data()};
   for (int64_t li = 0; li < c.layers; ++li) {
     const Layer& L = layers[li];
-    uint16_t* kc = k_cache_.get() + li * c.context * kvd;
-    uint16_t* vc = v_cache_.get() + li * c.context * kvd;
-
     quantize_input(x, L.attn_norm, c.eps, n, c.hidden, aq, as, "attention input");
     MatmulJob qkv[3] = {{&L.q, nullptr, to_f32(q_.data(), as, Epilogue::Store)}, {&L.k}, {&L.v}};
     qkv[0].out.rope = rope;
-    qkv[1].out.f16 = kc + position * kvd;  // K and V go straight into the cache
+    qkv[1].out.f16 = k_new_.data();
     qkv[1].out.act_scale = as;
     qkv[1].out.rope = rope;
-    qkv[2].out.f16 = vc + position * kvd;
+    qkv[2].out.f16 = v_new_.data();
     qkv[2].out.act_scale = as;
     matmul_group(qkv, 3, aq, n);
 
-    attention(q_.data(), kc, vc, n, position, c.heads, c.kv_heads, c.head_dim, attn_.data());
+    for (int64_t s = 0, t = 0; s < nsegs; t += segs[s].count, ++s) {  // each sequence: its own cache
+      const Segment& g = segs[s];
+      uint16_t* kc = g.cache->k_layer(li);
+      uint16_t* vc = g.cache->v_layer(li);
+      std::copy(k_new_.data() + t * kvd, k_new_.data() + (t + g.count) * kvd, kc + g.position * kvd);
+      std::copy(v_new_.data() + t * kvd, v_new_.data() + (t + g.count) * kvd, vc + g.position * kvd);
+      attention(q_.data() + t * qd, kc, vc, g.count, g.position, c.heads, c.kv_heads, c.head_dim,
+                attn_.data() + t * qd);
+    }
     quantize_input(attn_.data(), L.attn_sub_norm, c.eps, n, qd, aq, as, "o_proj input");
     run_linear(L.o, aq, n, to_f32(x, as, Epilogue::Add));
 
@@ -109,9 +143,29 @@ void Engine::forward_chunk(const int32_t* tokens, int64_t n, int64_t position, b
     quantize_input(ffn_.data(), L.ffn_sub_norm, c.eps, n, c.intermediate, aq, as, "down_proj input");
     run_linear(L.down, aq, n, to_f32(x, as, Epilogue::Add));
   }
-  if (!logits) return;
-  if (all_logits) head(x, n, logits);
-  else head(x + (n - 1) * c.hidden, 1, logits);
+
+  // The LM head once for every row whose logits are wanted (its weights read once per step).
+  int64_t rows = 0;
+  for (int64_t s = 0; s < nsegs; ++s)
+    if (segs[s].logits) rows += segs[s].all_logits ? segs[s].count : 1;
+  if (!rows) return;
+  head_in_.resize(rows * c.hidden);
+  logits_.resize(rows * c.vocab);
+  int64_t r = 0;
+  for (int64_t s = 0, t = 0; s < nsegs; t += segs[s].count, ++s) {
+    if (!segs[s].logits) continue;
+    const int64_t first = segs[s].all_logits ? t : t + segs[s].count - 1, last = t + segs[s].count;
+    std::copy(x + first * c.hidden, x + last * c.hidden, head_in_.data() + r * c.hidden);
+    r += last - first;
+  }
+  head(head_in_.data(), rows, logits_.data());
+  r = 0;
+  for (int64_t s = 0; s < nsegs; ++s) {
+    if (!segs[s].logits) continue;
+    const int64_t k = segs[s].all_logits ? segs[s].count : 1;
+    std::copy(logits_.data() + r * c.vocab, logits_.data() + (r + k) * c.vocab, segs[s].logits);
+    r += k;
+  }
 }
 
 // Final RMSNorm and LM head. int8 head: the normed row is quantized like a linear's input and

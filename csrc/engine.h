@@ -32,6 +32,28 @@ struct EngineConfig {
   bool sub_norms = true;  // RMSNorm before o_proj and down_proj (BitNet); LLaMA has none
 };
 
+// One sequence's keys and values: fp16 [layers, capacity, kv_heads * head_dim] each, allocated
+// without being touched, so memory is committed only as positions fill.
+struct KVCache {
+  KVCache(const EngineConfig& c, int64_t capacity);
+  int64_t capacity, layers, kv_dim;
+  std::unique_ptr<uint16_t[]> k, v;
+  uint16_t* k_layer(int64_t l) { return k.get() + l * capacity * kv_dim; }
+  uint16_t* v_layer(int64_t l) { return v.get() + l * capacity * kv_dim; }
+};
+
+// One sequence's part of a batched step: `count` tokens at positions [position, position + count).
+struct Segment {
+  KVCache* cache;
+  const int32_t* tokens;
+  int64_t count;
+  int64_t position;
+  float* logits;     // [count or 1, vocab] (all_logits or the last token), or null for none
+  bool all_logits;
+};
+
+// The weights (read-only, shared by every sequence) and the forward pass. Not reentrant: the
+// scratch buffers are the engine's, so callers serialise forward() (the binding holds a mutex).
 class Engine {
  public:
   Engine(const EngineConfig& config, std::vector<float> rope_cos, std::vector<float> rope_sin);
@@ -41,20 +63,24 @@ class Engine {
   Rows embedding, lm_head;
   const float* final_norm = nullptr;
 
-  // Runs `tokens` at positions [position, position + count), writing their K/V to the cache, and
-  // the logits of the last token (or of every token when all_logits) to logits [*, vocab].
-  void forward(const int32_t* tokens, int64_t count, int64_t position, bool all_logits, float* logits);
-  int64_t cache_bytes() const { return 2 * config.layers * config.context * kv_dim() * 2; }
+  // Runs every segment's tokens through all layers in one pass: the linears see all tokens of the
+  // step together (each weight is read once), attention runs per sequence against its own cache.
+  // A sequence's results do not depend on what else is in the batch (per-token quantization,
+  // exact integer matmuls). Long segments are cut into steps of at most MAX_STEP_TOKENS tokens.
+  void forward(const Segment* segments, int64_t count);
+  int64_t cache_bytes_per_position() const { return 2 * config.layers * kv_dim() * 2; }
+
+  static constexpr int64_t MAX_STEP_TOKENS = 256;  // bounds the scratch memory for long prompts
 
  private:
-  static constexpr int64_t PREFILL_CHUNK = 256;  // bounds the scratch memory for long prompts
   int64_t kv_dim() const { return config.kv_heads * config.head_dim; }
-  void forward_chunk(const int32_t* tokens, int64_t count, int64_t position, bool all_logits, float* logits);
-  void head(const float* x, int64_t count, float* logits);
+  void step(const Segment* segments, int64_t count);
+  void head(const float* x, int64_t n, float* logits);
 
   std::vector<float> rope_cos_, rope_sin_;                   // [context, head_dim / 2]
-  std::unique_ptr<uint16_t[]> k_cache_, v_cache_;            // fp16 [layers, context, kv_dim]
-  std::vector<float> x_, q_, attn_, ffn_, act_scale_;        // scratch, grown on demand
+  std::vector<float> x_, q_, attn_, ffn_, act_scale_, head_in_, logits_;  // scratch, grown on demand
+  std::vector<uint16_t> k_new_, v_new_;
+  std::vector<int64_t> positions_;
   std::vector<int8_t> act_q_;
 };
 

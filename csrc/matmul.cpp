@@ -53,7 +53,7 @@ void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t
     for (int64_t r = 0; r < rows; ++r) y[r] = static_cast<float>(a[r]) * s;
     if (out.rope.cos) {  // row blocks start at even rows and head_dim is even: pairs stay whole
       const int64_t half = out.rope.head_dim / 2;
-      const int64_t at = (out.rope.first_position + t0 + t) * half;
+      const int64_t at = out.rope.positions[t0 + t] * half;
       for (int64_t r = 0; r + 1 < rows; r += 2) {
         const int64_t j = ((row0 + r) % out.rope.head_dim) / 2;
         const float c = out.rope.cos[at + j], sn = out.rope.sin[at + j];

@@ -24,7 +24,7 @@ struct Rope {               // rotates adjacent row pairs (2j, 2j+1) within each
   const float* cos = nullptr;  // [positions, head_dim / 2]
   const float* sin = nullptr;
   int64_t head_dim = 0;
-  int64_t first_position = 0;  // token t sits at position first_position + t
+  const int64_t* positions = nullptr;  // token t sits at position positions[t]
 };
 
 // Where results go: exact int32 sums, or y through the epilogue into fp32 or fp16 rows of

@@ -54,5 +54,6 @@ def test_decode_steps_equal_prefill(isa):
     model = random_model()
     ids = list(np.random.default_rng(2).integers(0, 101, 80))
     full = model.logits(ids)
-    steps = [model.engine.forward(np.array([t], np.int32), i, False)[0] for i, t in enumerate(ids)]
+    cache = model.sequences.acquire().cache
+    steps = [model.engine.forward(cache, np.array([t], np.int32), i, False)[0] for i, t in enumerate(ids)]
     np.testing.assert_array_equal(np.array(steps), full)

@@ -161,7 +161,8 @@ def cmd_info(args) -> int:
         m = load(args.model, progress=False)
         out["model"] = {"path": args.model, "source": m.source, "config": json.loads(m.config.to_json()),
                         "packed_weight_bytes": m.packed.nbytes, "head": m.packed.head,
-                        "kv_cache_bytes_at_full_context": m.engine.cache_bytes,
+                        "kv_cache_bytes_per_sequence": m.engine.cache_bytes_per_position * m.context,
+                        "max_sequences": m.max_sequences,
                         "tokenizer": m.tokenizer is not None,
                         "chat_template": bool(m.tokenizer and m.tokenizer.chat_template)}
     print(json.dumps(out, indent=2))

@@ -1,8 +1,12 @@
-"""The native engine (`tellme._core.Engine`) wired to a packed model: one call per prefill chunk or
-decode token runs every layer (csrc/engine.cpp). The engine checks each tensor against its
-configuration and keeps the arrays alive, so a memory-mapped file stays mapped while it runs."""
+"""The native engine (`tellme._core.Engine`) wired to a packed model, and the sequences that run on
+it. One engine call runs every layer for a step of one or several sequences (csrc/engine.cpp); the
+engine checks each tensor against its configuration and keeps the arrays alive, so a memory-mapped
+file stays mapped while it runs. Each sequence has its own KV cache (`_core.KVCache`); calls from
+several threads are serialised inside the engine."""
 
 from __future__ import annotations
+
+import threading
 
 from . import _core
 from .config import LINEAR_NAMES, NORM_NAMES
@@ -32,3 +36,47 @@ def build_engine(packed: PackedModel, context: int) -> _core.Engine:
     if e.missing:
         raise FormatError(f"{packed.source}: {e.missing[0]} is missing from the model")
     return e
+
+
+class Sequence:
+    """One sequence: its KV cache and the tokens whose keys and values are in it, in order."""
+
+    def __init__(self, engine: _core.Engine, capacity: int):
+        self.cache = _core.KVCache(engine, capacity)
+        self.tokens: list[int] = []
+
+    def reusable(self, ids: list[int]) -> int:
+        """How many leading ids already have their K/V here (the last one is always run again)."""
+        keep, limit = 0, min(len(self.tokens), len(ids) - 1)
+        while keep < limit and self.tokens[keep] == ids[keep]:
+            keep += 1
+        return keep
+
+
+class SequencePool:
+    """At most `limit` sequences of one engine. A released sequence keeps its tokens, and the next
+    request takes the idle one sharing the longest prefix with its prompt (its K/V are reused)."""
+
+    def __init__(self, engine: _core.Engine, capacity: int, limit: int):
+        self.engine, self.capacity, self.limit = engine, capacity, limit
+        self._lock = threading.Lock()
+        self._idle: list[Sequence] = []
+        self.busy = 0
+
+    def acquire(self, ids: list[int] = ()) -> Sequence | None:
+        """A sequence for a request starting with `ids`, or None when all `limit` are in use."""
+        with self._lock:
+            if self._idle:
+                best = max(self._idle, key=lambda s: s.reusable(list(ids)) if ids else 0)
+                self._idle.remove(best)
+            elif self.busy < self.limit:
+                best = None
+            else:
+                return None
+            self.busy += 1
+        return best if best is not None else Sequence(self.engine, self.capacity)
+
+    def release(self, seq: Sequence) -> None:
+        with self._lock:
+            self.busy -= 1
+            self._idle.append(seq)

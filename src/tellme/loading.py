@@ -104,7 +104,8 @@ def read_packed(path: Path, head: str = "int8", kernel: str = "auto",
 
 
 def load(path: str | os.PathLike = "default", threads: int | None = None, context: int | None = None,
-         head: str = "int8", kernel: str = "auto", progress: bool | None = None) -> Model:
+         head: str = "int8", kernel: str = "auto", progress: bool | None = None,
+         max_sequences: int | None = None) -> Model:
     """Load a model: a Hugging Face checkpoint directory, a GGUF file (llama.cpp's TQ1_0/TQ2_0 or
     bitnet.cpp's I2_S), a file written by `tellme convert`, a Hugging Face model id already in the
     local cache, or "default" for the small model shipped with tellme.
@@ -112,7 +113,8 @@ def load(path: str | os.PathLike = "default", threads: int | None = None, contex
     threads: native threads (default: physical cores); context: KV cache length in tokens
     (default: the model's max_position_embeddings; memory is committed only as it fills);
     head: "int8" (per-row scales, default) or "fp32" embedding and LM head; kernel: "auto",
-    "tlmm" or "i2" for every ternary linear (ignored for converted files).
+    "tlmm" or "i2" for every ternary linear (ignored for converted files); max_sequences: how many
+    generations may run at once (each has its own KV cache; default 8, fewer if memory is short).
     """
     if head not in HEADS:
         raise UsageError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -126,4 +128,4 @@ def load(path: str | os.PathLike = "default", threads: int | None = None, contex
     if progress is None:
         progress = sys.stderr.isatty()
     packed, tokenizer = read_packed(resolved, head, kernel, progress)
-    return Model(packed, tokenizer, context)
+    return Model(packed, tokenizer, context, max_sequences)

@@ -15,12 +15,12 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .config import LIMITS
-from .engine import build_engine
+from .engine import Sequence, SequencePool, build_engine
 from .errors import FormatError, UsageError
 from .packed import PackedModel
 from .sampling import SamplingParams, sample
@@ -68,6 +68,9 @@ def _token_ids(ids, name: str) -> list[int]:
     return [int(t) for t in a]
 
 
+DEFAULT_SEQUENCES = 8   # sequences a Model holds at most (each one's KV cache is committed as it fills)
+
+
 def physical_memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -76,50 +79,65 @@ def physical_memory_bytes() -> int:
 
 
 class Model:
-    def __init__(self, packed: PackedModel, tokenizer: Tokenizer | None, context: int | None = None):
+    """Safe to share between threads and between interleaved generators: every call runs on a
+    sequence (KV cache) of its own, taken from a pool of `max_sequences`, and the engine runs one
+    step at a time. A call that finds every sequence in use raises UsageError."""
+
+    def __init__(self, packed: PackedModel, tokenizer: Tokenizer | None, context: int | None = None,
+                 max_sequences: int | None = None):
         self.packed = packed
         self.config = c = packed.config
         self.tokenizer = tokenizer
         self.source = packed.source
         self.context = _count(c.context if context is None else context, "context", 1, LIMITS["context"])
-        # the KV cache is reserved (not touched) for the whole context: refuse what cannot be reserved
-        cache = 2 * c.layers * self.context * c.kv_heads * c.head_dim * 2 + self.context * c.head_dim * 4
-        if cache > physical_memory_bytes():
-            raise UsageError(f"a context of {self.context} tokens needs {cache / 2**30:.1f} GiB for the KV cache and "
-                             f"RoPE tables; this machine has {physical_memory_bytes() / 2**30:.1f} GiB: choose a "
-                             "smaller context (context=, --context)")
+        # each sequence reserves (without touching) a KV cache for the whole context
+        per_sequence = 2 * c.layers * self.context * c.kv_heads * c.head_dim * 2
+        tables = self.context * c.head_dim * 4  # RoPE cos/sin
+        room = (physical_memory_bytes() - tables) // per_sequence
+        if room < 1:
+            raise UsageError(f"a context of {self.context} tokens needs {(per_sequence + tables) / 2**30:.1f} GiB for "
+                             f"the KV cache and RoPE tables; this machine has {physical_memory_bytes() / 2**30:.1f} "
+                             "GiB: choose a smaller context (context=, --context)")
+        if max_sequences is None:
+            max_sequences = min(DEFAULT_SEQUENCES, room)
+        self.max_sequences = _count(max_sequences, "max_sequences", 1, room)
         self.engine = build_engine(packed, self.context)
-        self._cached: list[int] = []   # tokens whose K/V are in the cache, in order
+        self.sequences = SequencePool(self.engine, self.context, self.max_sequences)
 
     # ---- numbers in, numbers out ----
-    def _reusable(self, ids: list[int]) -> int:
-        """How many leading ids already have their K/V in the cache (the last one is always rerun)."""
-        keep = 0
-        while keep < min(len(self._cached), len(ids) - 1) and self._cached[keep] == ids[keep]:
-            keep += 1
-        return keep
+    def _sequence(self, ids: list[int] = ()) -> Sequence:
+        seq = self.sequences.acquire(ids)
+        if seq is None:
+            raise UsageError(f"all {self.max_sequences} sequences of this model are in use (unfinished generators "
+                             "hold one each); close some, or load with a larger max_sequences")
+        return seq
 
-    def _run(self, ids: list[int], all_logits: bool = False) -> np.ndarray:
-        """Brings the cache to `ids` (reusing a common prefix) and returns logits of the new tokens."""
+    def _run(self, seq: Sequence, ids: list[int], all_logits: bool = False) -> np.ndarray:
+        """Brings `seq` to `ids` (reusing its common prefix) and returns logits of the new tokens."""
         if not ids:
             raise UsageError("no tokens to run")
         if len(ids) > self.context:
             raise UsageError(f"{len(ids)} tokens exceed the context of {self.context} tokens")
-        keep = 0 if all_logits else self._reusable(ids)
-        self._cached = self._cached[:keep]
-        out = self._forward(ids[keep:], keep, all_logits)
-        self._cached = ids
+        keep = 0 if all_logits else seq.reusable(ids)
+        del seq.tokens[keep:]
+        out = self._forward(seq, ids[keep:], keep, all_logits)
+        seq.tokens[:] = ids
         return out
 
-    def _forward(self, ids: list[int], position: int, all_logits: bool) -> np.ndarray:
+    def _forward(self, seq: Sequence, ids: list[int], position: int, all_logits: bool) -> np.ndarray:
         try:
-            return self.engine.forward(np.asarray(ids, dtype=np.int32), position, all_logits)
+            return self.engine.forward(seq.cache, np.asarray(ids, dtype=np.int32), position, all_logits)
         except RuntimeError as e:  # the engine's only run-time failure: activations overflowed
             raise FormatError(f"{self.source}: {e}; the weights drive float32 out of range") from None
 
-    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+    def logits(self, token_ids: Iterable[int]) -> np.ndarray:
         """float32 logits [len(token_ids), vocab] of a fresh forward pass over token_ids."""
-        return self._run(_token_ids(token_ids, "token_ids"), all_logits=True)
+        ids = _token_ids(token_ids, "token_ids")
+        seq = self._sequence()
+        try:
+            return self._run(seq, ids, all_logits=True)
+        finally:
+            self.sequences.release(seq)
 
     # ---- text ----
     def _tok(self) -> Tokenizer:
@@ -133,10 +151,10 @@ class Model:
             raise UsageError(f"text must be a str, got {type(text).__name__}")
         return self._tok().encode(text, add_special_tokens)
 
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         return self._tok().decode(_token_ids(ids, "ids"), skip_special_tokens)
 
-    def stream_tokens(self, prompt_ids: Sequence[int], max_tokens: int = 128, stop_ids=(),
+    def stream_tokens(self, prompt_ids: Iterable[int], max_tokens: int = 128, stop_ids=(),
                       stats: GenerationStats | None = None, **sampling) -> Iterator[int]:
         """Yields generated token ids: prefill once, then one decode step per token."""
         params = SamplingParams(**sampling)
@@ -149,15 +167,23 @@ class Model:
                              "tokens (one position is needed for the first generated token)")
         stats = stats if stats is not None else GenerationStats()
         stats.prompt_tokens, stats.stop_reason = len(prompt_ids), "length"
-        rng = np.random.default_rng(params.seed)
         stop_ids = set(stop_ids)
         ids = list(prompt_ids)
         if max_tokens == 0:
             return
+        seq = self._sequence(ids)
+        try:
+            yield from self._generate(seq, ids, max_tokens, stop_ids, stats, params)
+        finally:  # also when the caller stops early (the generator is closed)
+            self.sequences.release(seq)
+
+    def _generate(self, seq: Sequence, ids: list[int], max_tokens: int, stop_ids: set[int], stats: GenerationStats,
+                  params: SamplingParams) -> Iterator[int]:
+        rng = np.random.default_rng(params.seed)
         start = time.perf_counter()
-        stats.cached_tokens = self._reusable(ids)
-        logits = self._run(ids)[-1]
-        self._cached = ids  # grows with each decoded token below
+        stats.cached_tokens = seq.reusable(ids)
+        logits = self._run(seq, ids)[-1]
+        seq.tokens = ids  # grows with each decoded token below
         token = sample(logits, params, rng, ids)
         stats.prefill_s = time.perf_counter() - start
         for n in range(max_tokens):
@@ -172,18 +198,18 @@ class Model:
             if n + 1 == max_tokens:
                 return
             start = time.perf_counter()
-            logits = self._forward([token], len(ids), False)[0]
+            logits = self._forward(seq, [token], len(ids), False)[0]
             ids.append(token)
             token = sample(logits, params, rng, ids)
             stats.decode_s += time.perf_counter() - start
             stats.decode_steps += 1
 
-    def stream(self, prompt: str, max_tokens: int = 128, stop: Sequence[str] | str = (),
+    def stream(self, prompt: str, max_tokens: int = 128, stop: Iterable[str] | str = (),
                stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
         """Yields text pieces as they are generated. `stop` strings end generation (not included)."""
         yield from self.stream_ids(self.encode(prompt), max_tokens, stop, stats, **sampling)
 
-    def stream_ids(self, ids: Sequence[int], max_tokens: int = 128, stop: Sequence[str] | str = (),
+    def stream_ids(self, ids: Iterable[int], max_tokens: int = 128, stop: Iterable[str] | str = (),
                    stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
         """Text pieces generated after the prompt token ids `ids` (see `stream`)."""
         stops = [stop] if isinstance(stop, str) else list(stop)
@@ -213,7 +239,7 @@ class Model:
 
     def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.0, repetition_penalty: float = 1.0,
-                 seed: int | None = None, stop: Sequence[str] | str = (),
+                 seed: int | None = None, stop: Iterable[str] | str = (),
                  stats: GenerationStats | None = None) -> str:
         return "".join(self.stream(prompt, max_tokens, stop, stats, temperature=temperature, top_k=top_k,
                                    top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed))
@@ -245,7 +271,7 @@ class Model:
                     ids.add(t)
         return ids
 
-    def perplexity(self, text: str | Sequence[int], window: int | None = None, stride: int | None = None,
+    def perplexity(self, text: str | Iterable[int], window: int | None = None, stride: int | None = None,
                    progress: Callable[[int, int, float], None] | None = None) -> dict:
         """Sliding-window perplexity: each window of `window` tokens is scored on the tokens it
         adds beyond the previous window (`stride` new tokens per window, context before them).

@@ -72,8 +72,10 @@ def test_kv_cache_decode_equals_full_recompute(bitnet_checkpoint):
     model = tellme.load(bitnet_checkpoint[0])
     ids = prompt_ids(model, 70)  # crosses an attention chunk boundary (64)
     full = model.logits(ids)
-    model.logits(ids[:5])
-    steps = [model._run(ids[:n])[-1] for n in range(6, len(ids) + 1)]  # one new token per call
+    seq = model.sequences.acquire()
+    model.engine.forward(seq.cache, np.asarray(ids[:5], np.int32), 0)
+    steps = [model.engine.forward(seq.cache, np.asarray(ids[n - 1:n], np.int32), n - 1)[0]  # one new token a call
+             for n in range(6, len(ids) + 1)]
     np.testing.assert_array_equal(np.array(steps), full[5:])
 
 

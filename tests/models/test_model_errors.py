@@ -108,7 +108,7 @@ def test_engine_rejects_bad_tokens(good):
     with pytest.raises(ValueError, match="no tokens"):
         m.logits([])
     with pytest.raises(ValueError, match="exceed the context"):
-        m.engine.forward(np.zeros(4, np.int32), m.context - 2, False)
+        m.engine.forward(m.sequences.acquire().cache, np.zeros(4, np.int32), m.context - 2, False)
 
 
 def test_tokenizer_missing_gives_clear_error(copy):

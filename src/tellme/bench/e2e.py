@@ -68,28 +68,32 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
 
 def measure(model, threads: int, decode_tokens: int) -> dict:
     set_num_threads(threads)
-    eng, vocab = model.engine, model.config.vocab
+    vocab, cache = model.config.vocab, model.sequences.acquire().cache
+
+    def forward(ids, position):
+        return model.engine.forward(cache, ids, position, False)
+
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, vocab, size=512, dtype=np.int32)
-    eng.forward(tokens[:16], 0, False)  # warm-up: page in weights, start threads
+    forward(tokens[:16], 0)  # warm-up: page in weights, start threads
 
     def prefill(n, repeats):
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
-            logits = eng.forward(tokens[:n], 0, False)
+            logits = forward(tokens[:n], 0)
             int(np.argmax(logits[0]))  # the first token is sampled before time-to-first-token ends
             best = min(best, time.perf_counter() - start)
         return best
 
     t128, t512 = prefill(128, 3), prefill(512, 2)
-    eng.forward(tokens[:128], 0, False)
+    forward(tokens[:128], 0)
     native = 0.0
     start = time.perf_counter()
     token, pos = int(tokens[127]), 128
     for _ in range(decode_tokens):  # what Model.stream_tokens does per step, greedy
         s = time.perf_counter()
-        logits = eng.forward(np.array([token], dtype=np.int32), pos, False)
+        logits = forward(np.array([token], dtype=np.int32), pos)
         native += time.perf_counter() - s
         token, pos = int(np.argmax(logits[0])), pos + 1
     decode_s = time.perf_counter() - start
@@ -148,7 +152,7 @@ def _child(spec: dict, out) -> None:
         for threads in spec["threads"]:
             r = {"model": name, "load_s": load_s, **measure(model, threads, spec["decode_tokens"])}
             records.append(r)
-        kv_used = model.engine.cache_bytes * 512 // model.context  # positions written
+        kv_used = model.engine.cache_bytes_per_position * 512  # positions written
         for r in records:
             r.update(peak_rss_mb=_peak_rss_mb(), peak_rss_covers="inference" if since_load else "load and inference",
                      load_peak_rss_mb=load_rss, packed_weights_mb=model.packed.nbytes / 2**20,
