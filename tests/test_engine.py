@@ -57,3 +57,114 @@ def test_decode_steps_equal_prefill(isa):
     cache = model.sequences.acquire().cache
     steps = [model.engine.forward(cache, np.array([t], np.int32), i, False)[0] for i, t in enumerate(ids)]
     np.testing.assert_array_equal(np.array(steps), full)
+
+
+def run_alone(model, prompt, decode):
+    """Logits of the prompt's last token, then of each decode token, on a fresh sequence."""
+    cache = model.sequences.acquire().cache
+    out = [model.engine.forward(cache, np.asarray(prompt, np.int32), 0)[0]]
+    for i, t in enumerate(decode):
+        out.append(model.engine.forward(cache, np.array([t], np.int32), len(prompt) + i)[0])
+    return out
+
+
+def test_batched_steps_are_bit_identical_to_running_alone(isa, threads):
+    """Continuous batching: sequences join while others decode, with prefill in chunks; every
+    sequence's logits equal its logits alone, bit for bit."""
+    model = random_model(kernel="auto")
+    rng = np.random.default_rng(3)
+    jobs = [(list(rng.integers(0, 101, n)), list(rng.integers(0, 101, 6))) for n in (5, 40, 1, 23)]
+    alone = [run_alone(model, p, d) for p, d in jobs]
+    caches = [model.sequences.acquire().cache for _ in jobs]
+    got = [[] for _ in jobs]
+    state = [dict(pos=0, decoded=0) for _ in jobs]
+    for step in range(20):
+        items, who = [], []
+        for j, (prompt, decode) in enumerate(jobs):
+            if step < j:  # job j joins at step j
+                continue
+            s = state[j]
+            if s["pos"] < len(prompt):  # prefill in chunks of 16, interleaved with others' decode
+                chunk = prompt[s["pos"]:s["pos"] + 16]
+                items.append((caches[j], np.asarray(chunk, np.int32), s["pos"], s["pos"] + len(chunk) == len(prompt)))
+                s["pos"] += len(chunk)
+            elif s["decoded"] < len(decode):
+                items.append((caches[j], np.array([decode[s["decoded"]]], np.int32), s["pos"], True))
+                s["pos"] += 1
+                s["decoded"] += 1
+            else:
+                continue
+            who.append(j)
+        for j, logits in zip(who, model.engine.forward_batch(items)):
+            if logits is not None:
+                got[j].append(logits)
+    for j in range(len(jobs)):
+        assert len(got[j]) == len(alone[j])
+        for a, b in zip(got[j], alone[j]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_forward_batch_refuses_bad_items():
+    model = random_model()
+    a, b = model.sequences.acquire().cache, model.sequences.acquire().cache
+    one = np.array([1], np.int32)
+    with pytest.raises(ValueError, match="twice"):
+        model.engine.forward_batch([(a, one, 0, True), (a, one, 1, True)])
+    with pytest.raises(ValueError, match="exceed the context"):
+        model.engine.forward_batch([(a, one, 0, True), (b, one, model.context, True)])
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.engine.forward_batch([(a, np.array([101], np.int32), 0, True)])
+    other = random_model()
+    with pytest.raises(ValueError, match="another engine"):
+        other.engine.forward(a, one, 0)
+
+
+def test_threads_and_interleaved_generators_share_one_model():
+    import threading
+
+    model = random_model()
+    rng = np.random.default_rng(4)
+    prompts = [list(rng.integers(0, 101, n)) for n in (7, 30, 3, 12)]
+    expected = [list(model.stream_tokens(p, 12, temperature=0)) for p in prompts]
+    # interleaved generators in one thread
+    gens = [model.stream_tokens(p, 12, temperature=0) for p in prompts]
+    got = [[] for _ in prompts]
+    for _ in range(12):
+        for g, out in zip(gens, got):
+            out.append(next(g))
+    assert got == expected
+    # several threads at once, each with its own requests
+    results, errors = {}, []
+
+    def worker(k):
+        try:
+            for r in range(3):
+                p = prompts[(k + r) % len(prompts)]
+                results[(k, r)] = (p, list(model.stream_tokens(p, 12, temperature=0)))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for p, out in results.values():
+        assert out == expected[prompts.index(p)]
+    logits = model.logits(prompts[1])  # whole-sequence logits while nothing else runs
+    assert np.array_equal(logits[-1], model.logits(prompts[1])[-1])
+
+
+def test_all_sequences_in_use_is_a_clear_error():
+    from tellme.errors import UsageError
+    from tellme.packed import PackedModel
+
+    model = random_model()
+    small = Model(PackedModel(model.config, model.packed.arrays()), None, max_sequences=2)
+    gens = [small.stream_tokens([1, 2], 5, temperature=0) for _ in range(3)]
+    next(gens[0]), next(gens[1])
+    with pytest.raises(UsageError, match="all 2 sequences"):
+        next(gens[2])
+    gens[0].close()  # a finished or closed generator gives its sequence back
+    assert len(list(small.stream_tokens([1, 2], 5, temperature=0))) == 5
