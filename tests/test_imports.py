@@ -16,7 +16,8 @@ LAYERS = [  # bottom first
     {"packed"},
     {"engine", "reference"},
     {"model"},
-    {"loading"},
+    {"loading", "scheduler"},
+    {"server"},
     {"__init__", "__main__", "cli", "bench", "train"},
 ]
 

@@ -65,10 +65,10 @@ def _sampling(args) -> dict:
     return p
 
 
-def _load(args):
+def _load(args, **kwargs):
     from .loading import load
     start = time.perf_counter()
-    model = load(args.model, threads=args.threads, context=args.context, head=args.head)
+    model = load(args.model, threads=args.threads, context=args.context, head=args.head, **kwargs)
     args.load_s = time.perf_counter() - start
     return model
 
@@ -122,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--kernel", choices=("auto", "tlmm", "i2"), default="auto",
                       help="kernel layout of a .safetensors output")
     conv.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+
+    srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the serve extra)")
+    _model_args(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    srv.add_argument("--port", type=_count(0), default=8080)
+    srv.add_argument("--max-batch", type=_count(1), help="sequences generated at once (default: 8, or what "
+                                                         "memory allows)")
+    srv.add_argument("--max-queue", type=_count(0), default=64, help="requests that may wait for a sequence")
+    srv.add_argument("--api-key", default=os.environ.get("TELLME_API_KEY"),
+                     help="require 'Authorization: Bearer KEY' (default: $TELLME_API_KEY, else none)")
+    srv.add_argument("--name", help="the model id clients use (default: the model's file or directory name)")
 
     from . import train
     train.add_arguments(sub.add_parser("train", help="BitNet b1.58 quantization-aware training of a small model "
@@ -311,6 +322,25 @@ def check_output_file(dst: Path, force: bool) -> None:
         raise UsageError(f"cannot write to {dst.parent}")
 
 
+def cmd_serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UsageError("tellme serve needs the serve extra: pip install 'tellme[serve]'") from None
+    from .server import serve
+
+    model = _load(args, max_sequences=args.max_batch)
+    if model.tokenizer is None:
+        raise UsageError(f"{args.model} has no tokenizer; the server takes text")
+    name = args.name or (args.model if args.model == "default" or not Path(args.model).exists()
+                         else Path(args.model).resolve().name)
+    print(f"tellme: serving {name} on http://{args.host}:{args.port}/v1 ({model.max_sequences} sequences of "
+          f"{model.context} tokens; Ctrl-C stops)", file=sys.stderr)
+    serve(model, name, args.host, args.port, args.max_batch, args.max_queue, args.api_key)
+    return 0
+
+
 def cmd_train(args) -> int:
     from . import train
     return train.run(args)
@@ -322,7 +352,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "generate": cmd_generate, "chat": cmd_chat, "perplexity": cmd_perplexity,
-            "convert": cmd_convert, "train": cmd_train, "bench": cmd_bench}
+            "convert": cmd_convert, "serve": cmd_serve, "train": cmd_train, "bench": cmd_bench}
 
 
 if __name__ == "__main__":

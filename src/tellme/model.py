@@ -24,7 +24,7 @@ from .engine import Sequence, SequencePool, build_engine
 from .errors import FormatError, UsageError
 from .packed import PackedModel
 from .sampling import SamplingParams, sample
-from .tokenizer import StreamDecoder, Tokenizer
+from .tokenizer import TextStream, Tokenizer
 
 
 @dataclass
@@ -212,30 +212,17 @@ class Model:
     def stream_ids(self, ids: Iterable[int], max_tokens: int = 128, stop: Iterable[str] | str = (),
                    stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
         """Text pieces generated after the prompt token ids `ids` (see `stream`)."""
-        stops = [stop] if isinstance(stop, str) else list(stop)
-        if not all(isinstance(s, str) and s for s in stops):
-            raise UsageError(f"stop must be non-empty strings, got {stop!r}")
-        decoder = StreamDecoder(self._tok())
-        held = ""  # text that could still be the start of a stop string
+        text = TextStream(self._tok(), stop)
         for token in self.stream_tokens(ids, max_tokens, self.eos_ids(), stats, **sampling):
-            held += decoder.push(token)
-            if stops:
-                hit = min((held.find(s) for s in stops if s in held), default=-1)
-                if hit >= 0:
-                    if held[:hit]:
-                        yield held[:hit]
-                    if stats is not None:
-                        stats.stop_reason = "stop"
-                    return
-                safe = len(held) - max(len(s) - 1 for s in stops)
-                if safe > 0:
-                    yield held[:safe]
-                    held = held[safe:]
-            elif held:
-                yield held
-                held = ""
-        if held:
-            yield held
+            piece, stopped = text.push(token)
+            if piece:
+                yield piece
+            if stopped:
+                if stats is not None:
+                    stats.stop_reason = "stop"
+                return
+        if text.held:
+            yield text.held
 
     def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.0, repetition_penalty: float = 1.0,

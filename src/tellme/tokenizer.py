@@ -96,3 +96,31 @@ class StreamDecoder:
 
     def push(self, token_id: int) -> str:
         return self._stream.step(self._tok, token_id) or ""
+
+
+class TextStream:
+    """Generated text, token by token: detokenized (StreamDecoder), with `stop` strings cut out.
+    push() returns (text that is safe to show, whether a stop string ended it); text that could
+    still be the start of a stop string is held back until it is not."""
+
+    def __init__(self, tokenizer: Tokenizer, stop=()):
+        self.stops = [stop] if isinstance(stop, str) else list(stop)
+        if not all(isinstance(s, str) and s for s in self.stops):
+            raise UsageError(f"stop must be non-empty strings, got {stop!r}")
+        self.decoder = StreamDecoder(tokenizer)
+        self.held = ""
+
+    def push(self, token_id: int) -> tuple[str, bool]:
+        self.held += self.decoder.push(token_id)
+        if not self.stops:
+            out, self.held = self.held, ""
+            return out, False
+        hit = min((self.held.find(s) for s in self.stops if s in self.held), default=-1)
+        if hit >= 0:
+            out, self.held = self.held[:hit], ""
+            return out, True
+        safe = len(self.held) - max(len(s) - 1 for s in self.stops)
+        if safe <= 0:
+            return "", False
+        out, self.held = self.held[:safe], self.held[safe:]
+        return out, False
