@@ -177,14 +177,15 @@ void Engine::head(const float* x, int64_t n, float* logits) {
     quantize_input(x, final_norm, c.eps, n, c.hidden, act_q_.data(), act_scale_.data(), "LM head input");
     constexpr int64_t ROWS_PER_TASK = 256;
     const int64_t tasks = (c.vocab + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
-    parallel_for(n * tasks, [&](int64_t task) {
-      const int64_t t = task / tasks, r0 = (task % tasks) * ROWS_PER_TASK;
-      const int64_t rows = std::min(ROWS_PER_TASK, c.vocab - r0);
+    parallel_for(tasks, [&](int64_t task) {  // a block of head rows for every token: read once a step
+      const int64_t r0 = task * ROWS_PER_TASK, rows = std::min(ROWS_PER_TASK, c.vocab - r0);
       int32_t acc[ROWS_PER_TASK];
-      be.int8_gemv(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data() + t * c.hidden, acc);
-      float* out = logits + t * c.vocab + r0;
-      const float s = act_scale_[t];
-      for (int64_t r = 0; r < rows; ++r) out[r] = static_cast<float>(acc[r]) * (s * lm_head.row_scale[r0 + r]);
+      for (int64_t t = 0; t < n; ++t) {
+        be.int8_gemv(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data() + t * c.hidden, acc);
+        float* out = logits + t * c.vocab + r0;
+        const float s = act_scale_[t];
+        for (int64_t r = 0; r < rows; ++r) out[r] = static_cast<float>(acc[r]) * (s * lm_head.row_scale[r0 + r]);
+      }
     });
     return;
   }
@@ -193,10 +194,11 @@ void Engine::head(const float* x, int64_t n, float* logits) {
     rmsnorm_row(x + t * c.hidden, final_norm, c.eps, c.hidden, normed.data() + t * c.hidden);
   });
   const int64_t tasks = (c.vocab + 255) / 256;
-  parallel_for(n * tasks, [&](int64_t task) {
-    const int64_t t = task / tasks, r0 = (task % tasks) * 256, r1 = std::min(c.vocab, r0 + 256);
-    for (int64_t r = r0; r < r1; ++r)
-      logits[t * c.vocab + r] = be.dot(lm_head.f32 + r * c.hidden, normed.data() + t * c.hidden, c.hidden);
+  parallel_for(tasks, [&](int64_t task) {
+    const int64_t r0 = task * 256, r1 = std::min(c.vocab, r0 + 256);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = r0; r < r1; ++r)
+        logits[t * c.vocab + r] = be.dot(lm_head.f32 + r * c.hidden, normed.data() + t * c.hidden, c.hidden);
   });
 }
 

@@ -172,3 +172,16 @@ def test_convert_takes_default_too(tmp_path):
 def test_train_names_what_it_needs():
     out = run("train")
     assert out.returncode == 2 and "required: text" in out.stderr
+
+
+def test_bench_serve_writes_records(tmp_path):
+    path = tmp_path / "serve.json"
+    out = run("bench", "serve", "--shape", "0.73B", "--layers", "1", "--concurrency", "1", "3", "--decode-tokens", "6",
+              "--threads", "1", "--json", path)
+    assert out.returncode == 0, out.stderr
+    recs = [r for r in json.loads(path.read_text()) if r.get("kind") != "machine"]
+    assert [r["concurrency"] for r in recs] == [1, 3]
+    for r in recs:
+        assert r["tokens"] == 6 * r["concurrency"] and r["tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
+        assert 0 < r["ttft_p50_s"] <= r["ttft_p99_s"] and 0 < r["itl_p50_s"] <= r["itl_p99_s"]
+    assert recs[0]["decode_vs_single_stream"] == 1.0

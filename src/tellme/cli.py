@@ -140,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="what", required=True)
-    from .bench import e2e, kernels
+    from .bench import e2e, kernels, serve
     kernels.add_arguments(bench_sub.add_parser("kernels", help="kernel throughput against the machine's limits"))
     e2e.add_arguments(bench_sub.add_parser("e2e", help="prefill/decode speed of whole models"))
+    serve.add_arguments(bench_sub.add_parser("serve", help="many streams at once through the batching scheduler"))
     return parser
 
 
@@ -347,8 +348,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import e2e, kernels
-    return {"kernels": kernels.run, "e2e": e2e.run}[args.what](args)
+    from .bench import e2e, kernels, serve
+    return {"kernels": kernels.run, "e2e": e2e.run, "serve": serve.run}[args.what](args)
 
 
 COMMANDS = {"info": cmd_info, "generate": cmd_generate, "chat": cmd_chat, "perplexity": cmd_perplexity,

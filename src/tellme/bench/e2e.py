@@ -36,7 +36,7 @@ def add_arguments(p) -> None:
     p.add_argument("--isa", help="instruction set, ISA (default: the best that runs here)")
 
 
-def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
+def synthetic_model(name: str, layers: int | None = None, context: int = 1024, max_sequences: int | None = None):
     from ..config import LINEAR_NAMES, ModelConfig
     from ..kernels import TernaryWeights
     from ..model import Model
@@ -63,7 +63,7 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024):
         m.set_rows(table, Rows(q=rng.integers(-127, 128, size=(c.vocab, c.hidden), dtype=np.int8),
                                row_scale=np.full(c.vocab, 0.01, np.float32)))
     m.set_final_norm(np.ones(c.hidden, np.float32))
-    return Model(m, None, context)
+    return Model(m, None, context, max_sequences)
 
 
 def measure(model, threads: int, decode_tokens: int) -> dict:

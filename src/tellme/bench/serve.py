@@ -1,0 +1,104 @@
+"""`tellme bench serve`: many streams on one model through the continuous-batching scheduler (the
+one `tellme serve` runs, without HTTP), on the synthetic real-shape models of `bench e2e` or on a
+model (`--model`). Every request at a concurrency is submitted at once. Per concurrency: generated
+tokens/s over the whole run (prefill included), aggregate decode tokens/s while every stream is
+decoding, and its ratio to one stream's, time to first token and inter-token latency (p50, p99).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+
+from ..runtime import set_num_threads
+
+
+def add_arguments(p) -> None:
+    from .e2e import SHAPES
+
+    p.add_argument("--model", help="measure this model instead of the synthetic shapes")
+    p.add_argument("--shape", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--decode-tokens", type=int, default=64, help="tokens generated per request")
+    p.add_argument("--layers", type=int, help="override the layer count (quick runs)")
+    p.add_argument("--json", metavar="PATH", help="write one record per (model, concurrency)")
+
+
+def measure(model, name: str, concurrency: int, prompt_tokens: int, decode_tokens: int) -> dict:
+    from ..sampling import SamplingParams
+    from ..scheduler import Request, Scheduler
+
+    rng = np.random.default_rng(concurrency)
+    scheduler = Scheduler(model, max_batch=concurrency, max_queue=concurrency)
+    times = [[] for _ in range(concurrency)]
+    finished = threading.Semaphore(0)
+
+    def emitter(i):
+        def emit(kind, value):
+            if kind == "token":
+                times[i].append(time.perf_counter())
+            else:
+                finished.release()
+        return emit
+
+    start = time.perf_counter()
+    for i in range(concurrency):
+        prompt = [int(t) for t in rng.integers(0, model.config.vocab, prompt_tokens)]
+        scheduler.submit(Request(prompt, decode_tokens, SamplingParams(temperature=0), emitter(i)))
+    for _ in range(concurrency):
+        finished.acquire()
+    wall = time.perf_counter() - start
+    scheduler.close()
+    ttft = [t[0] - start for t in times]
+    itl = np.concatenate([np.diff(t) for t in times]) if decode_tokens > 1 else np.zeros(1)
+    tokens = sum(len(t) for t in times)
+    # steady decode: the window in which every stream has started and none has finished
+    lo, hi = max(t[0] for t in times), min(t[-1] for t in times)
+    inside = sum(int(np.sum((np.asarray(t) > lo) & (np.asarray(t) <= hi))) for t in times)
+    return {"model": name, "concurrency": concurrency, "tokens": tokens, "seconds": wall,
+            "tokens_per_s": tokens / wall, "decode_tokens_per_s": inside / (hi - lo) if hi > lo else float("nan"), "ttft_p50_s": float(np.percentile(ttft, 50)),
+            "ttft_p99_s": float(np.percentile(ttft, 99)), "itl_p50_s": float(np.percentile(itl, 50)),
+            "itl_p99_s": float(np.percentile(itl, 99))}
+
+
+def run(args) -> int:
+    from .e2e import synthetic_model
+    from .kernels import cpu_name
+
+    set_num_threads(args.threads)
+    most = max(args.concurrency)
+    if args.model:
+        from ..loading import load
+        models = [(args.model, lambda: load(args.model, context=args.prompt_tokens + args.decode_tokens + 1,
+                                            max_sequences=most, progress=False))]
+    else:
+        models = [(s, lambda s=s: synthetic_model(s, args.layers, context=args.prompt_tokens + args.decode_tokens + 1,
+                                                  max_sequences=most)) for s in args.shape]
+    print(f"machine: {cpu_name()}, {args.threads} threads")
+    print(f"{'model':>8} {'conc':>4} {'tok/s':>8} {'decode':>8} {'x single':>8} {'ttft p50':>9} {'ttft p99':>9} "
+          f"{'itl p50':>8} {'itl p99':>8}")
+    records = []
+    for name, make in models:
+        model = make()
+        measure(model, name, 1, args.prompt_tokens, 4)  # warm-up: page in the weights, start threads
+        single = None
+        for c in args.concurrency:
+            r = measure(model, name, c, args.prompt_tokens, args.decode_tokens)
+            single = single or (r["decode_tokens_per_s"] if c == 1 else None)
+            r["threads"] = args.threads
+            r["decode_vs_single_stream"] = r["decode_tokens_per_s"] / single if single else None
+            records.append(r)
+            ratio = f"{r['decode_vs_single_stream']:>8.2f}" if single else f"{'':>8}"
+            print(f"{str(name)[-8:]:>8} {c:>4} {r['tokens_per_s']:>8.1f} {r['decode_tokens_per_s']:>8.1f} {ratio} "
+                  f"{r['ttft_p50_s'] * 1e3:>7.0f}ms "
+                  f"{r['ttft_p99_s'] * 1e3:>7.0f}ms {r['itl_p50_s'] * 1e3:>6.1f}ms {r['itl_p99_s'] * 1e3:>6.1f}ms")
+        del model
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"kind": "machine", "cpu": cpu_name()}] + records, f, indent=2)
+    return 0
