@@ -179,6 +179,17 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
             return {"token": s, "logprob": lp, "bytes": list(s.encode())}
         return {**one(t.id, t.logprob), "top_logprobs": [one(i, lp) for i, lp in t.top]}
 
+    async def collect(gen) -> tuple[str, list[dict], str]:
+        """A whole reply: (text, one logprob entry per generated token, finish_reason)."""
+        pieces, lps = [], []
+        async for piece, extra in gen:
+            if piece is None:
+                return "".join(pieces), lps, extra
+            pieces.append(piece)
+            if extra is not None:
+                lps.append(logprob_entry(extra))
+        return "".join(pieces), lps, "stop"
+
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
         prompt_text = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt[:1])
@@ -214,16 +225,8 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
                         yield _sse(obj([choice(piece, None, lps)]))
                 yield "data: [DONE]\n\n"
             return StreamingResponse(sse(), media_type="text/event-stream")
-        pieces, lps, n, reason = [], [], 0, "stop"
-        async for piece, extra in gen:
-            if piece is None:
-                reason = extra
-                break
-            pieces.append(piece)
-            if extra is not None:
-                n += 1
-                lps.append(logprob_entry(extra))
-        return obj([choice("".join(pieces), reason, lps)], _usage(prompt, n))
+        text, lps, reason = await collect(gen)
+        return obj([choice(text, reason, lps)], _usage(prompt, len(lps)))
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest):
@@ -259,19 +262,11 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
                                                                   "logprobs": lp, "finish_reason": None}]))
                 yield "data: [DONE]\n\n"
             return StreamingResponse(sse(), media_type="text/event-stream")
-        pieces, lps, n, reason = [], [], 0, "stop"
-        async for piece, extra in gen:
-            if piece is None:
-                reason = extra
-                break
-            pieces.append(piece)
-            if extra is not None:
-                n += 1
-                lps.append(logprob_entry(extra))
-        message = {"role": "assistant", "content": "".join(pieces)}
+        text, lps, reason = await collect(gen)
+        message = {"role": "assistant", "content": text}
         return obj("chat.completion", [{"index": 0, "message": message, "finish_reason": reason,
                                         "logprobs": {"content": lps} if body.logprobs else None}],
-                   _usage(prompt, n))
+                   _usage(prompt, len(lps)))
 
     return _Guard(app, api_key, MAX_BODY_BYTES)
 
