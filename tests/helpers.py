@@ -24,3 +24,34 @@ def i2s_by_loop(t: np.ndarray, scale: float) -> np.ndarray:
         codes[:, j % 32] |= ((flat.reshape(-1, 128)[:, j] + 1) << (6 - 2 * (j // 32))).astype(np.uint8)
     out[flat.size // 4: flat.size // 4 + 4] = np.frombuffer(np.float32(scale).tobytes(), np.uint8)
     return out
+
+
+def write_small_gguf(path, tokenizer, vocab=None):
+    """A 1-layer TQ2_0 GGUF (hidden 256, random weights) with `tokenizer` and `vocab` embedding rows."""
+    from tellme.config import ModelConfig
+    from tellme.formats.gguf_export import write_gguf
+
+    c = ModelConfig(architecture="bitnet-2b4t", hidden=256, intermediate=512, layers=1, heads=4, kv_heads=2,
+                    head_dim=64, vocab=vocab or tokenizer.vocab_size, context=128, eps=1e-5, activation="relu2",
+                    sub_norms=True, tied_embeddings=True, rope_theta=10000.0)
+    rng = np.random.default_rng(0)
+
+    class Reader:
+        config = c
+
+        def linear(self, i, name):
+            return rng.integers(-1, 2, size=c.linear_shape(name), dtype=np.int8), 0.05
+
+        def norm(self, i, name):
+            return np.ones(c.norm_dim(name), np.float32)
+
+        def embedding(self):
+            return rng.standard_normal((c.vocab, c.hidden)).astype(np.float16).astype(np.float32)
+
+        def lm_head(self):
+            return None
+
+        def final_norm(self):
+            return np.ones(c.hidden, np.float32)
+
+    write_gguf(Reader(), tokenizer, path, "tq2_0")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tellme
+from tests.helpers import write_small_gguf
 
 CHILD = r"""
 import json, resource, sys
@@ -120,36 +121,6 @@ def sources(tmp_path_factory):
         "hf": (tellme.default_model_path(), False), "converted": (root / "converted.safetensors", False),
         "tlmm": (root / "tlmm.safetensors", False), "gguf": (gguf, False)}).values())
     return root, PackedModel
-
-
-def write_small_gguf(path: Path, tokenizer):
-    from tellme.config import ModelConfig
-    from tellme.formats.gguf_export import write_gguf
-
-    c = ModelConfig(architecture="bitnet-2b4t", hidden=256, intermediate=512, layers=1, heads=4, kv_heads=2,
-                    head_dim=64, vocab=tokenizer.vocab_size, context=128, eps=1e-5, activation="relu2", sub_norms=True,
-                    tied_embeddings=True, rope_theta=10000.0)
-    rng = np.random.default_rng(0)
-
-    class Reader:
-        config = c
-
-        def linear(self, i, name):
-            return rng.integers(-1, 2, size=c.linear_shape(name), dtype=np.int8), 0.05
-
-        def norm(self, i, name):
-            return np.ones(c.norm_dim(name), np.float32)
-
-        def embedding(self):
-            return rng.standard_normal((c.vocab, c.hidden)).astype(np.float16).astype(np.float32)
-
-        def lm_head(self):
-            return None
-
-        def final_norm(self):
-            return np.ones(c.hidden, np.float32)
-
-    write_gguf(Reader(), tokenizer, path, "tq2_0")
 
 
 def test_hugging_face_directory(sources, tmp_path):

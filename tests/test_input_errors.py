@@ -239,3 +239,13 @@ def test_deeply_nested_gguf_metadata(tmp_path):
     (tmp_path / "n.gguf").write_bytes(data + b"\0" * 64)
     with pytest.raises(FormatError, match="not a valid GGUF file|nest"):
         tellme.load(tmp_path / "n.gguf")
+
+
+def test_gguf_embedding_smaller_than_its_tokenizer(tmp_path):
+    from tellme.tokenizer import Tokenizer
+    from tests.helpers import write_small_gguf
+
+    tokenizer = Tokenizer.from_dir(tellme.default_model_path())
+    write_small_gguf(tmp_path / "m.gguf", tokenizer, vocab=1024)
+    with pytest.raises(FormatError, match="the tokenizer has 2048 tokens, the embedding only 1024 rows"):
+        tellme.load(tmp_path / "m.gguf")

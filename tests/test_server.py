@@ -11,11 +11,11 @@ import sys
 import threading
 import time
 
-import httpx
 import pytest
 
 import tellme
 
+httpx = pytest.importorskip("httpx")    # the test extra's; the sanitizer run has only pytest
 openai = pytest.importorskip("openai")
 KEY = "test-key"
 PROMPTS = ["ROMEO:", "JULIET:\nO Romeo", "First Citizen:\nBefore we proceed", "KING RICHARD III:", "Nurse:",
@@ -200,3 +200,23 @@ def test_sigterm_finishes_open_requests_then_exits():
             events.append(line)
     assert events[-2] == "data: [DONE]" or events[-1] == "data: [DONE]"
     assert proc.wait(timeout=60) == 0
+
+
+def test_a_full_queue_is_refused_with_503():
+    proc, url = start("--max-batch", "1", "--max-queue", "0", "--context", "4096")
+    try:
+        long = {"model": "default", "prompt": "ROMEO:", "max_tokens": 4000, "stream": True, "stop": ["@@@"],
+                "temperature": 0}
+        with httpx.stream("POST", url + "/v1/completions", json=long, timeout=60) as r:
+            lines = r.iter_lines()  # held: dropping the iterator would close the stream
+            next(lines)  # the one sequence is busy
+            busy = post(url, "/v1/completions", {"model": "default", "prompt": "x"}, key=None)
+            assert busy.status_code == 503 and "busy" in busy.json()["error"]["message"]
+        deadline = time.time() + 30
+        while post(url, "/v1/completions", {"model": "default", "prompt": "x"}, key=None).status_code != 200:
+            assert time.time() < deadline  # free again once the stream is gone
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+

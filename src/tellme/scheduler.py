@@ -74,8 +74,8 @@ class Scheduler:
 
     # ---- from any thread ----
     def submit(self, r: Request) -> None:
-        with self._wake:
-            if len(self._queue) >= self.max_queue:
+        with self._wake:  # room: a free sequence, or a place in the queue
+            if len(self._queue) >= self.max_queue + max(0, self.max_batch - len(self._running)):
                 self.metrics["requests_refused"] += 1
                 raise QueueFull(f"the server is busy: {len(self._running)} requests running and {len(self._queue)} "
                                 "waiting; try again later")
