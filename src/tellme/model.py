@@ -5,8 +5,8 @@
     ...     print(piece, end="", flush=True)
 
 One native call per prefill chunk or decode token runs every layer (engine.py), so Python's share
-of a decode step is sampling and detokenizing. A Model holds one KV cache: one conversation at a
-time, from one thread.
+of a decode step is sampling and detokenizing. Each call runs on a sequence (KV cache) of its own,
+so a Model may be shared by threads and interleaved generators (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class GenerationStats:
     """What one generation did, filled in as it runs (pass one as `stats=`)."""
 
     prompt_tokens: int = 0
-    cached_tokens: int = 0        # of the prompt, whose K/V were reused from the previous call
+    cached_tokens: int = 0        # of the prompt, whose K/V were reused from an earlier call
     prefill_s: float = 0.0
     generated_tokens: int = 0
     decode_steps: int = 0         # forward passes after the prefill (the first token comes from it)
