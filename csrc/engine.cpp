@@ -89,10 +89,10 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
   k_new_.resize(n * kvd);
   v_new_.resize(n * kvd);
   positions_.resize(n);
-  std::vector<int32_t> tokens(n);
+  tokens_.resize(n);
   for (int64_t s = 0, t = 0; s < nsegs; ++s)
     for (int64_t i = 0; i < segs[s].count; ++i, ++t) {
-      tokens[t] = segs[s].tokens[i];
+      tokens_[t] = segs[s].tokens[i];
       positions_[t] = segs[s].position + i;
     }
   float* x = x_.data();
@@ -100,7 +100,7 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
   float* as = act_scale_.data();
 
   parallel_for(n, [&](int64_t t) {  // embedding rows, dequantized
-    const int64_t id = tokens[t];
+    const int64_t id = tokens_[t];
     float* dst = x + t * c.hidden;
     if (embedding.f32) {
       std::copy(embedding.f32 + id * c.hidden, embedding.f32 + (id + 1) * c.hidden, dst);

@@ -81,6 +81,7 @@ class Engine {
   std::vector<float> x_, q_, attn_, ffn_, act_scale_, head_in_, logits_;  // scratch, grown on demand
   std::vector<uint16_t> k_new_, v_new_;
   std::vector<int64_t> positions_;
+  std::vector<int32_t> tokens_;
   std::vector<int8_t> act_q_;
 };
 

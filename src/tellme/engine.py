@@ -16,7 +16,8 @@ from .rope import rope_tables
 
 
 def build_engine(packed: PackedModel, context: int) -> _core.Engine:
-    """An engine over `packed` with a KV cache of `context` positions (allocated, not touched)."""
+    """An engine over `packed` for sequences of up to `context` positions (its RoPE tables; each
+    sequence's KV cache is a `Sequence` of its own)."""
     c = packed.config
     cos, sin = rope_tables(c, context)
     e = _core.Engine(c.hidden, c.intermediate, c.layers, c.heads, c.kv_heads, c.head_dim, c.vocab, context,
@@ -65,9 +66,10 @@ class SequencePool:
 
     def acquire(self, ids: list[int] = ()) -> Sequence | None:
         """A sequence for a request starting with `ids`, or None when all `limit` are in use."""
+        ids = list(ids)
         with self._lock:
             if self._idle:
-                best = max(self._idle, key=lambda s: s.reusable(list(ids)) if ids else 0)
+                best = max(self._idle, key=lambda s: s.reusable(ids))
                 self._idle.remove(best)
             elif self.busy < self.limit:
                 best = None

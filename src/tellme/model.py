@@ -168,7 +168,7 @@ class Model:
         stats = stats if stats is not None else GenerationStats()
         stats.prompt_tokens, stats.stop_reason = len(prompt_ids), "length"
         stop_ids = set(stop_ids)
-        ids = list(prompt_ids)
+        ids = prompt_ids  # a fresh list: it grows with the generated tokens
         if max_tokens == 0:
             return
         seq = self._sequence(ids)

@@ -44,7 +44,6 @@ class Request:
     max_tokens: int
     params: SamplingParams
     emit: Callable[[str, object], None]   # ("token", Token) ... then ("done", finish_reason) or ("error", text)
-    stop_ids: frozenset[int] = frozenset()
     top_logprobs: int = 0
     # scheduler state
     cancelled: bool = False
@@ -119,12 +118,11 @@ class Scheduler:
                 if not self._running:  # sequences held elsewhere (the Model API): look again shortly
                     self._wake.wait(0.05)
                     continue
-            if self._running:
-                try:
-                    self._step()
-                except Exception as e:  # a failed step fails its requests, not the server
-                    for r in list(self._running):
-                        self._finish(r, "error", f"generation failed: {e}")
+            try:
+                self._step()
+            except Exception as e:  # a failed step fails its requests, not the server
+                for r in list(self._running):
+                    self._finish(r, "error", f"generation failed: {e}")
 
     def _admit(self) -> None:
         for r in [r for r in self._queue if r.cancelled]:
@@ -173,7 +171,7 @@ class Scheduler:
 
     def _next_token(self, r: Request, logits: np.ndarray) -> None:
         token = sample(logits, r.params, r.rng, r.prompt + r.output)
-        if token in r.stop_ids or token in self.eos:
+        if token in self.eos:
             self._finish(r, "done", "stop")
             return
         if r.first_token_s is None:

@@ -192,10 +192,9 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
-        prompt_text = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt[:1])
         if isinstance(body.prompt, list) and len(body.prompt) != 1:
             raise ApiError(400, "prompt: give one string (batches of prompts are not supported)", "prompt")
-        prompt = model.encode(prompt_text)
+        prompt = model.encode(body.prompt if isinstance(body.prompt, str) else body.prompt[0])
         max_tokens = check(body, prompt, body.max_tokens, "prompt")
         top = body.logprobs or 0
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
