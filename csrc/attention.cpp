@@ -76,79 +76,111 @@ void chunk_partial(const Rows& rows, const float* q, int64_t count, int64_t head
   part.sum = sum;
 }
 
+// Decode: the partial of one (head, chunk) of a one-token query.
+void decode_partial(const Backend& be, const AttentionQuery& a, int64_t h, int64_t c, int64_t group,
+                    int64_t kv_stride, int64_t head_dim, float scale, float* acc, float* stats) {
+  const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, a.first_position + 1 - start);
+  float scores[ATTN_CHUNK];
+  const int64_t off = (h / group) * head_dim + start * kv_stride;
+  Partial part{0, 0, acc};
+  chunk_partial(F16Rows{be, a.k_cache + off, a.v_cache + off, kv_stride, head_dim}, a.q + h * head_dim,
+                count, head_dim, scale, scores, part);
+  stats[0] = part.max;
+  stats[1] = part.sum;
+}
+
+// Prefill: one (head, query tile); it walks its chunks diagonal first.
+void prefill_tile(const Backend& be, const AttentionQuery& a, int64_t h, int64_t i0, int64_t heads,
+                  int64_t group, int64_t kv_stride, int64_t head_dim, float scale) {
+  const int64_t q_stride = heads * head_dim;
+  const int64_t i1 = std::min(a.tokens, i0 + ATTN_QUERY_TILE);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  thread_local std::vector<float> kv, scores, part_acc, state_max, state_sum;
+  kv.resize(2 * ATTN_CHUNK * head_dim);
+  scores.resize(ATTN_CHUNK);
+  part_acc.resize(head_dim);
+  state_max.assign(ATTN_QUERY_TILE, neg_inf);
+  state_sum.assign(ATTN_QUERY_TILE, 0.0f);
+  for (int64_t i = i0; i < i1; ++i) std::fill(a.out + i * q_stride + h * head_dim, a.out + i * q_stride + (h + 1) * head_dim, 0.0f);
+  const int64_t off = (h / group) * head_dim;
+  const int64_t last = a.first_position + i1 - 1;
+  for (int64_t c = last / ATTN_CHUNK; c >= 0; --c) {
+    const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, last + 1 - start);
+    load_chunk(be, a.k_cache + off, kv_stride, start, count, head_dim, kv.data());
+    load_chunk(be, a.v_cache + off, kv_stride, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t position = a.first_position + i;
+      if (position < start) continue;  // this chunk is entirely in the query's future
+      const int64_t visible = std::min(count, position + 1 - start);
+      Partial part{0, 0, part_acc.data()};
+      chunk_partial(F32Rows{be, kv.data(), kv.data() + ATTN_CHUNK * head_dim, head_dim},
+                    a.q + i * q_stride + h * head_dim, visible, head_dim, scale, scores.data(), part);
+      Partial state{state_max[i - i0], state_sum[i - i0], a.out + i * q_stride + h * head_dim};
+      merge(state, part, head_dim);
+      state_max[i - i0] = state.max;
+      state_sum[i - i0] = state.sum;
+    }
+  }
+  for (int64_t i = i0; i < i1; ++i) {
+    float* o = a.out + i * q_stride + h * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) o[d] /= state_sum[i - i0];
+  }
+}
+
 }  // namespace
 
-void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, int64_t tokens,
-               int64_t first_position, int64_t heads, int64_t kv_heads, int64_t head_dim, float* out) {
-  const int64_t q_stride = heads * head_dim, kv_stride = kv_heads * head_dim;
-  const int64_t group = heads / kv_heads;
+void attention(const AttentionQuery* queries, int64_t count, int64_t heads, int64_t kv_heads,
+               int64_t head_dim) {
+  const int64_t kv_stride = kv_heads * head_dim, group = heads / kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const float neg_inf = -std::numeric_limits<float>::infinity();
   const Backend& be = active_backend();
 
-  if (tokens == 1) {  // decode: one task per (head, chunk), merged per head in schedule order
-    const int64_t position = first_position;
-    const int64_t chunks = position / ATTN_CHUNK + 1;
-    std::vector<float> acc(heads * chunks * head_dim), stats(heads * chunks * 2);
-    parallel_for(heads * chunks, [&](int64_t task) {
-      const int64_t h = task / chunks, c = task % chunks;
-      const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, position + 1 - start);
-      float scores[ATTN_CHUNK];
-      const int64_t off = (h / group) * head_dim + start * kv_stride;
-      Partial part{0, 0, acc.data() + task * head_dim};
-      chunk_partial(F16Rows{be, k_cache + off, v_cache + off, kv_stride, head_dim}, q + h * head_dim,
-                    count, head_dim, scale, scores, part);
-      stats[2 * task] = part.max;
-      stats[2 * task + 1] = part.sum;
-    });
-    parallel_for(heads, [&](int64_t h) {
-      float* o = out + h * head_dim;
-      std::fill(o, o + head_dim, 0.0f);
-      Partial state{neg_inf, 0.0f, o};
-      for (int64_t c = chunks - 1; c >= 0; --c) {
-        const int64_t task = h * chunks + c;
-        merge(state, Partial{stats[2 * task], stats[2 * task + 1], acc.data() + task * head_dim}, head_dim);
-      }
-      for (int64_t d = 0; d < head_dim; ++d) o[d] /= state.sum;
-    });
-    return;
+  // One task list for every query of the step: (head, chunk) of each one-token query, whose
+  // partials are merged afterwards, and (head, query tile) of each longer one.
+  struct Task {
+    int64_t query, h, index, slot;  // index: chunk or first token of the tile; slot: partial, or -1
+  };
+  std::vector<Task> tasks;
+  int64_t slots = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const AttentionQuery& a = queries[i];
+    if (a.tokens == 1) {
+      const int64_t chunks = a.first_position / ATTN_CHUNK + 1;
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t c = 0; c < chunks; ++c) tasks.push_back({i, h, c, slots++});
+    } else {
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t i0 = 0; i0 < a.tokens; i0 += ATTN_QUERY_TILE) tasks.push_back({i, h, i0, -1});
+    }
   }
+  std::vector<float> acc(slots * head_dim), stats(slots * 2);
+  parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t k) {
+    const Task& t = tasks[k];
+    const AttentionQuery& a = queries[t.query];
+    if (t.slot < 0)
+      prefill_tile(be, a, t.h, t.index, heads, group, kv_stride, head_dim, scale);
+    else
+      decode_partial(be, a, t.h, t.index, group, kv_stride, head_dim, scale, acc.data() + t.slot * head_dim,
+                     stats.data() + 2 * t.slot);
+  });
+  if (!slots) return;
 
-  // prefill: one task per (head, query tile); each walks its chunks diagonal first
-  const int64_t tiles = (tokens + ATTN_QUERY_TILE - 1) / ATTN_QUERY_TILE;
-  parallel_for(heads * tiles, [&](int64_t task) {
-    const int64_t h = task / tiles, i0 = (task % tiles) * ATTN_QUERY_TILE;
-    const int64_t i1 = std::min(tokens, i0 + ATTN_QUERY_TILE);
-    thread_local std::vector<float> kv, scores, part_acc, state_max, state_sum;
-    kv.resize(2 * ATTN_CHUNK * head_dim);
-    scores.resize(ATTN_CHUNK);
-    part_acc.resize(head_dim);
-    state_max.assign(ATTN_QUERY_TILE, neg_inf);
-    state_sum.assign(ATTN_QUERY_TILE, 0.0f);
-    for (int64_t i = i0; i < i1; ++i) std::fill(out + i * q_stride + h * head_dim, out + i * q_stride + (h + 1) * head_dim, 0.0f);
-    const int64_t off = (h / group) * head_dim;
-    const int64_t last = first_position + i1 - 1;
-    for (int64_t c = last / ATTN_CHUNK; c >= 0; --c) {
-      const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, last + 1 - start);
-      load_chunk(be, k_cache + off, kv_stride, start, count, head_dim, kv.data());
-      load_chunk(be, v_cache + off, kv_stride, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t position = first_position + i;
-        if (position < start) continue;  // this chunk is entirely in the query's future
-        const int64_t visible = std::min(count, position + 1 - start);
-        Partial part{0, 0, part_acc.data()};
-        chunk_partial(F32Rows{be, kv.data(), kv.data() + ATTN_CHUNK * head_dim, head_dim},
-                      q + i * q_stride + h * head_dim, visible, head_dim, scale, scores.data(), part);
-        Partial state{state_max[i - i0], state_sum[i - i0], out + i * q_stride + h * head_dim};
-        merge(state, part, head_dim);
-        state_max[i - i0] = state.max;
-        state_sum[i - i0] = state.sum;
-      }
+  // Each one-token query's heads: merge its chunks' partials, last chunk first (schedule order).
+  std::vector<int64_t> merges;  // index of the (query, head)'s chunk 0 task
+  for (int64_t k = 0; k < static_cast<int64_t>(tasks.size()); ++k)
+    if (tasks[k].slot >= 0 && tasks[k].index == 0) merges.push_back(k);
+  parallel_for(static_cast<int64_t>(merges.size()), [&](int64_t m) {
+    const Task& first = tasks[merges[m]];
+    const AttentionQuery& a = queries[first.query];
+    const int64_t chunks = a.first_position / ATTN_CHUNK + 1;
+    float* o = a.out + first.h * head_dim;
+    std::fill(o, o + head_dim, 0.0f);
+    Partial state{-std::numeric_limits<float>::infinity(), 0.0f, o};
+    for (int64_t c = chunks - 1; c >= 0; --c) {
+      const int64_t slot = first.slot + c;
+      merge(state, Partial{stats[2 * slot], stats[2 * slot + 1], acc.data() + slot * head_dim}, head_dim);
     }
-    for (int64_t i = i0; i < i1; ++i) {
-      float* o = out + i * q_stride + h * head_dim;
-      for (int64_t d = 0; d < head_dim; ++d) o[d] /= state_sum[i - i0];
-    }
+    for (int64_t d = 0; d < head_dim; ++d) o[d] /= state.sum;
   });
 }
 

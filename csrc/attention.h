@@ -15,7 +15,17 @@ namespace tellme {
 constexpr int64_t ATTN_CHUNK = 64;
 constexpr int64_t ATTN_QUERY_TILE = 32;
 
-void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, int64_t tokens,
-               int64_t first_position, int64_t heads, int64_t kv_heads, int64_t head_dim, float* out);
+struct AttentionQuery {
+  const float* q;                       // [tokens, heads * head_dim]
+  const uint16_t *k_cache, *v_cache;    // one layer of the sequence's cache
+  int64_t tokens, first_position;
+  float* out;                           // [tokens, heads * head_dim]
+};
+
+// The queries of one step, each against its own cache, in one parallel region (plus one to merge
+// decode partials): a batched step pays for two regions per layer, not two per sequence. Each
+// query's result does not depend on the others.
+void attention(const AttentionQuery* queries, int64_t count, int64_t heads, int64_t kv_heads,
+               int64_t head_dim);
 
 }  // namespace tellme

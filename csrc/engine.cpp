@@ -124,15 +124,16 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
     qkv[2].out.act_scale = as;
     matmul_group(qkv, 3, aq, n);
 
+    queries_.clear();
     for (int64_t s = 0, t = 0; s < nsegs; t += segs[s].count, ++s) {  // each sequence: its own cache
       const Segment& g = segs[s];
       uint16_t* kc = g.cache->k_layer(li);
       uint16_t* vc = g.cache->v_layer(li);
       std::copy(k_new_.data() + t * kvd, k_new_.data() + (t + g.count) * kvd, kc + g.position * kvd);
       std::copy(v_new_.data() + t * kvd, v_new_.data() + (t + g.count) * kvd, vc + g.position * kvd);
-      attention(q_.data() + t * qd, kc, vc, g.count, g.position, c.heads, c.kv_heads, c.head_dim,
-                attn_.data() + t * qd);
+      queries_.push_back({q_.data() + t * qd, kc, vc, g.count, g.position, attn_.data() + t * qd});
     }
+    attention(queries_.data(), nsegs, c.heads, c.kv_heads, c.head_dim);
     quantize_input(attn_.data(), L.attn_sub_norm, c.eps, n, qd, aq, as, "o_proj input");
     run_linear(L.o, aq, n, to_f32(x, as, Epilogue::Add));
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "attention.h"
 #include "matmul.h"
 
 namespace tellme {
@@ -83,6 +84,7 @@ class Engine {
   std::vector<int64_t> positions_;
   std::vector<int32_t> tokens_;
   std::vector<int8_t> act_q_;
+  std::vector<AttentionQuery> queries_;
 };
 
 }  // namespace tellme

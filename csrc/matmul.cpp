@@ -100,7 +100,7 @@ struct Prepared {
   int8_t* i2_acts = nullptr;  // 64-byte aligned in i2_acts_storage: whole-cache-line vector loads
   std::vector<uint8_t> tables;
   std::vector<int32_t> i2_sums;
-  int64_t table_stride = 0;
+  int64_t table_stride = 0, i2_stride = 0;
 };
 
 void prepare(const Backend& be, const int8_t* act, int64_t nt, int64_t in, bool tlmm, bool i2,
@@ -120,15 +120,18 @@ void prepare(const Backend& be, const int8_t* act, int64_t nt, int64_t in, bool 
     });
   }
   if (i2) {
-    const int64_t in_pad = round_up(in, I2_K_PAD);
+    // A cache line between tokens' rows: at a power-of-two stride they would share L1 sets.
+    const int64_t in_pad = round_up(in, I2_K_PAD), stride = in_pad + 64;
+    p.i2_stride = stride;
     p.i2_padded.resize(nt * in_pad);
-    p.i2_acts_storage.resize(nt * in_pad + 64);
+    p.i2_acts_storage.resize(nt * stride + 64);
     const uintptr_t base = reinterpret_cast<uintptr_t>(p.i2_acts_storage.data());
     p.i2_acts = p.i2_acts_storage.data() + ((64 - base % 64) % 64);
     p.i2_sums.resize(nt);
     pad_rows(act, nt, in, in_pad, p.i2_padded.data());
-    for (int64_t t = 0; t < nt; ++t)
-      p.i2_sums[t] = be.i2_prepare(p.i2_padded.data() + t * in_pad, in_pad, p.i2_acts + t * in_pad);
+    parallel_for(nt, [&](int64_t t) {
+      p.i2_sums[t] = be.i2_prepare(p.i2_padded.data() + t * in_pad, in_pad, p.i2_acts + t * stride);
+    });
   }
 }
 
@@ -150,7 +153,7 @@ void block_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t r
   }
   for (int64_t rb = rb0; rb < rb1; ++rb)
     be.i2_block(w.i2.codes + rb * ROW_BLOCK * (w.i2.in_pad / 4), w.i2.in_pad, p.i2_acts,
-                w.i2.in_pad, p.i2_sums.data(), nt, acc + (rb - rb0) * nt * ROW_BLOCK);
+                p.i2_stride, p.i2_sums.data(), nt, acc + (rb - rb0) * nt * ROW_BLOCK);
 }
 
 }  // namespace
