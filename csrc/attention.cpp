@@ -45,45 +45,46 @@ struct F32Rows {
   const Backend& be;
   const float *k, *v;
   int64_t head_dim;
-  float dot(const float* q, int64_t j) const { return be.dot(q, k + j * head_dim, head_dim); }
-  void axpy(float p, int64_t j, float* acc) const { be.axpy(p, v + j * head_dim, head_dim, acc); }
+  void dots(const float* q, int64_t count, float* out) const { be.dots(q, k, head_dim, count, head_dim, out); }
+  void axpys(const float* p, int64_t count, float* acc) const { be.axpys(p, v, head_dim, count, head_dim, acc); }
 };
 struct F16Rows {
   const Backend& be;
   const uint16_t *k, *v;  // first row of the chunk
   int64_t stride, head_dim;
-  float dot(const float* q, int64_t j) const { return be.dot_f16(q, k + j * stride, head_dim); }
-  void axpy(float p, int64_t j, float* acc) const { be.axpy_f16(p, v + j * stride, head_dim, acc); }
+  void dots(const float* q, int64_t count, float* out) const { be.dots_f16(q, k, stride, count, head_dim, out); }
+  void axpys(const float* p, int64_t count, float* acc) const { be.axpys_f16(p, v, stride, count, head_dim, acc); }
 };
 
 // The partial of one query over `count` keys of a chunk.
 template <class Rows>
 void chunk_partial(const Rows& rows, const float* q, int64_t count, int64_t head_dim, float scale,
                    float* scores, Partial& part) {
+  rows.dots(q, count, scores);
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < count; ++j) {
-    scores[j] = rows.dot(q, j) * scale;
+    scores[j] *= scale;
     m = std::max(m, scores[j]);
   }
   float sum = 0.0f;
-  std::fill(part.acc, part.acc + head_dim, 0.0f);
-  for (int64_t j = 0; j < count; ++j) {
-    const float p = softmax_exp(scores[j] - m);
-    sum += p;
-    rows.axpy(p, j, part.acc);
+  for (int64_t j = 0; j < count; ++j) {  // scores become the softmax weights
+    scores[j] = softmax_exp(scores[j] - m);
+    sum += scores[j];
   }
+  std::fill(part.acc, part.acc + head_dim, 0.0f);
+  rows.axpys(scores, count, part.acc);
   part.max = m;
   part.sum = sum;
 }
 
 // Decode: the partial of one (head, chunk) of a one-token query.
 void decode_partial(const Backend& be, const AttentionQuery& a, int64_t h, int64_t c, int64_t group,
-                    int64_t kv_stride, int64_t head_dim, float scale, float* acc, float* stats) {
+                    int64_t head_dim, float scale, float* acc, float* stats) {
   const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, a.first_position + 1 - start);
   float scores[ATTN_CHUNK];
-  const int64_t off = (h / group) * head_dim + start * kv_stride;
+  const int64_t off = ((h / group) * a.capacity + start) * head_dim;
   Partial part{0, 0, acc};
-  chunk_partial(F16Rows{be, a.k_cache + off, a.v_cache + off, kv_stride, head_dim}, a.q + h * head_dim,
+  chunk_partial(F16Rows{be, a.k_cache + off, a.v_cache + off, head_dim, head_dim}, a.q + h * head_dim,
                 count, head_dim, scale, scores, part);
   stats[0] = part.max;
   stats[1] = part.sum;
@@ -91,7 +92,7 @@ void decode_partial(const Backend& be, const AttentionQuery& a, int64_t h, int64
 
 // Prefill: one (head, query tile); it walks its chunks diagonal first.
 void prefill_tile(const Backend& be, const AttentionQuery& a, int64_t h, int64_t i0, int64_t heads,
-                  int64_t group, int64_t kv_stride, int64_t head_dim, float scale) {
+                  int64_t group, int64_t head_dim, float scale) {
   const int64_t q_stride = heads * head_dim;
   const int64_t i1 = std::min(a.tokens, i0 + ATTN_QUERY_TILE);
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -102,12 +103,12 @@ void prefill_tile(const Backend& be, const AttentionQuery& a, int64_t h, int64_t
   state_max.assign(ATTN_QUERY_TILE, neg_inf);
   state_sum.assign(ATTN_QUERY_TILE, 0.0f);
   for (int64_t i = i0; i < i1; ++i) std::fill(a.out + i * q_stride + h * head_dim, a.out + i * q_stride + (h + 1) * head_dim, 0.0f);
-  const int64_t off = (h / group) * head_dim;
+  const int64_t off = (h / group) * a.capacity * head_dim;
   const int64_t last = a.first_position + i1 - 1;
   for (int64_t c = last / ATTN_CHUNK; c >= 0; --c) {
     const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, last + 1 - start);
-    load_chunk(be, a.k_cache + off, kv_stride, start, count, head_dim, kv.data());
-    load_chunk(be, a.v_cache + off, kv_stride, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+    load_chunk(be, a.k_cache + off, head_dim, start, count, head_dim, kv.data());
+    load_chunk(be, a.v_cache + off, head_dim, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t position = a.first_position + i;
       if (position < start) continue;  // this chunk is entirely in the query's future
@@ -131,7 +132,7 @@ void prefill_tile(const Backend& be, const AttentionQuery& a, int64_t h, int64_t
 
 void attention(const AttentionQuery* queries, int64_t count, int64_t heads, int64_t kv_heads,
                int64_t head_dim) {
-  const int64_t kv_stride = kv_heads * head_dim, group = heads / kv_heads;
+  const int64_t group = heads / kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const Backend& be = active_backend();
 
@@ -158,9 +159,9 @@ void attention(const AttentionQuery* queries, int64_t count, int64_t heads, int6
     const Task& t = tasks[k];
     const AttentionQuery& a = queries[t.query];
     if (t.slot < 0)
-      prefill_tile(be, a, t.h, t.index, heads, group, kv_stride, head_dim, scale);
+      prefill_tile(be, a, t.h, t.index, heads, group, head_dim, scale);
     else
-      decode_partial(be, a, t.h, t.index, group, kv_stride, head_dim, scale, acc.data() + t.slot * head_dim,
+      decode_partial(be, a, t.h, t.index, group, head_dim, scale, acc.data() + t.slot * head_dim,
                      stats.data() + 2 * t.slot);
   });
   if (!slots) return;

@@ -4,7 +4,7 @@
 namespace tellme {
 
 // Causal attention for `tokens` new queries at positions first_position + i, over the fp16 KV
-// cache rows [0, first_position + tokens) of one layer (row = position, kv_heads * head_dim wide).
+// cache rows [0, first_position + tokens) of one layer (per kv head, row = position).
 // q and out are [tokens, heads * head_dim]. GQA: query head h reads kv head h / (heads / kv_heads).
 //
 // Keys are visited in chunks of ATTN_CHUNK positions aligned to absolute positions, diagonal
@@ -17,8 +17,8 @@ constexpr int64_t ATTN_QUERY_TILE = 32;
 
 struct AttentionQuery {
   const float* q;                       // [tokens, heads * head_dim]
-  const uint16_t *k_cache, *v_cache;    // one layer of the sequence's cache
-  int64_t tokens, first_position;
+  const uint16_t *k_cache, *v_cache;    // one layer of the sequence's cache: [kv_heads, capacity, head_dim]
+  int64_t capacity, tokens, first_position;
   float* out;                           // [tokens, heads * head_dim]
 };
 

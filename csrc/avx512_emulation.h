@@ -8,6 +8,7 @@
 #include <cstdint>
 
 typedef simde__mmask32 __mmask32;
+typedef simde__mmask64 __mmask64;
 
 static inline simde__m512i _mm512_cvtepu8_epi16(simde__m256i a) {  // zero-extend 32 bytes
   return simde_mm512_and_si512(simde_mm512_cvtepi8_epi16(a), simde_mm512_set1_epi16(0xFF));

@@ -185,10 +185,8 @@ uint64_t stream_read(const uint8_t* data, int64_t bytes) {
   return static_cast<uint64_t>(_mm256_extract_epi64(t, 0) ^ _mm256_extract_epi64(t, 3));
 }
 
-}  // namespace
-
 // |w| (unsigned) x sign(x, w) with maddubs: pair sums stay within 2 * 127 * 127 < 2^15.
-void int8_gemv_avx2(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out) {
+void int8_gemv(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out) {
   const __m256i ones = _mm256_set1_epi16(1);
   const int64_t k32 = k / 32 * 32;
   for (int64_t r = 0; r < n_rows; ++r) {
@@ -217,24 +215,80 @@ void int8_gemv_avx2(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t*
   }
 }
 
-// Same lanes and joining order as the scalar dot; mul and add stay separate (no FMA).
-float dot_avx2(const float* a, const float* b, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-  alignas(32) float s[8];
-  _mm256_store_ps(s, acc);
-  for (int j = 0; i < n; ++i, ++j) s[j] += a[i] * b[i];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+// Token by token: a task's block of head rows stays in L2 after the first.
+void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {
+  for (int64_t t = 0; t < tokens; ++t) int8_gemv(rows, n_rows, k, x + t * k, out + t * n_rows);
 }
 
-void axpy_avx2(float a, const float* x, int64_t n, float* y) {
-  const __m256 va = _mm256_set1_ps(a);
+}  // namespace
+
+namespace {
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline float load1(const float* p) { return *p; }
+inline float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
+
+// R rows at once (independent add chains); per row the same lanes and joining order as the scalar
+// dot, mul and add separate (no FMA).
+template <int R, class E>
+void dots_r(const float* q, const E* rows, int64_t stride, int64_t n, float* out) {
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
-  for (; i < n; ++i) y[i] += a * x[i];
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_loadu_ps(q + i);
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(a, load8(rows + r * stride + i)));
+  }
+  for (int r = 0; r < R; ++r) {
+    alignas(32) float s[8];
+    _mm256_store_ps(s, acc[r]);
+    for (int64_t k = i, j = 0; k < n; ++k, ++j) s[j] += q[k] * load1(rows + r * stride + k);
+    out[r] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  }
+}
+
+// B vectors of y stay in registers while every row is added, in row order.
+template <int B, class E>
+void axpys_b(const float* p, const E* rows, int64_t stride, int64_t count, float* y) {
+  __m256 acc[B];
+  for (int b = 0; b < B; ++b) acc[b] = _mm256_loadu_ps(y + 8 * b);
+  for (int64_t r = 0; r < count; ++r) {
+    const __m256 pr = _mm256_set1_ps(p[r]);
+    for (int b = 0; b < B; ++b) acc[b] = _mm256_add_ps(acc[b], _mm256_mul_ps(pr, load8(rows + r * stride + 8 * b)));
+  }
+  for (int b = 0; b < B; ++b) _mm256_storeu_ps(y + 8 * b, acc[b]);
+}
+
+template <class E>
+void dots_any(const float* q, const E* rows, int64_t stride, int64_t count, int64_t n, float* out) {
+  int64_t r = 0;
+  for (; r + 4 <= count; r += 4) dots_r<4>(q, rows + r * stride, stride, n, out + r);
+  for (; r < count; ++r) dots_r<1>(q, rows + r * stride, stride, n, out + r);
+}
+
+template <class E>
+void axpys_any(const float* p, const E* rows, int64_t stride, int64_t count, int64_t n, float* y) {
+  int64_t d = 0;
+  for (; d + 64 <= n; d += 64) axpys_b<8>(p, rows + d, stride, count, y + d);
+  for (; d + 8 <= n; d += 8) axpys_b<1>(p, rows + d, stride, count, y + d);
+  for (; d < n; ++d)
+    for (int64_t r = 0; r < count; ++r) y[d] += p[r] * load1(rows + r * stride + d);
+}
+
+}  // namespace
+
+void dots_avx2(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out) {
+  dots_any(q, rows, stride, count, n, out);
+}
+void dots_f16_avx2(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out) {
+  dots_any(q, rows, stride, count, n, out);
+}
+void axpys_avx2(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y) {
+  axpys_any(p, rows, stride, count, n, y);
+}
+void axpys_f16_avx2(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
+  axpys_any(p, rows, stride, count, n, y);
 }
 
 void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst) {
@@ -244,30 +298,9 @@ void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
-float dot_f16_avx2(const float* a, const uint16_t* b, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i),
-                                           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i)))));
-  alignas(32) float s[8];
-  _mm256_store_ps(s, acc);
-  for (int j = 0; i < n; ++i, ++j) s[j] += a[i] * _cvtsh_ss(b[i]);
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-void axpy_f16_avx2(float a, const uint16_t* x, int64_t n, float* y) {
-  const __m256 va = _mm256_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(
-        va, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))))));
-  for (; i < n; ++i) y[i] += a * _cvtsh_ss(x[i]);
-}
-
 const Backend avx2_backend = {
-    "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemv_avx2, dot_avx2, axpy_avx2,
-    half_to_float_f16c, dot_f16_avx2, axpy_f16_avx2, int8_madd_loop,
+    "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, dots_avx2,
+    dots_f16_avx2, axpys_avx2, axpys_f16_avx2, half_to_float_f16c, int8_madd_loop,
     stream_read,
 };
 

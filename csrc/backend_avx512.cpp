@@ -13,12 +13,23 @@
 #endif
 
 #include <algorithm>
+#include <vector>
 
 #include "core.h"
 #include "tables.h"
 
 namespace tellme {
 namespace {
+
+// acc += a (unsigned bytes) . b (signed bytes), in place. GCC 12 copies the accumulator of the
+// intrinsic to a fresh register and back (two moves per multiply-add) when many are live.
+inline void dpbusd(__m512i& acc, __m512i a, __m512i b) {
+#ifdef TELLME_EMULATE_AVX512
+  acc = _mm512_dpbusd_epi32(acc, a, b);
+#else
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+#endif
+}
 
 template <int T>
 void tlmm_tokens(const uint8_t* tiles, int64_t ktiles, const uint8_t* tables,
@@ -154,6 +165,93 @@ void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t 
   }
 }
 
+// The LM head, 4 rows x T tokens like i2_tile. vpdpbusd multiplies unsigned by signed bytes, so
+// x is offset to x + 128 in [1, 255] and 128 * sum(w) subtracted: exact, as
+// |sum| <= 65536 * 255 * 128 < 2^31 for any hidden size the configuration allows. The row sums
+// are taken (a vpdpbusd with ones) by the first token tile and kept for the others.
+template <int T, bool FIRST>
+void int8_tile(const int8_t* rows, int64_t k, const uint8_t* xu, int64_t x_stride, int32_t* row_sums,
+               int32_t* out, int64_t out_stride) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i acc[4][T], wsum[4];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {
+    wsum[r] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
+  }
+  for (int64_t i = 0; i + 64 <= k; i += 64) {
+    __m512i w[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      w[r] = _mm512_loadu_si512(reinterpret_cast<const void*>(rows + r * k + i));
+      if (FIRST) dpbusd(wsum[r], ones, w[r]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m512i x = _mm512_loadu_si512(reinterpret_cast<const void*>(xu + t * x_stride + i));
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) dpbusd(acc[r][t], x, w[r]);
+    }
+  }
+  if (FIRST) _mm_storeu_si128(reinterpret_cast<__m128i*>(row_sums), sum4(wsum[0], wsum[1], wsum[2], wsum[3]));
+  const __m128i offset = _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row_sums)), 7);
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + t * out_stride),
+                     _mm_sub_epi32(sum4(acc[0][t], acc[1][t], acc[2][t], acc[3][t]), offset));
+}
+
+template <bool FIRST>
+void int8_tiles(const int8_t* rows, int64_t r4, int64_t k, const uint8_t* xu, int64_t x_stride,
+                int64_t tokens, int32_t* row_sums, int32_t* out, int64_t out_stride) {
+  for (int64_t r = 0; r < r4; r += 4) {
+    const int8_t* w = rows + r * k;
+    switch (tokens) {
+      case 4: int8_tile<4, FIRST>(w, k, xu, x_stride, row_sums + r, out + r, out_stride); break;
+      case 3: int8_tile<3, FIRST>(w, k, xu, x_stride, row_sums + r, out + r, out_stride); break;
+      case 2: int8_tile<2, FIRST>(w, k, xu, x_stride, row_sums + r, out + r, out_stride); break;
+      default: int8_tile<1, FIRST>(w, k, xu, x_stride, row_sums + r, out + r, out_stride); break;
+    }
+  }
+}
+
+// Sums over columns [k0, k) of rows [r0, r1) added to out (what the tiles leave).
+void int8_rest(const int8_t* rows, int64_t r0, int64_t r1, int64_t k0, int64_t k, const int8_t* x,
+               int64_t tokens, int32_t* out, int64_t out_stride) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t t = 0; t < tokens; ++t) {
+      int32_t sum = 0;
+      for (int64_t i = k0; i < k; ++i) sum += static_cast<int32_t>(rows[r * k + i]) * x[t * k + i];
+      out[t * out_stride + r] += sum;
+    }
+}
+
+void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {
+  const int64_t k64 = k / 64 * 64, r4 = n_rows / 4 * 4;
+  const int64_t stride = k64 + 64;  // off a power-of-two stride
+  thread_local std::vector<uint8_t> xu;
+  thread_local std::vector<int32_t> row_sums;
+  xu.resize(tokens * stride);
+  row_sums.resize(r4);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int8_t* src = x + t * k;
+    uint8_t* dst = xu.data() + t * stride;
+    for (int64_t i = 0; i + 64 <= k; i += 64)
+      _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), _mm512_set1_epi8(-128)));
+  }
+  for (int64_t t = 0; t < tokens; t += 4) {  // four tokens' rows of x stay in L1 across the rows
+    const int64_t nt = std::min<int64_t>(4, tokens - t);
+    if (t == 0)
+      int8_tiles<true>(rows, r4, k, xu.data(), stride, nt, row_sums.data(), out, n_rows);
+    else
+      int8_tiles<false>(rows, r4, k, xu.data() + t * stride, stride, nt, row_sums.data(), out + t * n_rows, n_rows);
+  }
+  for (int64_t t = 0; t < tokens; ++t) std::fill(out + t * n_rows + r4, out + (t + 1) * n_rows, 0);
+  int8_rest(rows, r4, n_rows, 0, k, x, tokens, out, n_rows);  // the last rows of an odd vocabulary
+  int8_rest(rows, 0, r4, k64, k, x, tokens, out, n_rows);      // columns past the last whole vector
+}
+
 double int8_madd_loop(int64_t iterations) {
   __m512i a = _mm512_set1_epi8(3);
   __m512i b[8], acc[8];
@@ -190,8 +288,8 @@ const Backend avx512_backend = {
 #else
     "avx512", false,
 #endif
-    64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemv_avx2, dot_avx2, axpy_avx2,
-    half_to_float_f16c, dot_f16_avx2, axpy_f16_avx2, int8_madd_loop, stream_read,
+    64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemm, dots_avx2, dots_f16_avx2,
+    axpys_avx2, axpys_f16_avx2, half_to_float_f16c, int8_madd_loop, stream_read,
 };
 
 }  // namespace tellme

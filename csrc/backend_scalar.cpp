@@ -45,43 +45,38 @@ void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t 
   }
 }
 
-void int8_gemv(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out) {
+void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {
   for (int64_t r = 0; r < n_rows; ++r) {
     const int8_t* w = rows + r * k;
-    int32_t sum = 0;
-    for (int64_t i = 0; i < k; ++i) sum += static_cast<int32_t>(w[i]) * x[i];
-    out[r] = sum;
+    for (int64_t t = 0; t < tokens; ++t) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < k; ++i) sum += static_cast<int32_t>(w[i]) * x[t * k + i];
+      out[t * n_rows + r] = sum;
+    }
   }
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
-  for (int j = 0; i < n; ++i, ++j) s[j] += a[i] * b[i];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+inline float value(float x) { return x; }
+inline float value(uint16_t h) { return half_to_float(h); }
+
+template <class E>
+void dots(const float* q, const E* rows, int64_t stride, int64_t count, int64_t n, float* out) {
+  for (int64_t r = 0; r < count; ++r) {
+    const E* b = rows + r * stride;
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < n; ++i) s[i % 8] += q[i] * value(b[i]);
+    out[r] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  }
 }
 
-void axpy(float a, const float* x, int64_t n, float* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+template <class E>
+void axpys(const float* p, const E* rows, int64_t stride, int64_t count, int64_t n, float* y) {
+  for (int64_t r = 0; r < count; ++r)
+    for (int64_t i = 0; i < n; ++i) y[i] += p[r] * value(rows[r * stride + i]);
 }
 
 void half_to_float_row(const uint16_t* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
-}
-
-float dot_f16(const float* a, const uint16_t* b, int64_t n) {
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * half_to_float(b[i + j]);
-  for (int j = 0; i < n; ++i, ++j) s[j] += a[i] * half_to_float(b[i]);
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-void axpy_f16(float a, const uint16_t* x, int64_t n, float* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * half_to_float(x[i]);
 }
 
 double int8_madd_loop(int64_t iterations) {
@@ -121,8 +116,8 @@ int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out) {
 
 
 const Backend scalar_backend = {
-    "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemv, dot, axpy,
-    half_to_float_row, dot_f16, axpy_f16, int8_madd_loop,
+    "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, dots<float>,
+    dots<uint16_t>, axpys<float>, axpys<uint16_t>, half_to_float_row, int8_madd_loop,
     stream_read,
 };
 

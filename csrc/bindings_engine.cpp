@@ -83,14 +83,18 @@ struct BoundEngine {
   }
 };
 
+Activation parse_activation(const std::string& activation) {
+  if (activation == "relu2") return Activation::ReLU2;
+  if (activation != "silu")
+    throw nb::value_error(("unsupported activation '" + activation + "' (expected silu or relu2)").c_str());
+  return Activation::SiLU;
+}
+
 EngineConfig make_config(int64_t hidden, int64_t intermediate, int64_t layers, int64_t heads,
                          int64_t kv_heads, int64_t head_dim, int64_t vocab, int64_t context,
                          double eps, const std::string& activation, bool sub_norms) {
   EngineConfig c{hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, context, eps,
-                 Activation::SiLU, sub_norms};
-  if (activation == "relu2") c.activation = Activation::ReLU2;
-  else if (activation != "silu")
-    throw nb::value_error(("unsupported activation '" + activation + "' (expected silu or relu2)").c_str());
+                 parse_activation(activation), sub_norms};
   for (auto [v, n] : {std::pair{hidden, "hidden"}, {intermediate, "intermediate"}, {layers, "layers"},
                       {heads, "heads"}, {kv_heads, "kv_heads"}, {head_dim, "head_dim"},
                       {vocab, "vocab"}, {context, "context"}})
@@ -259,33 +263,52 @@ void bind_engine(nb::module_& m) {
     active_backend().half_to_float(p, static_cast<int64_t>(h.shape(0)), out);
     return a;
   }, nb::arg("h"), "fp16 bits to float (the active backend's conversion).");
-  m.def("dot", [](const Array& a, const Array& b) {
-    const int64_t n = static_cast<int64_t>(a.shape(0));
-    const float* pa = checked<float>(a, "a", {-1});
-    if (b.dtype() == nb::dtype<uint16_t>()) return active_backend().dot_f16(pa, checked<uint16_t>(b, "b", {n}), n);
-    return active_backend().dot(pa, checked<float>(b, "b", {n}), n);
-  }, nb::arg("a"), nb::arg("b"), "8-lane float32 dot product; b float32 or fp16 bits (uint16).");
-  m.def("axpy", [](float alpha, const Array& x, const Array& y) {
+  m.def("activate", [](const Array& x, const std::string& activation) {
+    const Activation a = parse_activation(activation);
     const int64_t n = static_cast<int64_t>(x.shape(0));
+    const float* px = checked<float>(x, "x", {-1});
+    float* out;
+    auto r = new_array<float>({size_t(n)}, &out);
+    std::copy(px, px + n, out);
+    activate(out, n, a);
+    return r;
+  }, nb::arg("x"), nb::arg("activation"), "The FFN activation of the Gated epilogue: silu or relu2.");
+  m.def("dots", [](const Array& q, const Array& rows) {
+    const int64_t n = static_cast<int64_t>(q.shape(0)), count = static_cast<int64_t>(rows.shape(0));
+    const float* pq = checked<float>(q, "q", {-1});
+    float* out;
+    auto r = new_array<float>({size_t(count)}, &out);
+    if (rows.dtype() == nb::dtype<uint16_t>())
+      active_backend().dots_f16(pq, checked<uint16_t>(rows, "rows", {-1, n}), n, count, n, out);
+    else
+      active_backend().dots(pq, checked<float>(rows, "rows", {-1, n}), n, count, n, out);
+    return r;
+  }, nb::arg("q"), nb::arg("rows"), "8-lane float32 dot of q with each row; rows float32 or fp16 bits (uint16).");
+  m.def("axpys", [](const Array& p, const Array& rows, const Array& y) {
+    const int64_t n = static_cast<int64_t>(y.shape(0)), count = static_cast<int64_t>(p.shape(0));
+    const float* pp = checked<float>(p, "p", {-1});
     const float* py = checked<float>(y, "y", {n});
     float* out;
     auto r = new_array<float>({size_t(n)}, &out);
     std::copy(py, py + n, out);
-    if (x.dtype() == nb::dtype<uint16_t>()) active_backend().axpy_f16(alpha, checked<uint16_t>(x, "x", {-1}), n, out);
-    else active_backend().axpy(alpha, checked<float>(x, "x", {-1}), n, out);
+    if (rows.dtype() == nb::dtype<uint16_t>())
+      active_backend().axpys_f16(pp, checked<uint16_t>(rows, "rows", {count, n}), n, count, n, out);
+    else
+      active_backend().axpys(pp, checked<float>(rows, "rows", {count, n}), n, count, n, out);
     return r;
-  }, nb::arg("alpha"), nb::arg("x"), nb::arg("y"), "y + alpha * x; x float32 or fp16 bits (uint16).");
-  m.def("int8_gemv", [](const Array& rows, const Array& x) {
-    const int64_t k = static_cast<int64_t>(x.shape(0));
-    const int8_t* px = checked<int8_t>(x, "x", {-1});
+  }, nb::arg("p"), nb::arg("rows"), nb::arg("y"),
+     "y + p[0] * rows[0] + p[1] * rows[1] + ..., added in order; rows float32 or fp16 bits (uint16).");
+  m.def("int8_gemm", [](const Array& rows, const Array& x) {
+    const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
+    const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
     const int8_t* pr = checked<int8_t>(rows, "rows", {-1, k});
-    for (int64_t i = 0; i < k; ++i)
+    for (int64_t i = 0; i < tokens * k; ++i)
       if (px[i] == -128) throw nb::value_error("x must be in [-127, 127]");
     int32_t* out;
-    auto a = new_array<int32_t>({rows.shape(0)}, &out);
-    active_backend().int8_gemv(pr, static_cast<int64_t>(rows.shape(0)), k, px, out);
+    auto a = new_array<int32_t>({size_t(tokens), rows.shape(0)}, &out);
+    active_backend().int8_gemm(pr, static_cast<int64_t>(rows.shape(0)), k, px, tokens, out);
     return a;
-  }, nb::arg("rows"), nb::arg("x"), "int32 rows @ x (the int8 LM head); x in [-127, 127].");
+  }, nb::arg("rows"), nb::arg("x"), "int32 x @ rows.T (the int8 LM head); x [tokens, k] in [-127, 127].");
 }
 
 }  // namespace tellme::bind

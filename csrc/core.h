@@ -49,19 +49,22 @@ struct Backend {
   void (*i2_block)(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
                    const int32_t* act_sums, int64_t tokens, int32_t* acc);
 
-  // int8 GEMV for the embedding-tied LM head: out[r] = sum_k rows[r*k + i] * x[i], x in [-127, 127].
-  void (*int8_gemv)(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out);
+  // int8 GEMM for the LM head: out[t*n_rows + r] = sum_i rows[r*k + i] * x[t*k + i] for `tokens`
+  // rows of x in [-127, 127]; each head row is read once for all of them.
+  void (*int8_gemm)(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens,
+                    int32_t* out);
 
-  // Attention arithmetic (fp32). `dot` sums in 8 lanes (lane j takes elements i = j mod 8) joined
-  // as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with no fused multiply-add, so every ISA gives the
-  // same bits. `axpy`: y += a * x. `half_to_float`: exact conversion of fp16 (the KV cache).
-  float (*dot)(const float* a, const float* b, int64_t n);
-  void (*axpy)(float a, const float* x, int64_t n, float* y);
+  // Attention arithmetic (fp32) over `count` rows of n elements, `stride` apart: fp32 rows (a
+  // converted chunk) or fp16 rows (the KV cache, read in place; bit-identical to converting
+  // first). `dots`: out[j] = q . row j, summed in 8 lanes (lane l takes elements i = l mod 8)
+  // joined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with no fused multiply-add, so every ISA gives
+  // the same bits. `axpys`: y += p[j] * row j, for j in order. Several rows per call let a
+  // backend overlap them. `half_to_float`: exact conversion of fp16.
+  void (*dots)(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
+  void (*dots_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+  void (*axpys)(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
+  void (*axpys_f16)(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
   void (*half_to_float)(const uint16_t* src, int64_t n, float* dst);
-  // The same dot and axpy reading fp16 operands (the KV cache) directly: bit-identical to
-  // converting first, without writing the converted rows.
-  float (*dot_f16)(const float* a, const uint16_t* b, int64_t n);
-  void (*axpy_f16)(float a, const uint16_t* x, int64_t n, float* y);
 
   // Benchmark loops: int8 multiply-adds with int32 accumulation on registers (returns the
   // number of multiply-adds done) and a streaming read of `bytes` bytes (returns a checksum).
@@ -73,13 +76,12 @@ extern const Backend scalar_backend;
 // i2_prepare of the ISAs whose kernel reads activations in stored order: a copy and the sum.
 int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out);
 #ifdef TELLME_HAVE_X86_BACKENDS
-// AVX-512 machines run the AVX2 int8 GEMV: it is bandwidth-bound either way.
-void int8_gemv_avx2(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out);
-float dot_avx2(const float* a, const float* b, int64_t n);
-void axpy_avx2(float a, const float* x, int64_t n, float* y);
+// The fp32 and fp16 attention arithmetic AVX-512 machines share with AVX2.
+void dots_avx2(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void dots_f16_avx2(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void axpys_avx2(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void axpys_f16_avx2(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst);
-float dot_f16_avx2(const float* a, const uint16_t* b, int64_t n);
-void axpy_f16_avx2(float a, const uint16_t* x, int64_t n, float* y);
 extern const Backend avx2_backend;
 extern const Backend avx512_backend;
 #endif

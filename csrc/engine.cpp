@@ -129,9 +129,14 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
       const Segment& g = segs[s];
       uint16_t* kc = g.cache->k_layer(li);
       uint16_t* vc = g.cache->v_layer(li);
-      std::copy(k_new_.data() + t * kvd, k_new_.data() + (t + g.count) * kvd, kc + g.position * kvd);
-      std::copy(v_new_.data() + t * kvd, v_new_.data() + (t + g.count) * kvd, vc + g.position * kvd);
-      queries_.push_back({q_.data() + t * qd, kc, vc, g.count, g.position, attn_.data() + t * qd});
+      const int64_t cap = g.cache->capacity, d = c.head_dim;
+      for (int64_t i = 0; i < g.count; ++i)
+        for (int64_t h = 0; h < c.kv_heads; ++h) {
+          const int64_t from = (t + i) * kvd + h * d, to = (h * cap + g.position + i) * d;
+          std::copy(k_new_.data() + from, k_new_.data() + from + d, kc + to);
+          std::copy(v_new_.data() + from, v_new_.data() + from + d, vc + to);
+        }
+      queries_.push_back({q_.data() + t * qd, kc, vc, cap, g.count, g.position, attn_.data() + t * qd});
     }
     attention(queries_.data(), nsegs, c.heads, c.kv_heads, c.head_dim);
     quantize_input(attn_.data(), L.attn_sub_norm, c.eps, n, qd, aq, as, "o_proj input");
@@ -180,12 +185,14 @@ void Engine::head(const float* x, int64_t n, float* logits) {
     const int64_t tasks = (c.vocab + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
     parallel_for(tasks, [&](int64_t task) {  // a block of head rows for every token: read once a step
       const int64_t r0 = task * ROWS_PER_TASK, rows = std::min(ROWS_PER_TASK, c.vocab - r0);
-      int32_t acc[ROWS_PER_TASK];
+      thread_local std::vector<int32_t> acc;
+      acc.resize(n * rows);
+      be.int8_gemm(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data(), n, acc.data());
       for (int64_t t = 0; t < n; ++t) {
-        be.int8_gemv(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data() + t * c.hidden, acc);
         float* out = logits + t * c.vocab + r0;
         const float s = act_scale_[t];
-        for (int64_t r = 0; r < rows; ++r) out[r] = static_cast<float>(acc[r]) * (s * lm_head.row_scale[r0 + r]);
+        for (int64_t r = 0; r < rows; ++r)
+          out[r] = static_cast<float>(acc[t * rows + r]) * (s * lm_head.row_scale[r0 + r]);
       }
     });
     return;
@@ -198,8 +205,8 @@ void Engine::head(const float* x, int64_t n, float* logits) {
   parallel_for(tasks, [&](int64_t task) {
     const int64_t r0 = task * 256, r1 = std::min(c.vocab, r0 + 256);
     for (int64_t t = 0; t < n; ++t)
-      for (int64_t r = r0; r < r1; ++r)
-        logits[t * c.vocab + r] = be.dot(lm_head.f32 + r * c.hidden, normed.data() + t * c.hidden, c.hidden);
+      be.dots(normed.data() + t * c.hidden, lm_head.f32 + r0 * c.hidden, c.hidden, r1 - r0, c.hidden,
+              logits + t * c.vocab + r0);
   });
 }
 

@@ -33,7 +33,8 @@ struct EngineConfig {
   bool sub_norms = true;  // RMSNorm before o_proj and down_proj (BitNet); LLaMA has none
 };
 
-// One sequence's keys and values: fp16 [layers, capacity, kv_heads * head_dim] each, allocated
+// One sequence's keys and values: fp16 [layers, kv_heads, capacity, head_dim] each. Head-major:
+// attention reads one head's rows as one contiguous run, which the hardware prefetches. Allocated
 // without being touched, so memory is committed only as positions fill.
 struct KVCache {
   KVCache(const EngineConfig& c, int64_t capacity);

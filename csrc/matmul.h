@@ -20,6 +20,9 @@ struct I2Weights {  // 2-bit code layout, see core.h
 enum class Epilogue { Store, Add, Gated };  // Gated: act(gate) * up, see MatmulJob
 enum class Activation { SiLU, ReLU2 };
 
+// act(gate) for n gate values, in place (the Gated epilogue's; exposed for its test).
+void activate(float* x, int64_t n, Activation a);
+
 struct Rope {               // rotates adjacent row pairs (2j, 2j+1) within each head
   const float* cos = nullptr;  // [positions, head_dim / 2]
   const float* sin = nullptr;

@@ -115,5 +115,6 @@ def float_to_half(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float32).astype(np.float16).view(np.uint16)
 
 
-def int8_gemv(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return (rows.astype(np.int64) @ x.astype(np.int64)).astype(np.int32)
+def int8_gemm(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """x [tokens, k] times the int8 rows [n, k], exact: [tokens, n]."""
+    return (x.astype(np.int64) @ rows.astype(np.int64).T).astype(np.int32)
