@@ -124,10 +124,10 @@ void i2_row(const uint8_t* row, int64_t blocks, const int8_t* acts, int64_t act_
     for (int t = 0; t < T; ++t) part[t] = _mm256_setzero_si256();
     for (int64_t b = b0; b < b1; ++b) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * b));
-      const __m256i code[4] = {_mm256_and_si256(v, mask),
+      const __m256i code[4] = {_mm256_and_si256(_mm256_srli_epi16(v, 6), mask),   // k = j
+                               _mm256_and_si256(_mm256_srli_epi16(v, 4), mask),   // k = j + 32
                                _mm256_and_si256(_mm256_srli_epi16(v, 2), mask),
-                               _mm256_and_si256(_mm256_srli_epi16(v, 4), mask),
-                               _mm256_and_si256(_mm256_srli_epi16(v, 6), mask)};
+                               _mm256_and_si256(v, mask)};
       for (int t = 0; t < T; ++t) {
         const int8_t* a = acts + t * act_stride + I2_BLOCK * b;
         for (int s = 0; s < 4; ++s)

@@ -87,14 +87,15 @@ void tlmm_block(const uint8_t* tiles, const int32_t*, int64_t ktiles, const uint
 }
 
 // A zmm of codes covers two 128-weight blocks (bytes 0-31 from the first, 32-63 from the
-// second), so activations are interleaved to match: per 256 weights and per 2-bit plane s,
-// 32 activations of the first block then 32 of the second.
+// second), so activations are interleaved to match: per 256 weights and per 2-bit plane s (bits
+// 2s, the weights k = 32(3 - s) + j of each block), 32 activations of the first block then 32 of
+// the second.
 int32_t i2_prepare(const int8_t* act, int64_t in_pad, int8_t* out) {
   int32_t sum = 0;
   for (int64_t q = 0; q < in_pad; q += 2 * I2_BLOCK)
     for (int s = 0; s < 4; ++s)
       for (int i = 0; i < 64; ++i) {
-        const int8_t a = act[q + (i < 32 ? 0 : I2_BLOCK) + 32 * s + (i & 31)];
+        const int8_t a = act[q + (i < 32 ? 0 : I2_BLOCK) + 32 * (3 - s) + (i & 31)];  // bits 2s: k = 32(3-s) + j
         out[q + 64 * s + i] = a;
         sum += a;
       }

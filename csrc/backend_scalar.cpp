@@ -39,7 +39,7 @@ void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t 
       for (int64_t b = 0; b < in_pad / I2_BLOCK; ++b)
         for (int j = 0; j < 32; ++j)
           for (int s = 0; s < 4; ++s)
-            sum += ((row[32 * b + j] >> (2 * s)) & 3) * a[I2_BLOCK * b + 32 * s + j];
+            sum += ((row[32 * b + j] >> (6 - 2 * s)) & 3) * a[I2_BLOCK * b + 32 * s + j];
       acc[t * ROW_BLOCK + r] = sum - act_sums[t];
     }
   }

@@ -185,3 +185,6 @@ def test_bench_serve_writes_records(tmp_path):
         assert r["tokens"] == 6 * r["concurrency"] and r["tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
         assert 0 < r["ttft_p50_s"] <= r["ttft_p99_s"] and 0 < r["itl_p50_s"] <= r["itl_p99_s"]
     assert recs[0]["decode_vs_single_stream"] == 1.0
+    # the machine's bound: no more than c times one stream's, never below it
+    assert recs[0]["bound_vs_single_stream"] == 1.0 and 1.0 <= recs[1]["bound_vs_single_stream"] <= 3.0
+    assert all(r["decode_bound_tokens_per_s"] > 0 and r["read_gb_s"] > 0 and r["int8_peak_gops"] > 0 for r in recs)

@@ -24,6 +24,15 @@ def test_i2s_layout_and_round_trip():
     assert np.array_equal(back, t) and scale == np.float32(0.37)
 
 
+def test_i2_rows_are_i2s_bytes():
+    """tellme's i2 codes are I2_S's bytes, row for row, where the shape needs no padding: what lets
+    a GGUF I2_S tensor be used in place."""
+    from tellme.kernels import layout
+
+    t = ternary(64, 512, seed=3)
+    assert np.array_equal(layout.pack_i2(t).reshape(-1), pack_i2s(t, 1.0)[:t.size // 4])
+
+
 @pytest.mark.parametrize("qtype", [Q.TQ1_0, Q.TQ2_0, I2_S])
 @pytest.mark.parametrize("scale", [0.25, 0.0123])  # 0.0123 is not an fp16 value: kept aside, exactly
 def test_ternary_types_are_lossless(qtype, scale):

@@ -152,6 +152,21 @@ def test_a_client_that_goes_away_frees_its_sequence(server):
         time.sleep(0.05)
 
 
+def test_a_waiting_client_that_goes_away_frees_its_sequence(server):
+    """Not streaming: the reply would come at the end, but the client hangs up before it."""
+    body = json.dumps({"model": "default", "prompt": "ROMEO:", "max_tokens": 250, "stop": ["@@@"]}).encode()
+    cancelled = metric(server, "tellme_requests_cancelled_total")
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:  # the request, then hang up at once
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n" + body)
+    deadline = time.time() + 30
+    while metric(server, "tellme_running_sequences") or metric(server, "tellme_requests_cancelled_total") == cancelled:
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
 def test_load_many_concurrent_streams(server, client, model):
     """16 streaming clients at once for a bounded time: no errors, every greedy reply as alone, and
     memory that stops growing."""

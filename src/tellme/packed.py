@@ -35,7 +35,7 @@ from .rope import rope_pair_order
 from .tokenizer import Tokenizer
 
 HEADS = ("int8", "fp32")    # embedding / LM head precision
-FORMAT_VERSION = "1"        # of the converted file
+FORMAT_VERSION = "2"        # of the converted file (2: i2 codes in I2_S bit order)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import UsageError
@@ -179,19 +179,32 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
             return {"token": s, "logprob": lp, "bytes": list(s.encode())}
         return {**one(t.id, t.logprob), "top_logprobs": [one(i, lp) for i, lp in t.top]}
 
-    async def collect(gen) -> tuple[str, list[dict], str]:
-        """A whole reply: (text, one logprob entry per generated token, finish_reason)."""
-        pieces, lps = [], []
-        async for piece, extra in gen:
-            if piece is None:
-                return "".join(pieces), lps, extra
-            pieces.append(piece)
-            if extra is not None:
-                lps.append(logprob_entry(extra))
-        return "".join(pieces), lps, "stop"
+    async def collect(gen, request: Request) -> tuple[str, list[dict], str] | None:
+        """A whole reply: (text, one logprob entry per generated token, finish_reason), or None when
+        the client went away first (its sequence is then freed, as for a stream)."""
+        async def whole():
+            pieces, lps = [], []
+            async for piece, extra in gen:
+                if piece is None:
+                    return "".join(pieces), lps, extra
+                pieces.append(piece)
+                if extra is not None:
+                    lps.append(logprob_entry(extra))
+            return "".join(pieces), lps, "stop"
+
+        async def gone():  # the body is read: the next message is the client's disconnect
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        task, watch = asyncio.ensure_future(whole()), asyncio.ensure_future(gone())
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (task, watch):
+            t.cancel()  # the reply's task unwinds its generator, whose `finally` cancels the request
+        await asyncio.gather(task, watch, return_exceptions=True)
+        return None if task.cancelled() else task.result()
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         if isinstance(body.prompt, list) and len(body.prompt) != 1:
             raise ApiError(400, "prompt: give one string (batches of prompts are not supported)", "prompt")
         prompt = model.encode(body.prompt if isinstance(body.prompt, str) else body.prompt[0])
@@ -224,11 +237,14 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
                         yield _sse(obj([choice(piece, None, lps)]))
                 yield "data: [DONE]\n\n"
             return StreamingResponse(sse(), media_type="text/event-stream")
-        text, lps, reason = await collect(gen)
+        reply = await collect(gen, request)
+        if reply is None:
+            return Response(status_code=499)  # nobody is listening; the status is for the access log
+        text, lps, reason = reply
         return obj([choice(text, reason, lps)], _usage(prompt, len(lps)))
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
+    async def chat(body: ChatRequest, request: Request):
         try:
             prompt = model.encode_chat([m.model_dump() for m in body.messages])
         except UsageError as e:
@@ -261,7 +277,10 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
                                                                   "logprobs": lp, "finish_reason": None}]))
                 yield "data: [DONE]\n\n"
             return StreamingResponse(sse(), media_type="text/event-stream")
-        text, lps, reason = await collect(gen)
+        reply = await collect(gen, request)
+        if reply is None:
+            return Response(status_code=499)  # nobody is listening; the status is for the access log
+        text, lps, reason = reply
         message = {"role": "assistant", "content": text}
         return obj("chat.completion", [{"index": 0, "message": message, "finish_reason": reason,
                                         "logprobs": {"content": lps} if body.logprobs else None}],

@@ -3,6 +3,12 @@ one `tellme serve` runs, without HTTP), on the synthetic real-shape models of `b
 model (`--model`). Every request at a concurrency is submitted at once. Per concurrency: generated
 tokens/s over the whole run (prefill included), aggregate decode tokens/s while every stream is
 decoding, and its ratio to one stream's, time to first token and inter-token latency (p50, p99).
+
+Beside each, the machine's bound measured in the same run: a decode step of c streams takes at
+least max(weight bytes / read bandwidth, c * multiply-adds per token / int8 peak) (KV-cache reads
+left out, so the bound is optimistic). Its ratio at c to its value at 1 is the most batching can
+give here: once c tokens' multiply-adds outweigh one read of the weights, more streams cannot
+raise the aggregate rate.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import time
 
 import numpy as np
 
-from ..runtime import set_num_threads
+from ..config import LINEAR_NAMES
+from ..runtime import get_isa, set_num_threads
 
 
 def add_arguments(p) -> None:
@@ -66,9 +73,18 @@ def measure(model, name: str, concurrency: int, prompt_tokens: int, decode_token
             "itl_p99_s": float(np.percentile(itl, 99))}
 
 
+def decode_bound(packed, c: int, read_gb_s: float, peak_gops: float) -> float:
+    """Aggregate decode tokens/s of c streams at the machine's limits (see the module docstring)."""
+    cfg = packed.config
+    macs = sum(cfg.linear_shape(n)[0] * cfg.linear_shape(n)[1] for n in LINEAR_NAMES) * cfg.layers
+    macs += cfg.vocab * cfg.hidden
+    seconds = max(packed.decode_step_bytes() / (read_gb_s * 1e9), c * macs / (peak_gops * 1e9))
+    return c / seconds
+
+
 def run(args) -> int:
     from .e2e import synthetic_model
-    from .kernels import cpu_name
+    from .kernels import cpu_name, int8_peak_gops, last_level_cache_bytes, read_bandwidth_gb_s
 
     set_num_threads(args.threads)
     most = max(args.concurrency)
@@ -79,9 +95,14 @@ def run(args) -> int:
     else:
         models = [(s, lambda s=s: synthetic_model(s, args.layers, context=args.prompt_tokens + args.decode_tokens + 1,
                                                   max_sequences=most)) for s in args.shape]
-    print(f"machine: {cpu_name()}, {args.threads} threads")
-    print(f"{'model':>8} {'conc':>4} {'tok/s':>8} {'decode':>8} {'x single':>8} {'ttft p50':>9} {'ttft p99':>9} "
-          f"{'itl p50':>8} {'itl p99':>8}")
+    buffer = np.ones(max(8 * last_level_cache_bytes(), 256 << 20), dtype=np.uint8)
+    read_gb_s, peak = read_bandwidth_gb_s(buffer), int8_peak_gops()
+    del buffer
+    print(f"machine: {cpu_name()}, {args.threads} threads, ISA {get_isa()}: read bandwidth {read_gb_s:.1f} GB/s, "
+          f"int8 peak {peak:.0f} GMAC/s")
+    print("bound: decode tokens/s at those limits; x single: the ratio to one stream, measured (and the bound's)")
+    print(f"{'model':>8} {'conc':>4} {'tok/s':>8} {'decode':>8} {'bound':>8} {'x single':>14} {'ttft p50':>9} "
+          f"{'ttft p99':>9} {'itl p50':>8} {'itl p99':>8}")
     records = []
     for name, make in models:
         model = make()
@@ -90,15 +111,21 @@ def run(args) -> int:
         for c in args.concurrency:
             r = measure(model, name, c, args.prompt_tokens, args.decode_tokens)
             single = single or (r["decode_tokens_per_s"] if c == 1 else None)
-            r["threads"] = args.threads
-            r["decode_vs_single_stream"] = r["decode_tokens_per_s"] / single if single else None
+            bound = decode_bound(model.packed, c, read_gb_s, peak)
+            r.update(threads=args.threads, isa=get_isa(), read_gb_s=read_gb_s, int8_peak_gops=peak,
+                     decode_bound_tokens_per_s=bound,
+                     decode_vs_single_stream=r["decode_tokens_per_s"] / single if single else None,
+                     bound_vs_single_stream=bound / decode_bound(model.packed, 1, read_gb_s, peak))
             records.append(r)
-            ratio = f"{r['decode_vs_single_stream']:>8.2f}" if single else f"{'':>8}"
-            print(f"{str(name)[-8:]:>8} {c:>4} {r['tokens_per_s']:>8.1f} {r['decode_tokens_per_s']:>8.1f} {ratio} "
+            ratio = (f"{r['decode_vs_single_stream']:>6.2f} ({r['bound_vs_single_stream']:.2f})" if single
+                     else f"{'':>14}")
+            print(f"{str(name)[-8:]:>8} {c:>4} {r['tokens_per_s']:>8.1f} {r['decode_tokens_per_s']:>8.1f} "
+                  f"{bound:>8.1f} {ratio} "
                   f"{r['ttft_p50_s'] * 1e3:>7.0f}ms "
                   f"{r['ttft_p99_s'] * 1e3:>7.0f}ms {r['itl_p50_s'] * 1e3:>6.1f}ms {r['itl_p99_s'] * 1e3:>6.1f}ms")
         del model
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([{"kind": "machine", "cpu": cpu_name()}] + records, f, indent=2)
+            json.dump([{"kind": "machine", "cpu": cpu_name(), "isa": get_isa(), "read_gb_s": read_gb_s,
+                        "int8_peak_gops": peak}] + records, f, indent=2)
     return 0

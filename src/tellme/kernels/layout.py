@@ -90,7 +90,7 @@ def pack_i2(w) -> np.ndarray:
     out_pad, in_pad = round_up(w.shape[0], ROW_BLOCK), round_up(w.shape[1], I2_K_PAD)
     codes = (_padded(w, out_pad, in_pad) + 1).astype(np.uint8)
     blocks = codes.reshape(out_pad, in_pad // I2_BLOCK, 4, 32)   # [row, block, plane s, j]
-    packed = blocks[:, :, 0] | (blocks[:, :, 1] << 2) | (blocks[:, :, 2] << 4) | (blocks[:, :, 3] << 6)
+    packed = (blocks[:, :, 0] << 6) | (blocks[:, :, 1] << 4) | (blocks[:, :, 2] << 2) | blocks[:, :, 3]
     return np.ascontiguousarray(packed.reshape(out_pad, in_pad // 4))
 
 
@@ -98,7 +98,7 @@ def unpack_i2(codes: np.ndarray, out_features: int, in_features: int) -> np.ndar
     """Inverse of pack_i2: the int8 [out, in] ternary matrix."""
     rows, row_bytes = codes.shape
     b = codes.reshape(rows, row_bytes // 32, 1, 32)
-    planes = np.concatenate([(b >> (2 * s)) & 3 for s in range(4)], axis=2)
+    planes = np.concatenate([(b >> (6 - 2 * s)) & 3 for s in range(4)], axis=2)
     w = planes.reshape(rows, row_bytes * 4).astype(np.int8) - 1
     return w[:out_features, :in_features]
 
