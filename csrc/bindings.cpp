@@ -7,6 +7,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -115,6 +116,25 @@ NB_MODULE(_core, m) {
     set_num_threads(n);
   }, nb::arg("n"));
 
+  m.def("has_code_3", [](const Array& codes) {
+    if (codes.dtype() != nb::dtype<uint8_t>()) throw nb::type_error("codes must be uint8");
+    const uint8_t* p = checked<uint8_t>(codes, "codes", {-1, -1});
+    const int64_t n = static_cast<int64_t>(codes.shape(0) * codes.shape(1));
+    constexpr int64_t CHUNK = 1 << 20;
+    const int64_t chunks = (n + CHUNK - 1) / CHUNK;
+    std::vector<uint8_t> seen(chunks, 0);
+    {
+      nb::gil_scoped_release release;
+      parallel_for(chunks, [&](int64_t c) {
+        uint8_t any = 0;
+        for (int64_t i = c * CHUNK, end = std::min(n, i + CHUNK); i < end; ++i) any |= p[i] & (p[i] >> 1);
+        seen[c] = any & 0x55;
+      });
+    }
+    for (uint8_t s : seen)
+      if (s) return true;
+    return false;
+  }, nb::arg("codes"), "Whether any 2-bit code of a [rows, bytes] uint8 array is 3 (never a ternary weight).");
   m.def("quantize", [](const Array& x) { return quantize_impl(x, nullptr, 0.0); }, nb::arg("x"),
         "Per-row absmax int8 quantization: returns (q int8 [rows, cols], scale float32 [rows]).");
   m.def("rmsnorm_quantize",

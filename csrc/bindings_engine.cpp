@@ -165,6 +165,17 @@ void bind_engine(nb::module_& m) {
         e.attached(what, data);
       }, nb::arg("layer"), nb::arg("name"), nb::arg("kernel"), nb::arg("data"),
          nb::arg("neg_count").none(), nb::arg("scale"))
+      .def("weight_address", [](BoundEngine& e, int64_t l, const std::string& name) {
+        Layer& L = e.layer(l);
+        const std::pair<const char*, const Linear*> all[] = {{"q", &L.q}, {"k", &L.k}, {"v", &L.v}, {"o", &L.o},
+                                                             {"gate", &L.gate}, {"up", &L.up}, {"down", &L.down}};
+        for (auto [n, lin] : all)
+          if (name == n)
+            return reinterpret_cast<uintptr_t>(lin->is_tlmm ? static_cast<const void*>(lin->tlmm.tiles)
+                                                             : static_cast<const void*>(lin->i2.codes));
+        throw nb::value_error(("unknown linear '" + name + "'").c_str());
+      }, nb::arg("layer"), nb::arg("name"),
+         "Where the engine reads linear `name` of `layer` from (a test shows mapped weights are used in place).")
       .def("set_norm", [](BoundEngine& e, int64_t l, const std::string& name, const Array& gamma) {
         const EngineConfig& c = e.engine.config;
         if (name == "final_norm") {

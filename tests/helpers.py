@@ -55,3 +55,34 @@ def write_small_gguf(path, tokenizer, vocab=None):
             return np.ones(c.hidden, np.float32)
 
     write_gguf(Reader(), tokenizer, path, "tq2_0")
+
+
+class SyntheticReader:
+    """A format reader (formats/__init__.py) of random weights, the same on every call: linears
+    ternary with one scale, the embedding fp16-exact (so F16 files hold it exactly)."""
+
+    def __init__(self, config, seed=0):
+        self.config, self.seed = config, seed
+
+    def _rng(self, *key):
+        return np.random.default_rng([self.seed, *key])
+
+    def linear(self, i, name):
+        from tellme.config import LINEAR_NAMES
+        t = self._rng(i, LINEAR_NAMES.index(name)).integers(-1, 2, size=self.config.linear_shape(name), dtype=np.int8)
+        return t, 0.05 + 0.001 * i
+
+    def norm(self, i, name):
+        if name.endswith("sub_norm") and not self.config.sub_norms:
+            return None
+        return (1 + 0.1 * self._rng(1000 + i, len(name)).standard_normal(self.config.norm_dim(name))).astype(np.float32)
+
+    def embedding(self):
+        c = self.config
+        return self._rng(7).standard_normal((c.vocab, c.hidden)).astype(np.float16).astype(np.float32)
+
+    def lm_head(self):
+        return None
+
+    def final_norm(self):
+        return np.ones(self.config.hidden, np.float32)

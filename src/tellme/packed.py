@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from . import _core
 from .config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from .errors import FormatError, UsageError
 from .formats.safetensors import SafetensorsFile
@@ -53,10 +54,16 @@ class Rows:
 
 
 def quantize_rows_int8(e: np.ndarray) -> Rows:
-    """Per-row absmax int8: e ~= q * row_scale[:, None]."""
-    amax = np.maximum(np.abs(e).max(axis=1), 1e-8).astype(np.float32)
-    q = np.clip(np.rint(e * (np.float32(127.0) / amax)[:, None]), -127, 127).astype(np.int8)
-    return Rows(q=q, row_scale=amax / np.float32(127.0))
+    """Per-row absmax int8, e ~= q * row_scale[:, None] (the activations' quantizer, native and
+    parallel: q = round-half-even(e * 127 / amax) with amax at least 1e-5)."""
+    try:
+        q, s = _core.quantize(np.ascontiguousarray(e, dtype=np.float32))
+    except ValueError as err:  # NaN or Inf
+        raise FormatError(str(err)) from None
+    return Rows(q=q, row_scale=s)
+
+
+TABLE_BLOCK_BYTES = 4 << 20  # float32 bytes of an embedding or head converted at a time when streaming
 
 
 class PackedModel:
@@ -64,6 +71,11 @@ class PackedModel:
         self.config = config
         self.source = source or "model"
         self._t: dict[str, np.ndarray] = dict(tensors or {})
+        self.load_paths: dict[str, dict[str, int]] = {}  # tensor kind -> {how it was loaded: count}
+
+    def _loaded(self, kind: str, how: str) -> None:
+        counts = self.load_paths.setdefault(kind, {})
+        counts[how] = counts.get(how, 0) + 1
 
     # ---- building ----
     @classmethod
@@ -74,18 +86,48 @@ class PackedModel:
             raise UsageError(f"unknown head type {head!r}; expected one of {', '.join(HEADS)}")
         c: ModelConfig = reader.config
         m = cls(c, source=str(getattr(reader, "path", "")))
+        direct = getattr(reader, "packed_linear", None) if kernel in ("auto", "i2") else None
         for i in progress(range(c.layers)):
             for name in LINEAR_NAMES:
-                m.pack_linear(i, name, *reader.linear(i, name), kernel)
+                packed = direct(i, name) if direct else None
+                if packed is not None:  # already in the i2 layout (a GGUF I2_S or TQ2_0 tensor)
+                    m.set_linear(i, name, packed[0])
+                    m._loaded("linear", packed[1])
+                else:
+                    m.pack_linear(i, name, *reader.linear(i, name), kernel)
+                    m._loaded("linear", "unpacked and packed")
             for name in NORM_NAMES:
                 gamma = reader.norm(i, name)
                 if gamma is not None:  # a sub-norm the architecture lacks
                     m.set_norm(i, name, gamma)
-        m.set_rows("embedding", reader.embedding(), head)
-        if not c.tied_embeddings:
-            m.set_rows("lm_head", reader.lm_head(), head)
+        for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):
+            if hasattr(reader, "table_rows"):
+                m._stream_rows(table, reader, head)
+            else:
+                m.set_rows(table, reader.embedding() if table == "embedding" else reader.lm_head(), head)
+                m._loaded(table, f"{head} from a whole float32 table")
         m.set_final_norm(reader.final_norm())
         return m
+
+    def _stream_rows(self, table: str, reader, head: str) -> None:
+        """The table converted a block of rows at a time into its final arrays: no float32
+        copy of the whole table (unless the fp32 head is asked for, which is that copy)."""
+        c = self.config
+        if head == "fp32":
+            f32 = np.empty((c.vocab, c.hidden), np.float32)
+        else:
+            q, row_scale = np.empty((c.vocab, c.hidden), np.int8), np.empty(c.vocab, np.float32)
+        step = max(1, TABLE_BLOCK_BYTES // (4 * c.hidden))
+        for r0 in range(0, c.vocab, step):
+            r1 = min(c.vocab, r0 + step)
+            block = self._finite(reader.table_rows(table, r0, r1), f"{table} rows {r0}-{r1}")
+            if head == "fp32":
+                f32[r0:r1] = block
+            else:
+                rows = quantize_rows_int8(block)
+                q[r0:r1], row_scale[r0:r1] = rows.q, rows.row_scale
+        self.set_rows(table, Rows(f32=f32) if head == "fp32" else Rows(q=q, row_scale=row_scale))
+        self._loaded(table, f"{head}, streamed in blocks of {step} rows")
 
     def pack_linear(self, layer: int, name: str, ternary: np.ndarray, scale: float, kernel: str = "auto") -> None:
         """Packs a ternary matrix given in Hugging Face row order (q and k rows reordered here)."""
@@ -217,6 +259,8 @@ class PackedModel:
                                   json.loads(f.metadata.get("tellme.tokenizer_config", "{}")), str(path))
         packed = cls(config, {name: f.raw(name) for name in f.names}, str(path))
         packed.validate()
+        packed.load_paths = {"linear": {"mapped (converted file)": config.layers * len(LINEAR_NAMES)},
+                             "embedding": {f"{packed.head}, mapped (converted file)": 1}}
         return packed, tokenizer
 
     def validate(self) -> None:
@@ -257,7 +301,7 @@ class PackedModel:
                 raise FormatError(f"{self.source}: tensor {name!r} holds NaN or infinite values")
             if name.endswith("scale") and not (a > 0).all():
                 raise FormatError(f"{self.source}: tensor {name!r} holds a scale <= 0")
-            if name.endswith(".codes") and layout.i2_has_code_3(a):
+            if name.endswith(".codes") and _core.has_code_3(a):
                 raise FormatError(f"{self.source}: tensor {name!r} holds the unused 2-bit code 3")
             if name.endswith(".tiles"):
                 problem = layout.check_tlmm_tiles(a, self._t[name[:-len("tiles")] + "neg_count"])

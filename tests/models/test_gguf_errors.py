@@ -114,7 +114,12 @@ def test_not_ternary(files, tmp_path):
     data = bytearray(files["tq2_0"].read_bytes())
     t = GGUFFile(files["tq2_0"]).tensors["blk.0.attn_q.weight"]
     data[t.offset] = 0xFF  # code 3: the value 2
-    with pytest.raises(FormatError, match="attn_q.weight.*not ternary"):
+    with pytest.raises(FormatError, match="attn_q.weight.*code 3"):
+        load_bytes(tmp_path, bytes(data))
+    data = bytearray(files["tq2_0"].read_bytes())
+    d = np.frombuffer(bytes(data[t.offset + 64: t.offset + 66]), np.float16)[0]
+    data[t.offset + 66 + 64: t.offset + 66 + 66] = np.float16(d * 2).tobytes()  # block 2 scaled apart
+    with pytest.raises(FormatError, match="attn_q.weight.*not ternary with one scale"):
         load_bytes(tmp_path, bytes(data))
     data = bytearray(files["i2_s"].read_bytes())
     t = GGUFFile(files["i2_s"]).tensors["blk.0.attn_q.weight"]

@@ -18,6 +18,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 
 from ..errors import FormatError
+from .fileio import read_bytes
 from .gguf_quants import I2_S, I2_S_FILE_TYPE, i2s_nbytes
 
 MAX_DIMS = 4
@@ -211,8 +212,18 @@ class GGUFFile:
         raise self._error(what + (": ambiguous" if i2s else ": the size matches neither"))
 
     def raw(self, name: str) -> np.ndarray:
+        """The tensor's bytes as a view of the file's memory map (pages count as memory once read)."""
         t = self.tensors[name]
         return self._data[t.offset: t.offset + t.nbytes]
+
+    def read(self, name: str, first_row: int = 0, rows: int | None = None) -> np.ndarray:
+        """A copy of rows [first_row, first_row + rows) of a tensor (all by default), read from the
+        file without mapping it: the bytes are freed with the array, nothing stays resident."""
+        t = self.tensors[name]
+        total = t.shape[0] if len(t.shape) > 1 else 1
+        rows = total - first_row if rows is None else rows
+        row_bytes = t.nbytes // total
+        return read_bytes(self.path, t.offset + first_row * row_bytes, rows * row_bytes)
 
     def get(self, key: str, default=None):
         return self.metadata.get(key, default)

@@ -25,7 +25,14 @@ from ..config import ModelConfig
 from ..errors import ConfigError, FormatError
 from ..rope import rope_pair_order
 from .gguf_file import GGUFFile
-from .gguf_quants import I2_S, dequantize, ternary_from_values, unpack_i2s
+from gguf import GGMLQuantizationType
+
+from .. import _core
+from ..kernels import TernaryWeights
+from ..kernels.layout import I2_K_PAD, ROW_BLOCK
+from .gguf_quants import I2_S, dequantize, ternary_from_values, tq2_0_to_i2, unpack_i2s
+
+TQ2_0 = int(GGMLQuantizationType.TQ2_0)
 
 ARCHITECTURES = {  # general.architecture -> (tellme architecture, activation)
     "bitnet": ("bitnet-1bitllm", "silu"),
@@ -131,6 +138,16 @@ class GGUFCheckpoint:
         c = self.config
         return self._float("token_embd.weight", (c.vocab, c.hidden))
 
+    def table_rows(self, table: str, start: int, stop: int) -> np.ndarray:
+        """float32 rows [start, stop) of "embedding" or "lm_head", read from the file for just
+        those rows (loading streams a [vocab, hidden] table through bounded memory)."""
+        c = self.config
+        t = self._info("token_embd.weight" if table == "embedding" else "output.weight", (c.vocab, c.hidden))
+        try:
+            return dequantize(self.file.read(t.name, start, stop - start), t.type, (stop - start, c.hidden))
+        except (ValueError, NotImplementedError) as e:
+            raise FormatError(f"{self.path}: tensor {t.name!r} ({t.type_name}) cannot be read: {e}") from None
+
     def lm_head(self) -> np.ndarray | None:
         """None when the head is tied to the embedding (no output.weight, as llama.cpp reads it)."""
         if self.config.tied_embeddings:
@@ -145,6 +162,40 @@ class GGUFCheckpoint:
         if name.endswith("sub_norm") and not c.sub_norms:
             return None
         return self._float(f"blk.{layer}.{name}.weight", (c.norm_dim(name),))
+
+    def packed_linear(self, layer: int, name: str) -> tuple[TernaryWeights, str] | None:
+        """Linear `name` of `layer` straight in the i2 layout (q and k rows in the engine's RoPE-pair
+        order), and how: I2_S rows are the i2 layout, so such a tensor is used where it lies in the
+        memory map; TQ2_0 codes only change bit order. None where the shape needs padding or the
+        type is another (then `linear` unpacks)."""
+        c = self.config
+        out_f, in_f = shape = c.linear_shape(name)
+        base = f"blk.{layer}.{LINEAR_TENSORS[name]}"
+        t = self._info(base + ".weight", shape)
+        if t.type not in (I2_S, TQ2_0) or out_f % ROW_BLOCK or in_f % I2_K_PAD:
+            return None
+        n = out_f * in_f
+        try:
+            if t.type == I2_S:
+                raw = self.file.raw(t.name)
+                codes, scale = raw[: n // 4].reshape(out_f, in_f // 4), float(raw[n // 4: n // 4 + 4].view(np.float32)[0])
+                if _core.has_code_3(codes):
+                    raise ValueError("holds the unused 2-bit code 3")
+                how = "mapped (I2_S)"
+            else:
+                codes, scale = tq2_0_to_i2(self.file.read(t.name), shape)
+                how = "repacked (TQ2_0 bit order)"
+        except ValueError as e:
+            raise FormatError(f"{self.path}: tensor {t.name!r} ({t.type_name}) {e}; tellme runs ternary "
+                              "(BitNet b1.58) weights") from None
+        if base + ".scale" in self.file.tensors:  # llama.cpp's bitnet: y = (W x) * scale
+            scale = float(np.float32(scale) * self._float(base + ".scale", (1,)).reshape(-1)[0])
+        if not (np.isfinite(scale) and scale > 0):
+            raise FormatError(f"{self.path}: tensor {t.name!r} has scale {scale}; expected a positive finite number")
+        if name in ("q", "k") and self.arch != "llama":  # Hugging Face row order in the file
+            codes = codes[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
+            how += ", rows reordered"
+        return TernaryWeights("i2", out_f, in_f, scale, codes, None), how
 
     def linear(self, layer: int, name: str) -> tuple[np.ndarray, float]:
         c = self.config

@@ -59,6 +59,39 @@ def unpack_i2s(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, flo
     return (codes.astype(np.int8) - 1).reshape(shape), scale
 
 
+def _pairs_reversed(flip: bool) -> np.ndarray:
+    """Byte -> byte with its four 2-bit fields in reverse order (and each code c as 2 - c if flip)."""
+    b = np.arange(256)
+    fields = [(b >> (2 * k)) & 3 for k in range(4)]
+    if flip:
+        fields = [np.where(f == 3, 3, 2 - f) for f in fields]
+    return (fields[0] << 6 | fields[1] << 4 | fields[2] << 2 | fields[3]).astype(np.uint8)
+
+
+_REVERSED = {flip: _pairs_reversed(flip) for flip in (False, True)}
+TQ2_0_BLOCK, TQ2_0_BYTES = 256, 66
+
+
+def tq2_0_to_i2(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """TQ2_0 bytes -> (i2 codes uint8 [rows, cols / 4] in I2_S bit order, scale), without unpacking:
+    the codes only change bit order. Blocks that are all zero (any d) become zero codes; every
+    other block must carry the same d, else ValueError (not one scale per tensor)."""
+    rows, cols = shape
+    blocks = raw.reshape(-1, TQ2_0_BYTES)
+    qs = blocks[:, :64]
+    d = np.ascontiguousarray(blocks[:, 64:]).view(np.float16).reshape(-1).astype(np.float32)
+    if (qs & (qs >> 1) & 0x55).any():
+        raise ValueError("holds the unused 2-bit code 3")
+    live = (qs != 0x55).any(axis=1) & (d != 0)
+    scales = np.unique(d[live])
+    if scales.size > 1:
+        raise ValueError(f"is not ternary with one scale per tensor (block scales {', '.join(f'{s:g}' for s in scales[:4])})")
+    scale = float(scales[0]) if scales.size else 0.0
+    codes = _REVERSED[scale < 0][qs]
+    codes[~live] = 0x55  # weight 0
+    return codes.reshape(rows, cols // 4), abs(scale)
+
+
 def quantize_ternary(ternary: np.ndarray, scale: float, qtype) -> tuple[np.ndarray, float]:
     """(ternary, scale) -> (bytes of type qtype, leftover scale).
 

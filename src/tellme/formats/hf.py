@@ -176,6 +176,15 @@ class HFCheckpoint:
     def embedding(self) -> np.ndarray:
         return self._float("model.embed_tokens.weight", (self.config.vocab, self.config.hidden))
 
+    def table_rows(self, table: str, start: int, stop: int) -> np.ndarray:
+        """float32 rows [start, stop) of "embedding" or "lm_head" (loading streams the table)."""
+        name = "model.embed_tokens.weight" if table == "embedding" else "lm_head.weight"
+        f = self.store.file(name)
+        if f.shape(name) != (self.config.vocab, self.config.hidden):
+            raise FormatError(f"{f.path}: tensor {name!r} has shape {f.shape(name)}, the config needs "
+                              f"{(self.config.vocab, self.config.hidden)}")
+        return f.float32(name, start, stop - start)
+
     def lm_head(self) -> np.ndarray | None:
         """None when the head is tied to the embedding."""
         if self.config.tied_embeddings:
@@ -206,7 +215,7 @@ class HFCheckpoint:
             if shape != ((out_f + 3) // 4, in_f):
                 raise FormatError(f"{f.path}: packed tensor {wname!r} has shape {shape}, "
                                   f"expected {((out_f + 3) // 4, in_f)} for a {out_f}x{in_f} linear")
-            t = unpack_bitlinear(f.raw(wname), out_f)
+            t = unpack_bitlinear(f.read(wname), out_f)
             if (t > 1).any():
                 raise FormatError(f"{f.path}: tensor {wname!r} holds the unused 2-bit code 3")
             return t, self._stored_scale(module, wname)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from .fileio import read_bytes
 
 DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
@@ -109,13 +110,24 @@ class SafetensorsFile:
             buf = buf.copy()
         return buf.view(dtype).reshape(e["shape"])
 
-    def float32(self, name: str) -> np.ndarray:
-        """A floating-point tensor (F32, F16, BF16, F64) as float32; any other dtype is refused."""
+    def read(self, name: str, first_row: int = 0, rows: int | None = None) -> np.ndarray:
+        """A copy of rows [first_row, first_row + rows) (all by default), read without mapping the
+        file (formats/fileio.py): packing a checkpoint keeps none of it resident."""
+        e = self._entry(name)
+        shape, dtype = list(e["shape"]) or [1], np.dtype(DTYPES[e["dtype"]])
+        rows = shape[0] - first_row if rows is None else rows
+        row_bytes = (e["data_offsets"][1] - e["data_offsets"][0]) // max(shape[0], 1)
+        raw = read_bytes(self.path, self._data_start + e["data_offsets"][0] + first_row * row_bytes, rows * row_bytes)
+        return raw.view(dtype).reshape([rows, *shape[1:]] if e["shape"] else [])
+
+    def float32(self, name: str, first_row: int = 0, rows: int | None = None) -> np.ndarray:
+        """A floating-point tensor (F32, F16, BF16, F64) as float32, or rows of it, read as `read`
+        does; any other dtype is refused."""
         dtype = self.dtype(name)
         if dtype not in FLOAT_DTYPES:
             raise FormatError(f"{self.path}: tensor {name!r} is {dtype}, expected a floating-point type "
                               f"({', '.join(FLOAT_DTYPES)})")
-        a = self.raw(name)
+        a = self.read(name, first_row, rows)
         if dtype == "BF16":
             return (a.astype(np.uint32) << 16).view(np.float32)
         return a.astype(np.float32)
