@@ -58,7 +58,18 @@ nb::object run_matmul(const W& w, const Array& act, const Array* act_scale, floa
 }
 
 std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* gamma, double eps) {
-  const float* xp = checked<float>(x, "x", {-1, -1});
+  std::vector<float> widened;  // fp16 rows (an embedding table as stored) are widened first, in parallel
+  const float* xp;
+  if (!gamma && x.dtype() == nb::dtype<uint16_t>()) {
+    const uint16_t* hp = checked<uint16_t>(x, "x", {-1, -1});
+    const int64_t r = x.shape(0), c = x.shape(1);
+    widened.resize(static_cast<size_t>(r * c));
+    nb::gil_scoped_release release;
+    parallel_for(r, [&](int64_t i) { active_backend().half_to_float(hp + i * c, c, widened.data() + i * c); });
+    xp = widened.data();
+  } else {
+    xp = checked<float>(x, "x", {-1, -1});
+  }
   const int64_t rows = x.shape(0), cols = x.shape(1);
   if (cols < 1) throw nb::value_error("x must have at least one column");
   const float* g = gamma ? checked<float>(*gamma, "gamma", {cols}) : nullptr;
@@ -136,7 +147,8 @@ NB_MODULE(_core, m) {
     return false;
   }, nb::arg("codes"), "Whether any 2-bit code of a [rows, bytes] uint8 array is 3 (never a ternary weight).");
   m.def("quantize", [](const Array& x) { return quantize_impl(x, nullptr, 0.0); }, nb::arg("x"),
-        "Per-row absmax int8 quantization: returns (q int8 [rows, cols], scale float32 [rows]).");
+        "Per-row absmax int8 quantization of float32 rows, or of fp16 rows given as uint16 bits: "
+        "returns (q int8 [rows, cols], scale float32 [rows]).");
   m.def("rmsnorm_quantize",
         [](const Array& x, const Array& gamma, double eps) { return quantize_impl(x, &gamma, eps); },
         nb::arg("x"), nb::arg("gamma"), nb::arg("eps"),

@@ -140,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="what", required=True)
-    from .bench import e2e, kernels, serve
+    from .bench import e2e, kernels, load, serve
     kernels.add_arguments(bench_sub.add_parser("kernels", help="kernel throughput against the machine's limits"))
     e2e.add_arguments(bench_sub.add_parser("e2e", help="prefill/decode speed of whole models"))
     serve.add_arguments(bench_sub.add_parser("serve", help="many streams at once through the batching scheduler"))
+    load.add_arguments(bench_sub.add_parser("load", help="load time, peak memory and first forward per file format"))
     return parser
 
 
@@ -173,6 +174,7 @@ def cmd_info(args) -> int:
         m = load(args.model, progress=False)
         out["model"] = {"path": args.model, "source": m.source, "config": json.loads(m.config.to_json()),
                         "packed_weight_bytes": m.packed.nbytes, "head": m.packed.head,
+                        "load_paths": m.packed.load_paths,
                         "kv_cache_bytes_per_sequence": m.engine.cache_bytes_per_position * m.context,
                         "max_sequences": m.max_sequences,
                         "tokenizer": m.tokenizer is not None,
@@ -348,8 +350,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import e2e, kernels, serve
-    return {"kernels": kernels.run, "e2e": e2e.run, "serve": serve.run}[args.what](args)
+    from .bench import e2e, kernels, load, serve
+    return {"kernels": kernels.run, "e2e": e2e.run, "serve": serve.run, "load": load.run}[args.what](args)
 
 
 COMMANDS = {"info": cmd_info, "generate": cmd_generate, "chat": cmd_chat, "perplexity": cmd_perplexity,

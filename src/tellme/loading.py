@@ -81,10 +81,11 @@ def open_checkpoint(path: Path) -> HFCheckpoint | GGUFCheckpoint:
 
 
 def progress_bar(desc: str, enabled: bool):
+    """A wrapper of iterables that shows a bar once the work has taken a second."""
     if not enabled:
         return iter
     from tqdm.auto import tqdm
-    return lambda it: tqdm(it, desc=desc, unit="layer", leave=False)
+    return lambda it: tqdm(it, desc=desc, leave=False, delay=1.0)
 
 
 def read_packed(path: Path, head: str = "int8", kernel: str = "auto",

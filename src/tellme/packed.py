@@ -55,9 +55,11 @@ class Rows:
 
 def quantize_rows_int8(e: np.ndarray) -> Rows:
     """Per-row absmax int8, e ~= q * row_scale[:, None] (the activations' quantizer, native and
-    parallel: q = round-half-even(e * 127 / amax) with amax at least 1e-5)."""
+    parallel: q = round-half-even(e * 127 / amax) with amax at least 1e-5). e: float rows, or
+    fp16 rows as uint16 bits (widened natively)."""
+    e = np.ascontiguousarray(e) if e.dtype == np.uint16 else np.ascontiguousarray(e, dtype=np.float32)
     try:
-        q, s = _core.quantize(np.ascontiguousarray(e, dtype=np.float32))
+        q, s = _core.quantize(e)
     except ValueError as err:  # NaN or Inf
         raise FormatError(str(err)) from None
     return Rows(q=q, row_scale=s)
@@ -102,14 +104,14 @@ class PackedModel:
                     m.set_norm(i, name, gamma)
         for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):
             if hasattr(reader, "table_rows"):
-                m._stream_rows(table, reader, head)
+                m._stream_rows(table, reader, head, progress)
             else:
                 m.set_rows(table, reader.embedding() if table == "embedding" else reader.lm_head(), head)
                 m._loaded(table, f"{head} from a whole float32 table")
         m.set_final_norm(reader.final_norm())
         return m
 
-    def _stream_rows(self, table: str, reader, head: str) -> None:
+    def _stream_rows(self, table: str, reader, head: str, progress: Callable[[Iterator], Iterator] = iter) -> None:
         """The table converted a block of rows at a time into its final arrays: no float32
         copy of the whole table (unless the fp32 head is asked for, which is that copy)."""
         c = self.config
@@ -118,13 +120,17 @@ class PackedModel:
         else:
             q, row_scale = np.empty((c.vocab, c.hidden), np.int8), np.empty(c.vocab, np.float32)
         step = max(1, TABLE_BLOCK_BYTES // (4 * c.hidden))
-        for r0 in range(0, c.vocab, step):
+        for r0 in progress(range(0, c.vocab, step)):
             r1 = min(c.vocab, r0 + step)
-            block = self._finite(reader.table_rows(table, r0, r1), f"{table} rows {r0}-{r1}")
+            block = reader.table_rows(table, r0, r1)  # float32, or fp16 as uint16 bits
             if head == "fp32":
-                f32[r0:r1] = block
+                f32[r0:r1] = self._finite(block.view(np.float16) if block.dtype == np.uint16 else block,
+                                          f"{table} rows {r0}-{r1}")
             else:
-                rows = quantize_rows_int8(block)
+                try:
+                    rows = quantize_rows_int8(block)
+                except FormatError:  # the quantizer refuses NaN and Inf
+                    raise FormatError(f"{self.source}: {table} rows {r0}-{r1} hold NaN or infinite values") from None
                 q[r0:r1], row_scale[r0:r1] = rows.q, rows.row_scale
         self.set_rows(table, Rows(f32=f32) if head == "fp32" else Rows(q=q, row_scale=row_scale))
         self._loaded(table, f"{head}, streamed in blocks of {step} rows")

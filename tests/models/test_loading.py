@@ -12,6 +12,7 @@ import pytest
 import tellme
 from tellme.config import LINEAR_NAMES, ModelConfig
 from tellme.formats.gguf_export import write_gguf
+from tellme.errors import FormatError
 from tellme.packed import PackedModel
 
 from tests.helpers import SyntheticReader
@@ -34,11 +35,12 @@ def test_direct_paths_equal_packing(tmp_path, arch, qtype):
     model = tellme.load(path, progress=False)
     how = model.packed.load_paths
     # q and k of a bitnet file are in Hugging Face row order: reordered, the other five as they lie
-    want = "mapped (I2_S)" if qtype == "i2_s" else "repacked (TQ2_0 bit order)"
+    want = "in place (I2_S, memory-mapped)" if qtype == "i2_s" else "repacked (TQ2_0 bit order)"
+    reordered = "copied, rows reordered (I2_S)" if qtype == "i2_s" else want + ", rows reordered"
     if arch == "llama-bitnet":
         assert how["linear"] == {want: 7 * c.layers}
     else:
-        assert how["linear"] == {want: 5 * c.layers, want + ", rows reordered": 2 * c.layers}
+        assert how["linear"] == {want: 5 * c.layers, reordered: 2 * c.layers}
     assert list(how["embedding"]) == [f"int8, streamed in blocks of {(4 << 20) // (4 * c.hidden)} rows"]
 
     generic = PackedModel.pack(reader)
@@ -74,6 +76,21 @@ def test_streamed_table_blocks_equal_whole(tmp_path, monkeypatch):
     blocks = tellme.load(path, progress=False).packed.rows("embedding")
     np.testing.assert_array_equal(blocks.q, whole.q)
     np.testing.assert_array_equal(blocks.row_scale, whole.row_scale)
+
+
+@pytest.mark.parametrize("head", ["int8", "fp32"])
+def test_a_nan_in_a_streamed_table_is_named(tmp_path, head):
+    c = config(vocab=2500)
+    path = tmp_path / "m.gguf"
+    write_gguf(SyntheticReader(c), None, path, "i2_s")
+    data = bytearray(path.read_bytes())
+    from tellme.formats.gguf_file import GGUFFile
+    t = GGUFFile(path).tensors["token_embd.weight"]
+    at = t.offset + 2 * (2100 * c.hidden + 5)  # row 2100, an F16 NaN
+    data[at: at + 2] = np.float16(np.nan).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=r"embedding rows \d+-\d+ holds? NaN or infinite"):
+        tellme.load(path, progress=False, head=head)
 
 
 PEAK = """

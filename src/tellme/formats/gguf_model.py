@@ -32,7 +32,7 @@ from ..kernels import TernaryWeights
 from ..kernels.layout import I2_K_PAD, ROW_BLOCK
 from .gguf_quants import I2_S, dequantize, ternary_from_values, tq2_0_to_i2, unpack_i2s
 
-TQ2_0 = int(GGMLQuantizationType.TQ2_0)
+TQ2_0, F16 = int(GGMLQuantizationType.TQ2_0), int(GGMLQuantizationType.F16)
 
 ARCHITECTURES = {  # general.architecture -> (tellme architecture, activation)
     "bitnet": ("bitnet-1bitllm", "silu"),
@@ -139,10 +139,13 @@ class GGUFCheckpoint:
         return self._float("token_embd.weight", (c.vocab, c.hidden))
 
     def table_rows(self, table: str, start: int, stop: int) -> np.ndarray:
-        """float32 rows [start, stop) of "embedding" or "lm_head", read from the file for just
-        those rows (loading streams a [vocab, hidden] table through bounded memory)."""
+        """Rows [start, stop) of "embedding" or "lm_head", read from the file for just those rows
+        (loading streams a [vocab, hidden] table through bounded memory): float32, or for an F16
+        table its bits as uint16 (the native quantizer widens them)."""
         c = self.config
         t = self._info("token_embd.weight" if table == "embedding" else "output.weight", (c.vocab, c.hidden))
+        if t.type == F16:
+            return self.file.read(t.name, start, stop - start).view(np.uint16).reshape(stop - start, c.hidden)
         try:
             return dequantize(self.file.read(t.name, start, stop - start), t.type, (stop - start, c.hidden))
         except (ValueError, NotImplementedError) as e:
@@ -181,7 +184,7 @@ class GGUFCheckpoint:
                 codes, scale = raw[: n // 4].reshape(out_f, in_f // 4), float(raw[n // 4: n // 4 + 4].view(np.float32)[0])
                 if _core.has_code_3(codes):
                     raise ValueError("holds the unused 2-bit code 3")
-                how = "mapped (I2_S)"
+                how = "in place (I2_S, memory-mapped)"
             else:
                 codes, scale = tq2_0_to_i2(self.file.read(t.name), shape)
                 how = "repacked (TQ2_0 bit order)"
@@ -194,7 +197,7 @@ class GGUFCheckpoint:
             raise FormatError(f"{self.path}: tensor {t.name!r} has scale {scale}; expected a positive finite number")
         if name in ("q", "k") and self.arch != "llama":  # Hugging Face row order in the file
             codes = codes[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
-            how += ", rows reordered"
+            how = "copied, rows reordered (I2_S)" if t.type == I2_S else how + ", rows reordered"
         return TernaryWeights("i2", out_f, in_f, scale, codes, None), how
 
     def linear(self, layer: int, name: str) -> tuple[np.ndarray, float]:

@@ -1,0 +1,157 @@
+"""`tellme bench load`: how long a model takes to open, the process's peak memory while it opens
+and runs its first forward pass, and that first pass's latency, per source format, on synthetic
+models of the real shapes (random weights; written once into --dir).
+
+Each measurement is a fresh Python process (so its peak resident memory is the load's alone):
+it imports tellme, notes its resident memory, loads, runs an 8-token prompt, and reports the
+seconds and VmHWM. "warm" runs find the file in the page cache (a first, unreported run puts it
+there); "cold" runs first evict the file with posix_fadvise(DONTNEED), which drops its clean
+pages from the cache without privileges (no other process may map it meanwhile).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ("i2_s", "tq2_0", "converted")
+PROBE = r"""
+import json, sys, time
+import tellme
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+before = status("VmRSS:")
+t0 = time.perf_counter()
+m = tellme.load(sys.argv[1], threads=int(sys.argv[2]), progress=False, max_sequences=1, context=64)
+t1 = time.perf_counter()
+m.logits(list(range(1, 9)))
+t2 = time.perf_counter()
+print(json.dumps({"load_s": t1 - t0, "first_forward_s": t2 - t1, "rss_before": before, "peak_rss": status("VmHWM:"),
+                  "rss_after": status("VmRSS:"), "load_paths": m.packed.load_paths}))
+"""
+
+
+def add_arguments(p) -> None:
+    from .e2e import SHAPES
+
+    p.add_argument("--shape", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
+    p.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS))
+    p.add_argument("--dir", help="where the model files are written and kept (default: a temporary directory)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-cold", action="store_true", help="warm runs only")
+    p.add_argument("--json", metavar="PATH", help="write one record per (shape, format, cache state)")
+
+
+class _Synthetic:
+    """A format reader (formats/__init__.py) of random ternary linears and an fp16-exact table."""
+
+    def __init__(self, config):
+        self.config, self.rng = config, np.random.default_rng(0)
+
+    def linear(self, i, name):
+        return self.rng.integers(-1, 2, size=self.config.linear_shape(name), dtype=np.int8), 0.02
+
+    def norm(self, i, name):
+        return None if name.endswith("sub_norm") and not self.config.sub_norms else np.ones(self.config.norm_dim(name), np.float32)
+
+    def embedding(self):
+        c = self.config
+        return self.rng.standard_normal((c.vocab, c.hidden), dtype=np.float32).astype(np.float16).astype(np.float32)
+
+    lm_head = embedding
+
+    def final_norm(self):
+        return np.ones(self.config.hidden, np.float32)
+
+
+def model_file(shape: str, fmt: str, directory: Path) -> Path:
+    """The synthetic model of `shape` in format `fmt`, written unless already there."""
+    from ..config import ModelConfig
+    from .e2e import SHAPES
+
+    f = dict(SHAPES[shape])
+    config = ModelConfig(head_dim=f["hidden"] // f["heads"], context=4096, eps=1e-5, sub_norms=True,
+                         rope_theta=500000.0, **f)
+    gguf = directory / f"{shape}-i2_s.gguf"
+    path = gguf if fmt == "i2_s" else directory / (f"{shape}-{fmt}.gguf" if fmt == "tq2_0" else f"{shape}.safetensors")
+    if path.exists():
+        return path
+    from ..formats.gguf_export import write_gguf
+
+    print(f"writing {path} ...", file=sys.stderr, flush=True)
+    if fmt in ("i2_s", "tq2_0"):
+        write_gguf(_Synthetic(config), None, path, fmt)
+    else:  # tellme's converted file, from the I2_S one
+        from ..loading import read_packed
+        packed, tokenizer = read_packed(model_file(shape, "i2_s", directory))
+        packed.save(path, tokenizer)
+    return path
+
+
+def evict(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def probe(path: Path, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path), str(threads)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"tellme bench load: loading {path} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(args) -> int:
+    from .kernels import cpu_name
+    from ..runtime import get_isa
+
+    directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="tellme-bench-load-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    states = ["warm"] + ([] if args.no_cold else ["cold"])
+    print(f"machine: {cpu_name()}, ISA {get_isa()}, {args.threads} threads; load: tellme.load; first forward: "
+          "an 8-token prompt; peak: the process's VmHWM less its memory before loading")
+    print(f"{'shape':>6} {'format':>9} {'file MB':>8} {'cache':>5} {'load s (range)':>18} {'peak MB':>8} {'x file':>6} "
+          f"{'+ file MB':>9} {'1st fwd s':>9}")
+    records = []
+    try:
+        for shape in args.shape:
+            for fmt in args.format:
+                path = model_file(shape, fmt, directory)
+                size = path.stat().st_size
+                probe(path, args.threads)  # into the page cache; pages in the library too
+                for state in states:
+                    runs = []
+                    for _ in range(args.repeats):
+                        if state == "cold":
+                            evict(path)
+                        runs.append(probe(path, args.threads))
+                    load = [r["load_s"] for r in runs]
+                    peak = max(r["peak_rss"] - r["rss_before"] for r in runs)
+                    rec = {"shape": shape, "format": fmt, "cache": state, "file_bytes": size, "threads": args.threads,
+                           "isa": get_isa(), "load_s_median": float(np.median(load)), "load_s_min": min(load),
+                           "load_s_max": max(load), "peak_rss_bytes": peak, "peak_over_file_bytes": peak - size,
+                           "first_forward_s_median": float(np.median([r["first_forward_s"] for r in runs])),
+                           "load_paths": runs[0]["load_paths"]}
+                    records.append(rec)
+                    spread = f"{rec['load_s_median']:.2f} ({min(load):.2f}-{max(load):.2f})"
+                    print(f"{shape:>6} {fmt:>9} {size / 1e6:>8.0f} {state:>5} {spread:>18} {peak / 1e6:>8.0f} "
+                          f"{peak / size:>6.2f} {(peak - size) / 1e6:>9.0f} {rec['first_forward_s_median']:>9.3f}")
+    finally:
+        if not args.dir:
+            shutil.rmtree(directory, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"kind": "machine", "cpu": cpu_name(), "isa": get_isa()}] + records, f, indent=2)
+    return 0
