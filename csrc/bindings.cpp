@@ -57,19 +57,33 @@ nb::object run_matmul(const W& w, const Array& act, const Array* act_scale, floa
   return result;
 }
 
-std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* gamma, double eps) {
-  std::vector<float> widened;  // fp16 rows (an embedding table as stored) are widened first, in parallel
-  const float* xp;
-  if (!gamma && x.dtype() == nb::dtype<uint16_t>()) {
-    const uint16_t* hp = checked<uint16_t>(x, "x", {-1, -1});
-    const int64_t r = x.shape(0), c = x.shape(1);
-    widened.resize(static_cast<size_t>(r * c));
+// fp16 rows (an embedding table as stored): each widened into a per-thread row, then quantized.
+std::tuple<nb::object, nb::object> quantize_f16(const Array& x) {
+  const uint16_t* hp = checked<uint16_t>(x, "x", {-1, -1});
+  const int64_t rows = x.shape(0), cols = x.shape(1);
+  if (cols < 1) throw nb::value_error("x must have at least one column");
+  int8_t* q;
+  float* s;
+  auto qa = new_array<int8_t>({size_t(rows), size_t(cols)}, &q);
+  auto sa = new_array<float>({size_t(rows)}, &s);
+  std::vector<char> bad(rows, 0);
+  {
     nb::gil_scoped_release release;
-    parallel_for(r, [&](int64_t i) { active_backend().half_to_float(hp + i * c, c, widened.data() + i * c); });
-    xp = widened.data();
-  } else {
-    xp = checked<float>(x, "x", {-1, -1});
+    parallel_for(rows, [&](int64_t r) {
+      thread_local std::vector<float> row;
+      row.resize(cols);
+      active_backend().half_to_float(hp + r * cols, cols, row.data());
+      bad[r] = quantize_rows(row.data(), 1, cols, q + r * cols, s + r) >= 0;
+    });
   }
+  for (int64_t r = 0; r < rows; ++r)
+    if (bad[r]) throw nb::value_error(("x row " + std::to_string(r) + " contains NaN or Inf").c_str());
+  return {nb::cast(qa), nb::cast(sa)};
+}
+
+std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* gamma, double eps) {
+  if (!gamma && x.dtype() == nb::dtype<uint16_t>()) return quantize_f16(x);
+  const float* xp = checked<float>(x, "x", {-1, -1});
   const int64_t rows = x.shape(0), cols = x.shape(1);
   if (cols < 1) throw nb::value_error("x must have at least one column");
   const float* g = gamma ? checked<float>(*gamma, "gamma", {cols}) : nullptr;

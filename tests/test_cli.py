@@ -188,3 +188,18 @@ def test_bench_serve_writes_records(tmp_path):
     # the machine's bound: no more than c times one stream's, never below it
     assert recs[0]["bound_vs_single_stream"] == 1.0 and 1.0 <= recs[1]["bound_vs_single_stream"] <= 3.0
     assert all(r["decode_bound_tokens_per_s"] > 0 and r["read_gb_s"] > 0 and r["int8_peak_gops"] > 0 for r in recs)
+
+
+def test_bench_load_writes_records(tmp_path):
+    path = tmp_path / "load.json"
+    out = run("bench", "load", "--shape", "0.73B", "--layers", "1", "--vocab", "512", "--repeats", "1",
+              "--dir", tmp_path / "models", "--json", path)
+    assert out.returncode == 0, out.stderr
+    recs = [r for r in json.loads(path.read_text()) if r.get("kind") != "machine"]
+    assert sorted({r["format"] for r in recs}) == ["converted", "hf", "i2_s", "tq2_0"]
+    assert {r["cache"] for r in recs} == {"warm", "cold"}
+    for r in recs:
+        assert r["load_s_median"] > 0 and r["peak_rss_bytes"] > 0 and r["first_forward_s_median"] > 0
+        assert r["file_bytes"] > 0 and r["packed_bytes"] > 0
+    i2s = next(r for r in recs if r["format"] == "i2_s")
+    assert "in place (I2_S, memory-mapped)" in i2s["load_paths"]["linear"]

@@ -186,13 +186,12 @@ def test_convert_never_clobbers_or_leaves_partial_files(tmp_path, monkeypatch):
     from tellme.loading import read_packed
     packed, tokenizer = read_packed(tellme.default_model_path())
 
-    def failing(*a, **k):
-        open(a[1], "wb").write(b"half")  # a partial file, then the failure
-        raise RuntimeError("disk full")
+    def failing(path, *a, **k):
+        open(path, "wb").write(b"half")  # a partial file, then the failure
+        raise OSError(28, "No space left on device")
 
-    import safetensors.numpy
-    monkeypatch.setattr(safetensors.numpy, "save_file", failing)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr("tellme.packed.write_safetensors", failing)
+    with pytest.raises(OSError, match="No space left"):
         packed.save(tmp_path / "new.safetensors", tokenizer)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 

@@ -30,6 +30,7 @@ from . import _core
 from .config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from .errors import FormatError, UsageError
 from .formats.safetensors import SafetensorsFile
+from .formats.safetensors import write as write_safetensors
 from .kernels import TernaryWeights, layout
 from .kernels.layout import round_up
 from .rope import rope_pair_order
@@ -231,8 +232,6 @@ class PackedModel:
     def save(self, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> None:
         """Writes the converted file: metadata `tellme.format`, `tellme.config` (ModelConfig JSON),
         `tellme.tokenizer` and `tellme.tokenizer_config` (optional)."""
-        from safetensors.numpy import save_file
-
         meta = {"tellme.format": FORMAT_VERSION, "tellme.config": self.config.to_json()}
         if tokenizer is not None:
             meta["tellme.tokenizer"] = tokenizer.json
@@ -240,10 +239,10 @@ class PackedModel:
         path = Path(path)
         tmp = path.with_name(path.name + ".partial")  # never leave a half-written model under the real name
         try:
-            save_file({k: np.ascontiguousarray(v) for k, v in self._t.items()}, str(tmp), metadata=meta)
+            write_safetensors(tmp, self._t, meta)
             os.replace(tmp, path)
-        except Exception as e:  # safetensors raises its own SafetensorError for I/O failures
-            raise OSError(f"{path}: cannot write ({e})") from None
+        except OSError as e:
+            raise OSError(f"{path}: cannot write ({e.strerror or e})") from None
         finally:
             tmp.unlink(missing_ok=True)
 

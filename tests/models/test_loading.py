@@ -123,3 +123,33 @@ def test_peak_memory_of_an_i2s_load(tmp_path):
         r = json.loads(out.stdout)
         grown[how] = (r["peak"] - r["before"]) / size
     assert grown["direct"] <= 1.2 and grown["generic"] > 2, grown
+
+
+def test_converted_file_is_read_by_the_safetensors_library(tmp_path):
+    """tellme's streaming writer against the format's own reader, and back through tellme."""
+    from safetensors.numpy import load_file
+
+    c = config()
+    path = tmp_path / "m.gguf"
+    write_gguf(SyntheticReader(c), None, path, "i2_s")
+    packed = tellme.load(path, progress=False).packed
+    packed.save(tmp_path / "m.safetensors")
+    theirs = load_file(str(tmp_path / "m.safetensors"))
+    assert set(theirs) == set(packed.arrays())
+    for name, a in packed.arrays().items():
+        np.testing.assert_array_equal(theirs[name], a, err_msg=name)
+    again = tellme.load(tmp_path / "m.safetensors", progress=False)
+    assert again.packed.load_paths["linear"] == {"mapped (converted file)": 7 * c.layers}
+    ids = [1, 2, 3, 4]
+    np.testing.assert_array_equal(again.logits(ids), tellme.load(path, progress=False).logits(ids))
+
+
+def test_info_reports_load_paths(tmp_path):
+    c = config()
+    path = tmp_path / "m.gguf"
+    write_gguf(SyntheticReader(c), None, path, "tq2_0")
+    out = subprocess.run([sys.executable, "-m", "tellme", "info", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    paths = json.loads(out.stdout)["model"]["load_paths"]
+    assert paths["linear"] == {"repacked (TQ2_0 bit order)": 5 * c.layers,
+                               "repacked (TQ2_0 bit order), rows reordered": 2 * c.layers}

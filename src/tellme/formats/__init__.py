@@ -7,6 +7,10 @@ same interface, whatever the stored form:
     norm(layer, name)           float32 gamma, or None for a sub-norm the architecture lacks
     embedding(), final_norm()   float32
     lm_head()                   float32, or None when tied to the embedding
+    table_rows(table, a, b)     rows [a, b) of "embedding" or "lm_head": float32, or fp16 bits as
+                                uint16 (loading streams the tables through bounded memory; a
+                                reader without it is packed from embedding()/lm_head())
+    packed_linear(layer, name)  optional (GGUF): (TernaryWeights in the i2 layout, how), or None
 
 gguf_export writes any reader as GGUF; the engine's own packed file is tellme/packed.py.
 """

@@ -1,7 +1,10 @@
-"""Zero-copy safetensors reading: tensors are numpy views of one memory map of each file.
+"""Safetensors: zero-copy reading (tensors are numpy views of one memory map of each file), reads
+of parts into fresh memory, and a streaming writer.
 
-The `safetensors` package writes our files; for reading we need views into a shared mmap (so
-weights are paged in on use, not copied) and bf16, which numpy does not have.
+For reading we need views into a shared mmap (so weights are paged in on use, not copied) and
+bf16, which numpy does not have. For writing, the `safetensors` package's numpy `save_file`
+first copies every tensor into one bytes object (twice a model's size at the peak); `write`
+streams each array from where it lies, memory-mapped weights included.
 """
 
 from __future__ import annotations
@@ -23,6 +26,27 @@ DTYPES = {
 
 
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+_NAMES = {np.dtype(v): k for k, v in DTYPES.items() if k != "BF16"}
+
+
+def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str],
+          bf16: frozenset[str] = frozenset()) -> None:
+    """A safetensors file of `tensors` (C-contiguous numpy arrays; those named in `bf16` are
+    bfloat16 bits as uint16) as the format specifies: header JSON padded with spaces to 8 bytes,
+    then the data, widest dtypes first so that every tensor starts aligned to its own size."""
+    order = sorted(tensors, key=lambda n: (-tensors[n].dtype.itemsize, n))
+    header, at = {"__metadata__": metadata}, 0
+    for name in order:
+        a = tensors[name]
+        dtype = "BF16" if name in bf16 else _NAMES[a.dtype]
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [at, at + a.nbytes]}
+        at += a.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for name in order:
+            f.write(memoryview(np.ascontiguousarray(tensors[name])).cast("B"))
 
 
 class SafetensorsFile:
