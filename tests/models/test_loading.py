@@ -1,6 +1,7 @@
-"""Loading in bounded memory (issue 12): GGUF I2_S linears used in place from the memory map,
-TQ2_0 repacked by bit order alone, embedding tables streamed; each path bit-identical to packing
-the same weights the generic way; peak memory of a load as a ratio to the file's size."""
+"""Loading in bounded memory: GGUF I2_S linears used in place from the memory map, TQ2_0 repacked
+by bit order alone, TQ1_0 unpacked a block of rows at a time, embedding tables streamed; each
+path bit-identical to packing the same weights the generic way; peak memory of a load as a
+ratio to the file's size; the converted file against the safetensors library."""
 
 import json
 import subprocess
@@ -26,7 +27,7 @@ def config(arch="bitnet-2b4t", hidden=256, intermediate=512, layers=2, vocab=300
 
 
 @pytest.mark.parametrize("arch", ["bitnet-2b4t", "llama-bitnet"])
-@pytest.mark.parametrize("qtype", ["i2_s", "tq2_0"])
+@pytest.mark.parametrize("qtype", ["i2_s", "tq2_0", "tq1_0"])
 def test_direct_paths_equal_packing(tmp_path, arch, qtype):
     c = config(arch)
     reader = SyntheticReader(c)
@@ -35,7 +36,8 @@ def test_direct_paths_equal_packing(tmp_path, arch, qtype):
     model = tellme.load(path, progress=False)
     how = model.packed.load_paths
     # q and k of a bitnet file are in Hugging Face row order: reordered, the other five as they lie
-    want = "in place (I2_S, memory-mapped)" if qtype == "i2_s" else "repacked (TQ2_0 bit order)"
+    want = {"i2_s": "in place (I2_S, memory-mapped)", "tq2_0": "repacked (TQ2_0 bit order)",
+            "tq1_0": "unpacked and packed in row blocks (TQ1_0)"}[qtype]
     reordered = "copied, rows reordered (I2_S)" if qtype == "i2_s" else want + ", rows reordered"
     if arch == "llama-bitnet":
         assert how["linear"] == {want: 7 * c.layers}

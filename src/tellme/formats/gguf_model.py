@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType
 
 from .. import _core
 from ..kernels import TernaryWeights
-from ..kernels.layout import I2_K_PAD, ROW_BLOCK
+from ..kernels.layout import I2_K_PAD, ROW_BLOCK, pack_i2
 from .gguf_quants import I2_S, dequantize, ternary_from_values, tq2_0_to_i2, unpack_i2s
 
 TQ2_0, F16 = int(GGMLQuantizationType.TQ2_0), int(GGMLQuantizationType.F16)
@@ -169,13 +169,14 @@ class GGUFCheckpoint:
     def packed_linear(self, layer: int, name: str) -> tuple[TernaryWeights, str] | None:
         """Linear `name` of `layer` straight in the i2 layout (q and k rows in the engine's RoPE-pair
         order), and how: I2_S rows are the i2 layout, so such a tensor is used where it lies in the
-        memory map; TQ2_0 codes only change bit order. None where the shape needs padding or the
-        type is another (then `linear` unpacks)."""
+        memory map; TQ2_0 codes only change bit order; other types (TQ1_0, dense values) are
+        unpacked a block of rows at a time. None where the shape needs padding (then `linear`
+        unpacks the whole tensor)."""
         c = self.config
         out_f, in_f = shape = c.linear_shape(name)
         base = f"blk.{layer}.{LINEAR_TENSORS[name]}"
         t = self._info(base + ".weight", shape)
-        if t.type not in (I2_S, TQ2_0) or out_f % ROW_BLOCK or in_f % I2_K_PAD:
+        if out_f % ROW_BLOCK or in_f % I2_K_PAD:
             return None
         n = out_f * in_f
         try:
@@ -185,9 +186,12 @@ class GGUFCheckpoint:
                 if _core.has_code_3(codes):
                     raise ValueError("holds the unused 2-bit code 3")
                 how = "in place (I2_S, memory-mapped)"
-            else:
+            elif t.type == TQ2_0:
                 codes, scale = tq2_0_to_i2(self.file.read(t.name), shape)
                 how = "repacked (TQ2_0 bit order)"
+            else:
+                codes, scale = self._rows_to_i2(t, shape)
+                how = f"unpacked and packed in row blocks ({t.type_name})"
         except ValueError as e:
             raise FormatError(f"{self.path}: tensor {t.name!r} ({t.type_name}) {e}; tellme runs ternary "
                               "(BitNet b1.58) weights") from None
@@ -199,6 +203,22 @@ class GGUFCheckpoint:
             codes = codes[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
             how = "copied, rows reordered (I2_S)" if t.type == I2_S else how + ", rows reordered"
         return TernaryWeights("i2", out_f, in_f, scale, codes, None), how
+
+    def _rows_to_i2(self, t, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+        """i2 codes of a tensor of any other type, 1 MiB of values at a time (the rows of a block
+        are whole blocks of the type, as the table check ensured); one scale for all blocks."""
+        out_f, in_f = shape
+        step = max(ROW_BLOCK, (1 << 20) // in_f // ROW_BLOCK * ROW_BLOCK)
+        codes, scale = np.empty((out_f, in_f // 4), np.uint8), 0.0
+        for r0 in range(0, out_f, step):
+            n = min(step, out_f - r0)
+            ternary, s = ternary_from_values(dequantize(self.file.read(t.name, r0, n), t.type, (n, in_f)))
+            if s and scale and s != scale:
+                raise ValueError(f"is not ternary with one scale per tensor (rows {r0}-{r0 + n} have {s:g}, "
+                                 f"earlier rows {scale:g})")
+            scale = scale or s
+            codes[r0:r0 + n] = pack_i2(ternary)
+        return codes, scale
 
     def linear(self, layer: int, name: str) -> tuple[np.ndarray, float]:
         c = self.config
