@@ -91,3 +91,15 @@ def test_bad_arguments():
         _core.int8_gemm(np.zeros((2, 3), np.int8), np.array([[1, -128, 0]], np.int8))
     with pytest.raises(ValueError, match="rows has shape"):
         _core.int8_gemm(np.zeros((2, 4), np.int8), np.zeros((1, 3), np.int8))
+
+
+def test_has_code_3_against_the_layout_reference(rng):
+    from tellme.kernels import layout
+
+    clean = rng.choice(np.array([0x00, 0x55, 0xAA, 0x16, 0x94], np.uint8), size=(300, 5000))  # codes 0-2 only
+    assert not _core.has_code_3(clean) and not layout.i2_has_code_3(clean)
+    for at in [(0, 0), (150, 2500), (299, 4999)]:  # first byte, a middle chunk, the last byte
+        for field in range(4):
+            bad = clean.copy()
+            bad[at] |= 3 << (2 * field)
+            assert _core.has_code_3(bad) and layout.i2_has_code_3(bad), (at, field)

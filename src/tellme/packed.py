@@ -93,7 +93,7 @@ class PackedModel:
         for i in progress(range(c.layers)):
             for name in LINEAR_NAMES:
                 packed = direct(i, name) if direct else None
-                if packed is not None:  # already in the i2 layout (a GGUF I2_S or TQ2_0 tensor)
+                if packed is not None:  # the reader gave the i2 layout itself (GGUF: in place or repacked)
                     m.set_linear(i, name, packed[0])
                     m._loaded("linear", packed[1])
                 else:

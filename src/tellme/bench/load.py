@@ -65,7 +65,9 @@ class _Synthetic:
         return self.rng.integers(-1, 2, size=self.config.linear_shape(name), dtype=np.int8), 0.02
 
     def norm(self, i, name):
-        return None if name.endswith("sub_norm") and not self.config.sub_norms else np.ones(self.config.norm_dim(name), np.float32)
+        if name.endswith("sub_norm") and not self.config.sub_norms:
+            return None
+        return np.ones(self.config.norm_dim(name), np.float32)
 
     def embedding(self):
         c = self.config
