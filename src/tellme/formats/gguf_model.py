@@ -186,12 +186,9 @@ class GGUFCheckpoint:
                 if _core.has_code_3(codes):
                     raise ValueError("holds the unused 2-bit code 3")
                 how = "in place (I2_S, memory-mapped)"
-            elif t.type == TQ2_0:
-                codes, scale = tq2_0_to_i2(self.file.read(t.name), shape)
-                how = "repacked (TQ2_0 bit order)"
             else:
                 codes, scale = self._rows_to_i2(t, shape)
-                how = f"unpacked and packed in row blocks ({t.type_name})"
+                how = "repacked (TQ2_0 bit order)" if t.type == TQ2_0 else f"unpacked and packed in row blocks ({t.type_name})"
         except ValueError as e:
             raise FormatError(f"{self.path}: tensor {t.name!r} ({t.type_name}) {e}; tellme runs ternary "
                               "(BitNet b1.58) weights") from None
@@ -205,19 +202,24 @@ class GGUFCheckpoint:
         return TernaryWeights("i2", out_f, in_f, scale, codes, None), how
 
     def _rows_to_i2(self, t, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
-        """i2 codes of a tensor of any other type, 1 MiB of values at a time (the rows of a block
-        are whole blocks of the type, as the table check ensured); one scale for all blocks."""
+        """i2 codes of a TQ2_0 tensor (by bit order) or of any other type (unpacked), 1 M weights
+        at a time into the one output array (a block's rows are whole blocks of the type, as the
+        table check ensured); one scale for all blocks."""
         out_f, in_f = shape
         step = max(ROW_BLOCK, (1 << 20) // in_f // ROW_BLOCK * ROW_BLOCK)
         codes, scale = np.empty((out_f, in_f // 4), np.uint8), 0.0
         for r0 in range(0, out_f, step):
             n = min(step, out_f - r0)
-            ternary, s = ternary_from_values(dequantize(self.file.read(t.name, r0, n), t.type, (n, in_f)))
+            raw = self.file.read(t.name, r0, n)
+            if t.type == TQ2_0:
+                codes[r0:r0 + n], s = tq2_0_to_i2(raw, (n, in_f))
+            else:
+                ternary, s = ternary_from_values(dequantize(raw, t.type, (n, in_f)))
+                codes[r0:r0 + n] = pack_i2(ternary)
             if s and scale and s != scale:
                 raise ValueError(f"is not ternary with one scale per tensor (rows {r0}-{r0 + n} have {s:g}, "
                                  f"earlier rows {scale:g})")
             scale = scale or s
-            codes[r0:r0 + n] = pack_i2(ternary)
         return codes, scale
 
     def linear(self, layer: int, name: str) -> tuple[np.ndarray, float]:
