@@ -32,11 +32,10 @@ void merge(Partial& state, const Partial& part, int64_t head_dim) {
   state.max = m;
 }
 
-// Converts rows [start, start + count) of one kv head to fp32.
-void load_chunk(const Backend& be, const uint16_t* cache, int64_t row_stride, int64_t start,
-                int64_t count, int64_t head_dim, float* dst) {
-  for (int64_t j = 0; j < count; ++j)
-    be.half_to_float(cache + (start + j) * row_stride, head_dim, dst + j * head_dim);
+// Converts rows [start, start + count) of one kv head (contiguous in the head-major cache) to fp32.
+void load_chunk(const Backend& be, const uint16_t* head, int64_t start, int64_t count, int64_t head_dim,
+                float* dst) {
+  be.half_to_float(head + start * head_dim, count * head_dim, dst);
 }
 
 // Key/value rows of one chunk: converted fp32 rows (prefill: a tile of queries shares them) or
@@ -107,8 +106,8 @@ void prefill_tile(const Backend& be, const AttentionQuery& a, int64_t h, int64_t
   const int64_t last = a.first_position + i1 - 1;
   for (int64_t c = last / ATTN_CHUNK; c >= 0; --c) {
     const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, last + 1 - start);
-    load_chunk(be, a.k_cache + off, head_dim, start, count, head_dim, kv.data());
-    load_chunk(be, a.v_cache + off, head_dim, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+    load_chunk(be, a.k_cache + off, start, count, head_dim, kv.data());
+    load_chunk(be, a.v_cache + off, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t position = a.first_position + i;
       if (position < start) continue;  // this chunk is entirely in the query's future

@@ -220,10 +220,6 @@ void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, i
   for (int64_t t = 0; t < tokens; ++t) int8_gemv(rows, n_rows, k, x + t * k, out + t * n_rows);
 }
 
-}  // namespace
-
-namespace {
-
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 inline float load1(const float* p) { return *p; }

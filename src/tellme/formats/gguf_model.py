@@ -20,16 +20,15 @@ import math
 import os
 
 import numpy as np
-
-from ..config import ModelConfig
-from ..errors import ConfigError, FormatError
-from ..rope import rope_pair_order
-from .gguf_file import GGUFFile
 from gguf import GGMLQuantizationType
 
 from .. import _core
+from ..config import ModelConfig
+from ..errors import ConfigError, FormatError
 from ..kernels import TernaryWeights
 from ..kernels.layout import I2_K_PAD, ROW_BLOCK, pack_i2
+from ..rope import rope_pair_order
+from .gguf_file import GGUFFile
 from .gguf_quants import I2_S, dequantize, ternary_from_values, tq2_0_to_i2, unpack_i2s
 
 TQ2_0, F16 = int(GGMLQuantizationType.TQ2_0), int(GGMLQuantizationType.F16)
@@ -127,10 +126,12 @@ class GGUFCheckpoint:
             raise FormatError(f"{self.path}: tensor {name!r} has shape {list(t.shape)}, the metadata needs {list(shape)}")
         return t
 
-    def _float(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    def _float(self, name: str, shape: tuple[int, ...], start: int = 0, stop: int | None = None) -> np.ndarray:
+        """float32 values of tensor `name` (its rows [start, stop) when stop is given)."""
         t = self._info(name, shape)
+        raw = self.file.raw(name) if stop is None else self.file.read(name, start, stop - start)
         try:
-            return dequantize(self.file.raw(name), t.type, shape)
+            return dequantize(raw, t.type, shape if stop is None else (stop - start, *shape[1:]))
         except (ValueError, NotImplementedError) as e:
             raise FormatError(f"{self.path}: tensor {name!r} ({t.type_name}) cannot be read: {e}") from None
 
@@ -146,10 +147,7 @@ class GGUFCheckpoint:
         t = self._info("token_embd.weight" if table == "embedding" else "output.weight", (c.vocab, c.hidden))
         if t.type == F16:
             return self.file.read(t.name, start, stop - start).view(np.uint16).reshape(stop - start, c.hidden)
-        try:
-            return dequantize(self.file.read(t.name, start, stop - start), t.type, (stop - start, c.hidden))
-        except (ValueError, NotImplementedError) as e:
-            raise FormatError(f"{self.path}: tensor {t.name!r} ({t.type_name}) cannot be read: {e}") from None
+        return self._float(t.name, (c.vocab, c.hidden), start, stop)
 
     def lm_head(self) -> np.ndarray | None:
         """None when the head is tied to the embedding (no output.weight, as llama.cpp reads it)."""

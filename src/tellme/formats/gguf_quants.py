@@ -69,7 +69,7 @@ def _pairs_reversed(flip: bool) -> np.ndarray:
 
 
 _REVERSED = {flip: _pairs_reversed(flip) for flip in (False, True)}
-TQ2_0_BLOCK, TQ2_0_BYTES = 256, 66
+TQ2_0_BYTES = 66  # per block of 256 weights: 64 bytes of codes, an fp16 d
 
 
 def tq2_0_to_i2(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:

@@ -167,11 +167,12 @@ class HFCheckpoint:
         self.store = TensorStore(self.path)
         self._sub = SUB_NORMS[self.config.architecture]
 
-    def _float(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    def _float(self, name: str, shape: tuple[int, ...], start: int = 0, stop: int | None = None) -> np.ndarray:
+        """float32 values of tensor `name` (its rows [start, stop) when stop is given)."""
         f = self.store.file(name)
         if f.shape(name) != shape:
             raise FormatError(f"{f.path}: tensor {name!r} has shape {f.shape(name)}, the config needs {shape}")
-        return f.float32(name)
+        return f.float32(name, start, None if stop is None else stop - start)
 
     def embedding(self) -> np.ndarray:
         return self._float("model.embed_tokens.weight", (self.config.vocab, self.config.hidden))
@@ -179,11 +180,7 @@ class HFCheckpoint:
     def table_rows(self, table: str, start: int, stop: int) -> np.ndarray:
         """float32 rows [start, stop) of "embedding" or "lm_head" (loading streams the table)."""
         name = "model.embed_tokens.weight" if table == "embedding" else "lm_head.weight"
-        f = self.store.file(name)
-        if f.shape(name) != (self.config.vocab, self.config.hidden):
-            raise FormatError(f"{f.path}: tensor {name!r} has shape {f.shape(name)}, the config needs "
-                              f"{(self.config.vocab, self.config.hidden)}")
-        return f.float32(name, start, stop - start)
+        return self._float(name, (self.config.vocab, self.config.hidden), start, stop)
 
     def lm_head(self) -> np.ndarray | None:
         """None when the head is tied to the embedding."""
