@@ -16,20 +16,6 @@
 namespace tellme {
 namespace {
 
-void tlmm_tables(const int8_t* act, int64_t groups, uint8_t* tables) {
-  for (int64_t g = 0; g < groups; ++g) {
-    int16_t s[TL_MAGNITUDES];
-    group_sums(act + 3 * g, s);
-    uint8_t* lo = tables + 32 * g;
-    uint8_t* hi = lo + 16;
-    std::memset(lo, 0, 32);
-    for (int m = 0; m < TL_MAGNITUDES; ++m) {
-      lo[m] = static_cast<uint8_t>(s[m] & 0xFF);
-      hi[m] = static_cast<uint8_t>((s[m] >> 8) & 0xFF);
-    }
-  }
-}
-
 // T tokens share every index decode and sign mask.
 template <int T>
 void tlmm_tokens(const uint8_t* tiles, const int32_t* neg_count, int64_t ktiles,
@@ -295,7 +281,7 @@ void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst) {
 }
 
 const Backend avx2_backend = {
-    "avx2", false, 32, tlmm_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, dots_avx2,
+    "avx2", false, 32, plane_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, dots_avx2,
     dots_f16_avx2, axpys_avx2, axpys_f16_avx2, half_to_float_f16c, int8_madd_loop,
     stream_read,
 };

@@ -111,9 +111,13 @@ NB_MODULE(_core, m) {
   m.def("cpu_features", [] {
     const CpuFeatures f = detect_cpu();
     nb::dict d;
+#if defined(__x86_64__) || defined(__i386__)
     d["avx2"] = f.avx2; d["fma"] = f.fma; d["f16c"] = f.f16c;
     d["avx512f"] = f.avx512f; d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl;
     d["avx512vbmi"] = f.avx512vbmi; d["avx512vnni"] = f.avx512vnni;
+#else
+    d["neon"] = f.neon; d["dotprod"] = f.dotprod; d["i8mm"] = f.i8mm;
+#endif
     return d;
   });
   m.def("isas", [] {

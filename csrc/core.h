@@ -85,12 +85,28 @@ void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst);
 extern const Backend avx2_backend;
 extern const Backend avx512_backend;
 #endif
+#ifdef TELLME_HAVE_ARM_BACKENDS
+// What the dot-product backend shares with the NEON one.
+void tlmm_block_neon(const uint8_t* tiles, const int32_t* neg_count, int64_t ktiles,
+                     const uint8_t* tables, int64_t table_stride, int64_t tokens, int32_t* acc);
+void dots_neon(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void dots_f16_neon(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void half_to_float_neon(const uint16_t* src, int64_t n, float* dst);
+uint64_t stream_read_neon(const uint8_t* data, int64_t bytes);
+extern const Backend dotprod_backend;
+extern const Backend neon_backend;
+#endif
 
 // cpu.cpp: detection and the one dispatch point.
 struct CpuFeatures {
+  // x86-64 (cpuid + xgetbv)
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512vbmi = false,
        avx512vnni = false;
+  // AArch64 (what the OS reports: getauxval on Linux, sysctl on macOS)
+  bool neon = false, dotprod = false, i8mm = false;
 };
 CpuFeatures detect_cpu();
 const Backend* find_backend(const char* name);  // nullptr if unknown or not runnable here

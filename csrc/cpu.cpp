@@ -1,4 +1,5 @@
-// CPU feature detection (cpuid + xgetbv) and the one dispatch point: the active backend.
+// CPU feature detection (x86: cpuid + xgetbv; AArch64: what the OS reports) and the one dispatch
+// point: the active backend.
 #include <atomic>
 #include <cstring>
 
@@ -6,6 +7,12 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#if defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 
 namespace tellme {
@@ -30,6 +37,23 @@ CpuFeatures detect_cpu() {
   f.avx512vl = os_avx512 && (b & (1u << 31));
   f.avx512vbmi = os_avx512 && (c & (1u << 1));
   f.avx512vnni = os_avx512 && (c & (1u << 11));
+#elif defined(__aarch64__) && defined(__linux__)
+  // Bit numbers of the kernel's uapi asm/hwcap.h, spelled out so that older headers build too.
+  const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+  f.neon = hwcap & (1ul << 1);          // HWCAP_ASIMD
+  f.dotprod = hwcap & (1ul << 20);      // HWCAP_ASIMDDP
+  f.i8mm = hwcap2 & (1ul << 13);        // HWCAP2_I8MM
+#elif defined(__aarch64__) && defined(__APPLE__)
+  auto flag = [](const char* name) {
+    int value = 0;
+    size_t size = sizeof(value);
+    return sysctlbyname(name, &value, &size, nullptr, 0) == 0 && value != 0;
+  };
+  f.neon = true;  // every Apple silicon CPU
+  f.dotprod = flag("hw.optional.arm.FEAT_DotProd");
+  f.i8mm = flag("hw.optional.arm.FEAT_I8MM");
+#elif defined(__aarch64__)
+  f.neon = true;  // AArch64 requires Advanced SIMD; extensions unknown without an OS interface
 #endif
   return f;
 }
@@ -42,12 +66,17 @@ bool runnable(const Backend& b) {
   if (!std::strcmp(b.name, "avx512"))
     return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.avx512vnni;
   if (!std::strcmp(b.name, "avx2")) return f.avx2 && f.fma && f.f16c;
+  if (!std::strcmp(b.name, "dotprod")) return f.neon && f.dotprod;
+  if (!std::strcmp(b.name, "neon")) return f.neon;
   return true;
 }
 
 const Backend* const kBackends[] = {
 #ifdef TELLME_HAVE_X86_BACKENDS
     &avx512_backend, &avx2_backend,
+#endif
+#ifdef TELLME_HAVE_ARM_BACKENDS
+    &dotprod_backend, &neon_backend,
 #endif
     &scalar_backend,
 };

@@ -115,7 +115,7 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
   for (int64_t li = 0; li < c.layers; ++li) {
     const Layer& L = layers[li];
     quantize_input(x, L.attn_norm, c.eps, n, c.hidden, aq, as, "attention input");
-    MatmulJob qkv[3] = {{&L.q, nullptr, to_f32(q_.data(), as, Epilogue::Store)}, {&L.k}, {&L.v}};
+    MatmulJob qkv[3] = {{&L.q, nullptr, to_f32(q_.data(), as, Epilogue::Store)}, {&L.k, nullptr, {}}, {&L.v, nullptr, {}}};
     qkv[0].out.rope = rope;
     qkv[1].out.f16 = k_new_.data();
     qkv[1].out.act_scale = as;

@@ -48,6 +48,19 @@ def test_large_shapes_exact(kernel, shape, isa, rng):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("weight, activation", [(1, -128), (1, 127), (-1, -128), (-1, 127)])
+def test_largest_sums_exact(kernel, weight, activation, isa):
+    """Every product at its largest and of one sign, over a K of several int16 widening periods
+    (the 2B-4T down projection's 6912, and more): the sums where a kernel's int16 stage would
+    overflow, as bitnet.cpp's NEON kernel did."""
+    in_features = 6912 + 256 + 3
+    w = np.full((33, in_features), weight, np.int8)
+    q = np.full((5, in_features), activation, np.int8)
+    packed = TernaryWeights.pack(w, 1.0, kernel)
+    np.testing.assert_array_equal(packed.matmul_int(q), ref.ternary_matmul(w, q))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_native_matches_layout_references(kernel, isa, rng):
     """The layout-level references (table lookup; code multiply-add) agree with the plain math too."""
     w = random_ternary(rng, 70, 100)

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import _core
 from .errors import UsageError
 
-ISAS = ("avx512", "avx2", "scalar")  # best first
+ISAS = ("avx512", "avx2", "dotprod", "neon", "scalar")  # x86-64 and AArch64 levels, best first
 
 
 def physical_cores() -> int:
@@ -41,7 +41,7 @@ def get_num_threads() -> int:
 
 
 def set_isa(name: str) -> None:
-    """Use ISA `name` ('avx512', 'avx2' or 'scalar') for every kernel."""
+    """Use ISA `name` (one of ISAS that this machine can run) for every kernel."""
     if name not in ISAS:
         raise UsageError(f"unknown instruction set {name!r}; expected one of {', '.join(ISAS)}")
     _core.set_isa(name)

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The ARM (AArch64) proof on an x86-64 Debian machine, with no ARM hardware:
+#  1. Debian's cross compiler builds the native core for aarch64 (tools/aarch64-linux-gnu.cmake);
+#  2. an aarch64 Python comes from Debian's own arm64 packages (debootstrap --download-only, then
+#     unpacked; nothing of it runs on the host, so no chroot or binfmt is needed), and the
+#     package's dependencies from PyPI's aarch64 wheels;
+#  3. the kernel tests (every level against the NumPy references, bit for bit) run in that Python
+#     under qemu user-mode emulation twice: `-cpu max` (NEON, dot product, i8mm) and
+#     `-cpu cortex-a53` (ARMv8.0: NEON only; an instruction beyond it would stop the run).
+# Everything it makes stays in build/arm-test; a second run reuses the sysroot and the wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=$PWD/build/arm-test
+SYSROOT=$WORK/sysroot SITE=$WORK/site PKG=$WORK/pkg
+
+need=()
+command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== apt: ${need[*]}"
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x $SYSROOT/usr/bin/python3 ]; then
+  echo "== aarch64 Debian Python (bookworm arm64 packages, unpacked)"
+  rm -rf $WORK/debs $SYSROOT
+  debootstrap --arch=arm64 --variant=minbase --download-only \
+    --include=python3.11,libpython3.11-dev,libgomp1 bookworm $WORK/debs http://deb.debian.org/debian >/dev/null
+  mkdir -p $SYSROOT
+  for deb in $WORK/debs/var/cache/apt/archives/*.deb; do dpkg -x "$deb" $SYSROOT; done
+  rm -rf $WORK/debs
+fi
+PYV=$(basename "$(ls $SYSROOT/usr/bin/python3.* | grep -E 'python3\.[0-9]+$' | head -1)")  # python3.11
+PYVER=${PYV#python}
+
+if [ ! -d $WORK/venv ]; then python3 -m venv $WORK/venv; fi
+$WORK/venv/bin/pip install -q nanobind
+if [ ! -d $SITE ]; then
+  echo "== aarch64 wheels of the dependencies"
+  deps=$($WORK/venv/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(p['dependencies']))")
+  $WORK/venv/bin/pip install -q --target $SITE --only-binary=:all: --implementation cp --python-version "$PYVER" \
+    --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_34_aarch64 \
+    $deps pytest hypothesis
+fi
+
+echo "== cross-compiling the native core for aarch64"
+cmake -S . -B $WORK/build -DCMAKE_TOOLCHAIN_FILE=tools/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \
+  -Dnanobind_DIR="$($WORK/venv/bin/python -m nanobind --cmake_dir)" -DPython_EXECUTABLE=$WORK/venv/bin/python \
+  -DPython_INCLUDE_DIR=$SYSROOT/usr/include/$PYV -DCMAKE_CXX_FLAGS="-idirafter $SYSROOT/usr/include" >/dev/null
+cmake --build $WORK/build -j "$(nproc)" >/dev/null
+rm -rf $PKG && mkdir -p $PKG && cp -r src/tellme $PKG/
+rm -f $PKG/tellme/_core*.so
+cp $WORK/build/_core*.so $PKG/tellme/_core.so  # the untagged suffix: the host's tag is x86's
+
+run() {  # run CPU PYTHON-ARGS...: the aarch64 Python under qemu
+  local cpu=$1; shift
+  PYTHONPATH=$PKG:$SITE PYTHONDONTWRITEBYTECODE=1 \
+    qemu-aarch64 -L $SYSROOT -cpu "$cpu" $SYSROOT/usr/bin/$PYV "$@"
+}
+check_levels() {  # check_levels CPU EXPECTED-LEVELS DEFAULT
+  run "$1" -c "
+import platform, tellme
+runnable = [b['name'] for b in tellme.cpu_info()['isas'] if b['runnable']]
+assert platform.machine() == 'aarch64', platform.machine()
+assert runnable == '$2'.split(), runnable
+assert tellme.get_isa() == '$3', tellme.get_isa()
+print('-cpu $1:', tellme.cpu_info()['features'], 'runs', runnable)"
+}
+
+# TELLME_* of the caller would change what the tests see
+unset TELLME_ISA TELLME_NUM_THREADS
+check_levels max "dotprod neon scalar" dotprod
+check_levels cortex-a53 "neon scalar" neon
+for cpu in max cortex-a53; do
+  echo "== kernel tests, aarch64 -cpu $cpu"
+  run $cpu -m pytest -q -p no:cacheprovider -m "kernels and not large" --ignore=tests/models
+done
