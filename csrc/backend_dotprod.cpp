@@ -38,19 +38,6 @@ void i2_row(const uint8_t* row, int64_t blocks, const int8_t* acts, int64_t act_
   for (int t = 0; t < T; ++t) out[t * ROW_BLOCK] = vaddvq_s32(vaddq_s32(acc[t][0], acc[t][1])) - act_sums[t];
 }
 
-void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
-              const int32_t* act_sums, int64_t tokens, int32_t* acc) {
-  const int64_t row_bytes = in_pad / 4, blocks = in_pad / I2_BLOCK;
-  for (int r = 0; r < ROW_BLOCK; ++r) {
-    const uint8_t* row = codes + r * row_bytes;
-    int64_t t = 0;
-    for (; t + 4 <= tokens; t += 4)
-      i2_row<4>(row, blocks, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK + r);
-    for (; t < tokens; ++t)
-      i2_row<1>(row, blocks, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK + r);
-  }
-}
-
 // One head row against T tokens, each weight vector loaded once for all of them.
 template <int T>
 void int8_row(const int8_t* w, int64_t k, const int8_t* x, int32_t* out /* stride n_rows */,
@@ -71,14 +58,6 @@ void int8_row(const int8_t* w, int64_t k, const int8_t* x, int32_t* out /* strid
     int32_t sum = vaddvq_s32(vaddq_s32(acc[t][0], acc[t][1]));
     for (int64_t j = i; j < k; ++j) sum += static_cast<int32_t>(w[j]) * x[t * k + j];
     out[t * n_rows] = sum;
-  }
-}
-
-void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {
-  for (int64_t r = 0; r < n_rows; ++r) {
-    int64_t t = 0;
-    for (; t + 4 <= tokens; t += 4) int8_row<4>(rows + r * k, k, x + t * k, out + t * n_rows + r, n_rows);
-    for (; t < tokens; ++t) int8_row<1>(rows + r * k, k, x + t * k, out + t * n_rows + r, n_rows);
   }
 }
 
@@ -103,8 +82,30 @@ double int8_madd_loop(int64_t iterations) {
 
 }  // namespace
 
+void i2_block_dotprod(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
+                      const int32_t* act_sums, int64_t tokens, int32_t* acc) {
+  const int64_t row_bytes = in_pad / 4, blocks = in_pad / I2_BLOCK;
+  for (int r = 0; r < ROW_BLOCK; ++r) {
+    const uint8_t* row = codes + r * row_bytes;
+    int64_t t = 0;
+    for (; t + 4 <= tokens; t += 4)
+      i2_row<4>(row, blocks, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK + r);
+    for (; t < tokens; ++t)
+      i2_row<1>(row, blocks, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK + r);
+  }
+}
+
+void int8_gemm_dotprod(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens,
+                       int32_t* out) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    int64_t t = 0;
+    for (; t + 4 <= tokens; t += 4) int8_row<4>(rows + r * k, k, x + t * k, out + t * n_rows + r, n_rows);
+    for (; t < tokens; ++t) int8_row<1>(rows + r * k, k, x + t * k, out + t * n_rows + r, n_rows);
+  }
+}
+
 const Backend dotprod_backend = {
-    "dotprod", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block, int8_gemm,
+    "dotprod", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block_dotprod, int8_gemm_dotprod,
     dots_neon, dots_f16_neon, axpys_neon, axpys_f16_neon, half_to_float_neon, int8_madd_loop,
     stream_read_neon,
 };

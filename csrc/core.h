@@ -95,6 +95,12 @@ void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count
 void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_neon(const uint16_t* src, int64_t n, float* dst);
 uint64_t stream_read_neon(const uint8_t* data, int64_t bytes);
+// What the i8mm backend shares with the dot-product one.
+void i2_block_dotprod(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
+                      const int32_t* act_sums, int64_t tokens, int32_t* acc);
+void int8_gemm_dotprod(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens,
+                       int32_t* out);
+extern const Backend i8mm_backend;
 extern const Backend dotprod_backend;
 extern const Backend neon_backend;
 #endif

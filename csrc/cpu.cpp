@@ -66,6 +66,7 @@ bool runnable(const Backend& b) {
   if (!std::strcmp(b.name, "avx512"))
     return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.avx512vnni;
   if (!std::strcmp(b.name, "avx2")) return f.avx2 && f.fma && f.f16c;
+  if (!std::strcmp(b.name, "i8mm")) return f.neon && f.dotprod && f.i8mm;
   if (!std::strcmp(b.name, "dotprod")) return f.neon && f.dotprod;
   if (!std::strcmp(b.name, "neon")) return f.neon;
   return true;
@@ -76,7 +77,7 @@ const Backend* const kBackends[] = {
     &avx512_backend, &avx2_backend,
 #endif
 #ifdef TELLME_HAVE_ARM_BACKENDS
-    &dotprod_backend, &neon_backend,
+    &i8mm_backend, &dotprod_backend, &neon_backend,
 #endif
     &scalar_backend,
 };

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import _core
 from .errors import UsageError
 
-ISAS = ("avx512", "avx2", "dotprod", "neon", "scalar")  # x86-64 and AArch64 levels, best first
+ISAS = ("avx512", "avx2", "i8mm", "dotprod", "neon", "scalar")  # x86-64 and AArch64 levels, best first
 
 
 def physical_cores() -> int:
