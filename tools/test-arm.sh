@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ARM (AArch64) proof on an x86-64 Debian machine, with no ARM hardware:
-#  1. Debian's cross compiler builds the native core for aarch64 (tools/aarch64-linux-gnu.cmake);
+#  1. `pip wheel .` builds an aarch64 wheel of the package with Debian's cross compiler
+#     (tools/aarch64-linux-gnu.cmake), which is installed into a folder for the aarch64 Python;
 #  2. an aarch64 Python comes from Debian's own arm64 packages (debootstrap --download-only, then
 #     unpacked; nothing of it runs on the host, so no chroot or binfmt is needed), and the
 #     package's dependencies from PyPI's aarch64 wheels;
@@ -35,7 +36,6 @@ PYV=$(basename "$(ls $SYSROOT/usr/bin/python3.* | grep -E 'python3\.[0-9]+$' | h
 PYVER=${PYV#python}
 
 if [ ! -d $WORK/venv ]; then python3 -m venv $WORK/venv; fi
-$WORK/venv/bin/pip install -q nanobind
 if [ ! -d $SITE ]; then
   echo "== aarch64 wheels of the dependencies"
   deps=$($WORK/venv/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(p['dependencies']))")
@@ -44,15 +44,17 @@ if [ ! -d $SITE ]; then
     $deps pytest hypothesis
 fi
 
-echo "== cross-compiling the native core for aarch64"
-rm -rf $WORK/build
-cmake -S . -B $WORK/build -DCMAKE_TOOLCHAIN_FILE=tools/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \
-  -Dnanobind_DIR="$($WORK/venv/bin/python -m nanobind --cmake_dir)" -DPython_EXECUTABLE=$WORK/venv/bin/python \
-  -DPython_INCLUDE_DIR=$SYSROOT/usr/include/$PYV -DCMAKE_CXX_FLAGS="-idirafter $SYSROOT/usr/include" >/dev/null
-cmake --build $WORK/build -j "$(nproc)" >/dev/null
-rm -rf $PKG && mkdir -p $PKG && cp -r src/tellme $PKG/
-rm -f $PKG/tellme/_core*.so
-cp $WORK/build/_core*.so $PKG/tellme/_core.so  # the untagged suffix: the host's tag is x86's
+echo "== the aarch64 wheel, built by pip from pyproject.toml with the cross compiler"
+# scikit-build-core takes the toolchain from CMAKE_TOOLCHAIN_FILE, the wheel's platform tag from
+# _PYTHON_HOST_PLATFORM and the extension's suffix from SETUPTOOLS_EXT_SUFFIX; the Python headers
+# are the arm64 ones (pyconfig.h differs by architecture).
+rm -rf $WORK/wheel $WORK/wheel-build $PKG
+CMAKE_TOOLCHAIN_FILE=$PWD/tools/aarch64-linux-gnu.cmake _PYTHON_HOST_PLATFORM=linux-aarch64 \
+SETUPTOOLS_EXT_SUFFIX=.cpython-${PYVER/./}-aarch64-linux-gnu.so \
+  $WORK/venv/bin/pip wheel -q . --no-deps -w $WORK/wheel -Cbuild-dir=$WORK/wheel-build \
+  -Ccmake.define.Python_INCLUDE_DIR=$SYSROOT/usr/include/$PYV -Ccmake.define.CMAKE_CXX_FLAGS="-idirafter $SYSROOT/usr/include"
+$WORK/venv/bin/pip install -q --no-deps --target $PKG --platform linux_aarch64 --implementation cp \
+  --python-version "$PYVER" --only-binary=:all: $WORK/wheel/tellme-*.whl
 
 run() {  # run CPU PYTHON-ARGS...: the aarch64 Python under qemu
   local cpu=$1; shift
