@@ -6,9 +6,8 @@
 // rest are the NEON backend's: `sdot` does not help a table lookup.
 #include <arm_neon.h>
 
-#include <algorithm>
-
 #include "core.h"
+#include "neon_i2.h"
 #include "tables.h"
 
 namespace tellme {
@@ -17,22 +16,15 @@ namespace {
 template <int T>
 void i2_row(const uint8_t* row, int64_t blocks, const int8_t* acts, int64_t act_stride,
             const int32_t* act_sums, int32_t* out /* stride ROW_BLOCK */) {
-  const uint8x16_t mask = vdupq_n_u8(3);
   int32x4_t acc[T][2];  // two independent chains per token
   for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = vdupq_n_s32(0);
   for (int64_t b = 0; b < blocks; ++b) {
-    int8x16_t code[4][2];  // [s][x]: k = 32s + 16x + (0..15)
-    for (int x = 0; x < 2; ++x) {
-      const uint8x16_t v = vld1q_u8(row + 32 * b + 16 * x);
-      code[0][x] = vreinterpretq_s8_u8(vshrq_n_u8(v, 6));
-      code[1][x] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(v, 4), mask));
-      code[2][x] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(v, 2), mask));
-      code[3][x] = vreinterpretq_s8_u8(vandq_u8(v, mask));
-    }
+    int8x16_t code[2][4];  // [x][s]: k = 32s + 16x + (0..15)
+    for (int x = 0; x < 2; ++x) unpack_i2(vld1q_u8(row + 32 * b + 16 * x), code[x]);
     for (int t = 0; t < T; ++t) {
       const int8_t* a = acts + t * act_stride + I2_BLOCK * b;
       for (int s = 0; s < 4; ++s)
-        for (int x = 0; x < 2; ++x) acc[t][x] = vdotq_s32(acc[t][x], code[s][x], vld1q_s8(a + 32 * s + 16 * x));
+        for (int x = 0; x < 2; ++x) acc[t][x] = vdotq_s32(acc[t][x], code[x][s], vld1q_s8(a + 32 * s + 16 * x));
     }
   }
   for (int t = 0; t < T; ++t) out[t * ROW_BLOCK] = vaddvq_s32(vaddq_s32(acc[t][0], acc[t][1])) - act_sums[t];

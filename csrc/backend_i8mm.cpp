@@ -10,10 +10,10 @@
 // token. Everything else is the dot-product backend's.
 #include <arm_neon.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "core.h"
+#include "neon_i2.h"
 #include "tables.h"
 
 namespace tellme {
@@ -42,19 +42,15 @@ const int8_t* interleave_pairs(const int8_t* x, int64_t stride, int64_t pairs, i
 template <int P>
 void i2_rows(const uint8_t* row0, const uint8_t* row1, int64_t blocks, const int8_t* pairs,
              int64_t pair_bytes, int32x4_t out[P]) {
-  const uint8x16_t mask = vdupq_n_u8(3);
   int32x4_t acc[P][2];  // two chains per pair
   for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = vdupq_n_s32(0);
   for (int64_t b = 0; b < blocks; ++b) {
     for (int x = 0; x < 2; ++x) {
-      const uint8x16_t v0 = vld1q_u8(row0 + 32 * b + 16 * x), v1 = vld1q_u8(row1 + 32 * b + 16 * x);
-      uint8x16_t c0[4], c1[4];  // k = 32s + 16x + (0..15)
-      c0[0] = vshrq_n_u8(v0, 6), c1[0] = vshrq_n_u8(v1, 6);
-      c0[1] = vandq_u8(vshrq_n_u8(v0, 4), mask), c1[1] = vandq_u8(vshrq_n_u8(v1, 4), mask);
-      c0[2] = vandq_u8(vshrq_n_u8(v0, 2), mask), c1[2] = vandq_u8(vshrq_n_u8(v1, 2), mask);
-      c0[3] = vandq_u8(v0, mask), c1[3] = vandq_u8(v1, mask);
+      int8x16_t c0[4], c1[4];  // k = 32s + 16x + (0..15) of rows r, r+1
+      unpack_i2(vld1q_u8(row0 + 32 * b + 16 * x), c0);
+      unpack_i2(vld1q_u8(row1 + 32 * b + 16 * x), c1);
       for (int s = 0; s < 4; ++s) {
-        const int64x2_t r0 = vreinterpretq_s64_u8(c0[s]), r1 = vreinterpretq_s64_u8(c1[s]);
+        const int64x2_t r0 = vreinterpretq_s64_s8(c0[s]), r1 = vreinterpretq_s64_s8(c1[s]);
         const int8x16_t lo = vreinterpretq_s8_s64(vzip1q_s64(r0, r1));  // k + 0..7 of both rows
         const int8x16_t hi = vreinterpretq_s8_s64(vzip2q_s64(r0, r1));  // k + 8..15
         const int64_t k = I2_BLOCK * b + 32 * s + 16 * x;

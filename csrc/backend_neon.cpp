@@ -11,9 +11,9 @@
 #include <arm_neon.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "core.h"
+#include "neon_i2.h"
 #include "tables.h"
 
 namespace tellme {
@@ -77,7 +77,6 @@ constexpr int64_t I2_WIDEN_BLOCKS = 15;
 template <int T>
 void i2_row(const uint8_t* row, int64_t blocks, const int8_t* acts, int64_t act_stride,
             const int32_t* act_sums, int32_t* out /* stride ROW_BLOCK */) {
-  const uint8x16_t mask = vdupq_n_u8(3);
   int32x4_t wide[T];
   for (int t = 0; t < T; ++t) wide[t] = vdupq_n_s32(0);
   for (int64_t b0 = 0; b0 < blocks; b0 += I2_WIDEN_BLOCKS) {
@@ -86,21 +85,15 @@ void i2_row(const uint8_t* row, int64_t blocks, const int8_t* acts, int64_t act_
     for (int t = 0; t < T; ++t)
       for (int i = 0; i < 4; ++i) part[t][i] = vdupq_n_s16(0);
     for (int64_t b = b0; b < b1; ++b) {
-      int8x16_t code[4][2];  // [s][x]: k = 32s + 16x + (0..15)
-      for (int x = 0; x < 2; ++x) {
-        const uint8x16_t v = vld1q_u8(row + 32 * b + 16 * x);
-        code[0][x] = vreinterpretq_s8_u8(vshrq_n_u8(v, 6));
-        code[1][x] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(v, 4), mask));
-        code[2][x] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(v, 2), mask));
-        code[3][x] = vreinterpretq_s8_u8(vandq_u8(v, mask));
-      }
+      int8x16_t code[2][4];  // [x][s]: k = 32s + 16x + (0..15)
+      for (int x = 0; x < 2; ++x) unpack_i2(vld1q_u8(row + 32 * b + 16 * x), code[x]);
       for (int t = 0; t < T; ++t) {
         const int8_t* a = acts + t * act_stride + I2_BLOCK * b;
         for (int s = 0; s < 4; ++s)
           for (int x = 0; x < 2; ++x) {
             const int8x16_t av = vld1q_s8(a + 32 * s + 16 * x);
-            part[t][2 * x] = vmlal_s8(part[t][2 * x], vget_low_s8(code[s][x]), vget_low_s8(av));
-            part[t][2 * x + 1] = vmlal_high_s8(part[t][2 * x + 1], code[s][x], av);
+            part[t][2 * x] = vmlal_s8(part[t][2 * x], vget_low_s8(code[x][s]), vget_low_s8(av));
+            part[t][2 * x + 1] = vmlal_high_s8(part[t][2 * x + 1], code[x][s], av);
           }
       }
     }

@@ -37,8 +37,8 @@ struct Backend {
   int64_t table_bytes_per_group;
   void (*tlmm_tables)(const int8_t* act, int64_t groups, uint8_t* tables);
   // Adds the exact int32 dot products of one 32-row block over `ktiles` tiles with `tokens`
-  // tokens to acc[t*32 + r]. `neg_count` (may be null) is the AVX2 sign correction, passed with
-  // the first K slice only.
+  // tokens to acc[t*32 + r]. `neg_count` (may be null) is the sign correction of the plane-table
+  // kernels (AVX2, NEON), passed with the first K slice only.
   void (*tlmm_block)(const uint8_t* tiles, const int32_t* neg_count, int64_t ktiles,
                      const uint8_t* tables, int64_t table_stride, int64_t tokens, int32_t* acc);
 

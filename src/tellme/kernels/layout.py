@@ -110,7 +110,7 @@ def i2_has_code_3(codes: np.ndarray) -> bool:
 
 def check_tlmm_tiles(tiles: np.ndarray, neg_count: np.ndarray) -> str:
     """'' if the tiles hold only the 27 patterns and neg_count counts their negative groups per row
-    (the AVX2 kernel's correction), else what is wrong."""
+    (the correction of the plane-table kernels: AVX2, NEON), else what is wrong."""
     nibbles = tiles[:, :, :4 * ROW_BLOCK]
     if ((nibbles & 15) > 13).any() or ((nibbles >> 4) > 13).any():
         return "holds a group magnitude above 13 (not one of the 27 patterns)"
