@@ -7,7 +7,7 @@
 #include <arm_neon.h>
 
 #include "core.h"
-#include "neon_i2.h"
+#include "arm_common.h"
 #include "tables.h"
 
 namespace tellme {
@@ -54,22 +54,7 @@ void int8_row(const int8_t* w, int64_t k, const int8_t* x, int32_t* out /* strid
 }
 
 double int8_madd_loop(int64_t iterations) {
-  int8x16_t a = vdupq_n_s8(3);
-  int8x16_t b[8];
-  int32x4_t acc[8];
-  for (int j = 0; j < 8; ++j) {
-    b[j] = vdupq_n_s8(static_cast<int8_t>(j - 4));
-    acc[j] = vdupq_n_s32(0);
-  }
-  for (int64_t i = 0; i < iterations; ++i) {
-    asm volatile("" : "+w"(a));  // the products must be recomputed every iteration
-    for (int j = 0; j < 8; ++j) acc[j] = vdotq_s32(acc[j], a, b[j]);
-  }
-  int32x4_t s = acc[0];
-  for (int j = 1; j < 8; ++j) s = vaddq_s32(s, acc[j]);
-  volatile int32_t sink = vaddvq_s32(s);
-  (void)sink;
-  return 8.0 * 16.0 * static_cast<double>(iterations);
+  return madd_loop(iterations, 16, [](int32x4_t acc, int8x16_t a, int8x16_t b) { return vdotq_s32(acc, a, b); });
 }
 
 }  // namespace

@@ -13,7 +13,7 @@
 #include <algorithm>
 
 #include "core.h"
-#include "neon_i2.h"
+#include "arm_common.h"
 #include "tables.h"
 
 namespace tellme {
@@ -203,26 +203,11 @@ void axpys_any(const float* p, const E* rows, int64_t stride, int64_t count, int
     for (int64_t r = 0; r < count; ++r) y[d] += p[r] * load1(rows + r * stride + d);
 }
 
+// smull + sadalp, as the head kernel does: 16 multiply-adds per pair of steps.
 double int8_madd_loop(int64_t iterations) {
-  int8x16_t a = vdupq_n_s8(3);
-  int8x16_t b[8];
-  int32x4_t acc[8];
-  for (int j = 0; j < 8; ++j) {
-    b[j] = vdupq_n_s8(static_cast<int8_t>(j - 4));
-    acc[j] = vdupq_n_s32(0);
-  }
-  for (int64_t i = 0; i < iterations; ++i) {
-    asm volatile("" : "+w"(a));  // the products must be recomputed every iteration
-    for (int j = 0; j < 8; ++j) {
-      acc[j] = vpadalq_s16(acc[j], vmull_s8(vget_low_s8(a), vget_low_s8(b[j])));
-      acc[j] = vpadalq_s16(acc[j], vmull_high_s8(a, b[j]));
-    }
-  }
-  int32x4_t s = acc[0];
-  for (int j = 1; j < 8; ++j) s = vaddq_s32(s, acc[j]);
-  volatile int32_t sink = vaddvq_s32(s);
-  (void)sink;
-  return 8.0 * 16.0 * static_cast<double>(iterations);
+  return madd_loop(iterations, 16, [](int32x4_t acc, int8x16_t a, int8x16_t b) {
+    return vpadalq_s16(vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b))), vmull_high_s8(a, b));
+  });
 }
 
 }  // namespace
