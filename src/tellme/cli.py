@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("dst", help="output file: .safetensors (tellme's packed layout) or .gguf")
     conv.add_argument("--type", choices=("tq2_0", "tq1_0", "i2_s"),
                       help="ternary weight type of a .gguf output (default tq2_0; i2_s is bitnet.cpp's)")
+    conv.add_argument("--pad-ffn", action="store_true",
+                      help="write a .gguf whose FFN width is not whole blocks even though the model has an FFN "
+                           "sub-norm, which padding changes slightly (docs/gguf.md)")
     conv.add_argument("--head", choices=("int8", "fp32"), default="int8", help="LM head of a .safetensors output")
     conv.add_argument("--kernel", choices=("auto", "tlmm", "i2"), default="auto",
                       help="kernel layout of a .safetensors output")
@@ -298,14 +301,15 @@ def cmd_convert(args) -> int:
 
     src, dst = resolve(args.src), Path(args.dst)
     to_gguf = dst.suffix.lower() == ".gguf"
-    if args.type and not to_gguf:
-        raise UsageError(f"--type applies to .gguf outputs, not {dst.name}")
+    if (args.type or args.pad_ffn) and not to_gguf:
+        raise UsageError(f"--{'type' if args.type else 'pad-ffn'} applies to .gguf outputs, not {dst.name}")
     check_output_file(dst, args.force)
     reader = open_checkpoint(src)
     start = time.perf_counter()
     if to_gguf:
         from .formats.gguf_export import write_gguf
-        write_gguf(reader, reader.tokenizer, dst, args.type or "tq2_0", progress_bar("converting", True))
+        write_gguf(reader, reader.tokenizer, dst, args.type or "tq2_0", progress_bar("converting", True),
+                   args.pad_ffn)
     else:
         PackedModel.pack(reader, args.head, args.kernel, progress_bar("converting", True)).save(dst, reader.tokenizer)
     size = dst.stat().st_size

@@ -49,6 +49,7 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
     stop_strings: tuple[str, ...] = ()  # generation_config.json: end of a chat turn
+    ffn_padded_from: int | None = None  # the FFN width before a GGUF writer zero-padded it to `intermediate`
     source: str = field(default="", compare=False)  # the file it came from, for messages (not saved)
 
     def __post_init__(self):
@@ -81,6 +82,9 @@ class ModelConfig:
             bad(f"bos_token_id = {self.bos_token_id!r}: expected a token id")
         if not all(isinstance(s, str) and s for s in self.stop_strings):
             bad(f"stop strings {list(self.stop_strings)} must be non-empty strings")
+        p = self.ffn_padded_from
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 1 <= p < self.intermediate):
+            bad(f"ffn_padded_from = {p!r}: expected an FFN width below intermediate = {self.intermediate}")
         s = self.rope_scaling
         if s is not None:
             keys = ("factors",) if s.get("rope_type") == "factors" else (

@@ -14,6 +14,7 @@ from gguf import GGUFReader, GGUFWriter, quants
 
 import tellme
 from tellme.cli import main as cli
+from tellme.formats.gguf_file import GGUFFile
 from tellme.formats.gguf_model import GGUFCheckpoint
 from tellme.formats.gguf_tokenizer import write_tokenizer
 from tellme.formats.hf import HFCheckpoint
@@ -42,7 +43,7 @@ def checkpoints(tmp_path_factory):
     return out
 
 
-def write_gguf_like_llama_cpp(src, path, arch, wtype, embd=Q.F32, scale_in_blocks=False):
+def write_gguf_like_llama_cpp(src, path, arch, wtype, embd=Q.F32, scale_in_blocks=False, strings=None):
     """A GGUF of checkpoint `src` in llama.cpp's layout. TQ scales go in a `.scale` tensor (exact) or,
     with scale_in_blocks, into the fp16 block scales as llama.cpp's converter puts them."""
     ck = HFCheckpoint(src)
@@ -54,6 +55,8 @@ def write_gguf_like_llama_cpp(src, path, arch, wtype, embd=Q.F32, scale_in_block
                        ("attention.head_count_kv", c.kv_heads), ("rope.freq_base", c.rope_theta),
                        ("attention.layer_norm_rms_epsilon", c.eps), ("rope.dimension_count", c.head_dim)]:
         (w.add_float32 if isinstance(value, float) else w.add_uint32)(f"{arch}.{key}", value)
+    for key, value in (strings or {}).items():
+        w.add_string(key, value)
     write_tokenizer(w, Tokenizer.from_dir(src), c.vocab, c.bos_token_id, c.eos_token_ids)
 
     def dense(name, a):
@@ -113,6 +116,22 @@ def test_gguf_gives_the_safetensors_model(checkpoints, tmp_path, arch, wtype):
     ids = a.encode(TEXT)[:64]
     assert b.encode(TEXT)[:64] == ids
     assert np.array_equal(a.logits(ids), b.logits(ids))
+
+
+def test_hidden_activation_overrides_the_architecture(checkpoints, tmp_path):
+    """A 2B-4T model (ReLU^2) in a file labelled llama.cpp's `bitnet` (SiLU) runs ReLU^2 when the
+    file says so in {arch}.hidden_activation; an activation tellme lacks is refused by name."""
+    src = checkpoints["bitnet-packed"]
+    write_gguf_like_llama_cpp(src, tmp_path / "a.gguf", "bitnet", "TQ2_0", strings={"bitnet.hidden_activation": "relu2"})
+    write_gguf_like_llama_cpp(src, tmp_path / "b.gguf", "bitnet", "TQ2_0")
+    assert GGUFCheckpoint(tmp_path / "a.gguf").config.activation == "relu2"
+    assert GGUFCheckpoint(tmp_path / "b.gguf").config.activation == "silu"  # what the name alone says
+    ref, ours = tellme.load(src), tellme.load(tmp_path / "a.gguf")
+    ids = ref.encode(TEXT)[:24]
+    assert np.array_equal(ref.logits(ids), ours.logits(ids))
+    write_gguf_like_llama_cpp(src, tmp_path / "c.gguf", "bitnet", "TQ2_0", strings={"bitnet.hidden_activation": "gelu"})
+    with pytest.raises(ValueError, match="bitnet.hidden_activation = 'gelu' is not supported"):
+        tellme.load(tmp_path / "c.gguf")
 
 
 @pytest.mark.parametrize("wtype", ["TQ1_0", "TQ2_0"])
@@ -216,12 +235,57 @@ def test_llama_q_rows_are_in_llama_cpp_order(checkpoints, tmp_path):
 
 
 def test_convert_refuses_rows_that_are_not_whole_blocks(tmp_path):
-    with pytest.raises(ValueError, match="blocks of 256"):
+    make_checkpoint(tmp_path / "c", "llama-bitnet", hidden=192, heads=6, kv_heads=2, intermediate=256, layers=1)
+    with pytest.raises(ValueError, match="blocks of 256.*q projection's rows have 192"):
         from tellme.formats.gguf_export import write_gguf
-        from tellme import default_model_path
-        write_gguf(HFCheckpoint(default_model_path()), None, tmp_path / "d.gguf", "tq2_0")
+        write_gguf(HFCheckpoint(tmp_path / "c"), None, tmp_path / "d.gguf", "tq2_0")
     assert not (tmp_path / "d.gguf").exists()
     assert cli(["convert", "default-model-dir-that-is-missing", str(tmp_path / "x.gguf")]) == 1
+
+
+@pytest.mark.parametrize("wtype", ["tq2_0", "i2_s"])
+def test_ffn_is_zero_padded_to_whole_blocks(tmp_path, wtype, capsys):
+    """The shipped model (FFN 704, an FFN sub-norm) is written with its FFN padded when asked; the
+    file reads with the gguf library and runs nearly the same model (the sub-norm's eps moves)."""
+    from tellme import default_model_path
+
+    path = tmp_path / "d.gguf"
+    with pytest.raises(ValueError, match="FFN is 704 wide.*exact only without an FFN sub-norm.*--pad-ffn"):
+        from tellme.formats.gguf_export import write_gguf
+        write_gguf(HFCheckpoint(default_model_path()), None, path, wtype)
+    assert cli(["convert", "default", str(path), "--type", wtype, "--pad-ffn"]) == 0
+    if wtype == "tq2_0":  # the library does not know bitnet.cpp's I2_S
+        r = GGUFReader(path)
+        meta = {k: r.fields[k].contents() for k in r.fields if not k.startswith("tokenizer.")}
+        down = next(t for t in r.tensors if t.name == "blk.0.ffn_down.weight")
+        assert list(down.shape) == [768, 256]  # gguf lists ne0 (the row width) first
+    else:
+        meta = GGUFFile(path).metadata
+    assert meta["bitnet-b1.58.feed_forward_length"] == 768
+    assert meta["tellme.feed_forward_length_unpadded"] == 704
+    assert meta["bitnet-b1.58.hidden_activation"] == "relu2"
+    a, b = tellme.load("default"), tellme.load(path)
+    assert b.config.intermediate == 768 and b.config.ffn_padded_from == 704
+    ids = a.encode(TEXT)[:48]
+    la, lb = a.logits(ids), b.logits(ids)
+    assert not np.array_equal(la, lb) and np.abs(la - lb).max() <= 0.1 * np.abs(la).max()
+    assert (la.argmax(1) == lb.argmax(1)).mean() > 0.8
+    capsys.readouterr()
+    assert cli(["info", str(path)]) == 0
+    assert '"ffn_padded_from": 704' in capsys.readouterr().out
+    # padded once: converting the padded file again keeps the width and the note
+    again = tmp_path / "again.gguf"
+    assert cli(["convert", str(path), str(again), "--type", "tq2_0"]) == 0
+    assert tellme.load(again).config.ffn_padded_from == 704
+
+
+def test_ffn_padding_without_sub_norm_is_exact(tmp_path):
+    make_checkpoint(tmp_path / "c", "llama-bitnet", hidden=256, heads=4, kv_heads=2, intermediate=320, layers=2)
+    assert cli(["convert", str(tmp_path / "c"), str(tmp_path / "p.gguf"), "--type", "tq1_0"]) == 0
+    a, b = tellme.load(tmp_path / "c"), tellme.load(tmp_path / "p.gguf")
+    assert (b.config.intermediate, b.config.ffn_padded_from) == (512, 320)
+    ids = a.encode(TEXT)[:40]
+    assert np.array_equal(a.logits(ids), b.logits(ids))
 
 
 def test_gguf_to_tellme_file(checkpoints, tmp_path):

@@ -84,6 +84,33 @@ def test_upstream_type_36(tmp_path):
         GGUFFile(tmp_path / "iq4.gguf")
 
 
+def _one_tensor_file(path, qtype: int, nbytes: int, shape=(256, 512)):
+    w = GGUFWriter(path, "bitnet-b1.58")
+    w.add_tensor("blk.0.attn_q.weight", np.zeros(nbytes, dtype=np.int8), raw_shape=shape, raw_dtype=qtype)
+    w.add_tensor("token_embd.weight", np.zeros((64, 256), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_bitnet_cpp_tl_types_are_named(tmp_path):
+    """bitnet.cpp's TL1 (38) and TL2 (39) are refused by name, with what to convert to; a type-39
+    tensor of upstream's MXFP4 size is MXFP4."""
+    rows, cols = 256, 512
+    tl2 = (cols - 256) * rows // 3 * 5 // 8 + 256 * rows // 2 * 4 // 8
+    tl2 = -(-tl2 // 32) * 32 + 32
+    for qtype, nbytes, kind in ((39, tl2, "TL2"), (38, rows * cols // 4 + 32, "TL1")):
+        path = _one_tensor_file(tmp_path / f"{kind}.gguf", qtype, nbytes)
+        with pytest.raises(FormatError, match=f"'blk.0.attn_q.weight' is bitnet.cpp's {kind} \\(type id {qtype}\\).*I2_S"):
+            GGUFFile(path)
+    mxfp4 = GGUFFile(_one_tensor_file(tmp_path / "mxfp4.gguf", 39, rows * cols // 32 * 17))
+    assert mxfp4.tensors["blk.0.attn_q.weight"].type_name == "MXFP4"
+    with pytest.raises(FormatError, match="unknown type id 38"):  # not TL1's size
+        GGUFFile(_one_tensor_file(tmp_path / "odd.gguf", 38, rows * cols // 2))
+
+
 def test_wrong_tensor_size(files, tmp_path):
     data = bytearray(files["tq2_0"].read_bytes())
     at = tensor_entry(data, "blk.0.attn_v.weight") - 8  # ne1 (rows), the last dimension

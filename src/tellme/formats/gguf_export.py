@@ -7,6 +7,13 @@ and k rows then in llama.cpp's RoPE-pair order). The tensor names are llama.cpp'
 Nothing is lost: ternary codes are stored as they are; a scale goes into the fp16 block scales
 when fp16 holds it exactly, else into a `blk.{i}.{linear}.scale` tensor; the embedding and LM head
 are written as F16, BF16 or F32, whichever holds every value exactly; norms as F32.
+
+One exception: an FFN width that is not a whole number of blocks is zero-padded: gate and up gain
+zero rows, down zero columns, which changes nothing, since act(0) * 0 = 0. With an FFN sub-norm
+(BitNet; the shipped model's 704, bitnet_b1_58-3B's 8640) the RMS is then taken over the longer row:
+its gamma is scaled to match, but eps acts as eps * n / padded, which no weight can undo, so such a
+model is padded only when asked (`pad_ffn`). The file records the width in
+`tellme.feed_forward_length_unpadded`.
 """
 
 from __future__ import annotations
@@ -21,12 +28,23 @@ from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 
 from ..config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from ..errors import UsageError
+from ..kernels.layout import round_up
 from ..rope import rope_frequencies, rope_pair_order
-from .gguf_model import LINEAR_TENSORS, ROPE_FREQS
+from .gguf_model import LINEAR_TENSORS, PADDED_FROM_KEY, ROPE_FREQS
 from .gguf_quants import I2_S, I2_S_FILE_TYPE, TERNARY_TYPES, quantize_ternary
 
 FILE_TYPES = {"tq1_0": LlamaFileType.MOSTLY_TQ1_0, "tq2_0": LlamaFileType.MOSTLY_TQ2_0, "i2_s": I2_S_FILE_TYPE}
 BLOCKS = {"tq1_0": 256, "tq2_0": 256, "i2_s": 128}
+
+
+def pad_sub_norm(gamma: np.ndarray, width: int) -> np.ndarray:
+    """The FFN sub-norm's gamma for a row zero-padded to `width`: the mean square over the longer row
+    is smaller by n / width, so gamma grows by sqrt(width / n) (what is left is eps, which now acts
+    as eps * n / width). The padded entries meet zeros; they are 1."""
+    n = gamma.size
+    out = np.ones(width, dtype=np.float32)
+    out[:n] = gamma * np.float32(np.sqrt(width / n))
+    return out
 
 
 def gguf_architecture(c: ModelConfig) -> str:
@@ -50,17 +68,26 @@ def lossless_float(a: np.ndarray) -> tuple[np.ndarray, GGMLQuantizationType | No
 
 
 def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
-               progress: Callable[[Iterator], Iterator] = iter) -> None:
-    """Writes `ckpt` (a format reader: see formats/__init__.py) to `path` with ternary linears of type qtype."""
+               progress: Callable[[Iterator], Iterator] = iter, pad_ffn: bool = False) -> None:
+    """Writes `ckpt` (a format reader: see formats/__init__.py) to `path` with ternary linears of type
+    qtype. pad_ffn: pad an FFN that has a sub-norm too (not exact: see the module's docstring)."""
     if qtype not in TERNARY_TYPES:
         raise UsageError(f"unknown GGUF weight type {qtype!r}; expected one of {', '.join(TERNARY_TYPES)}")
     c: ModelConfig = ckpt.config
     arch = gguf_architecture(c)
     for name in LINEAR_NAMES:
         cols = c.linear_shape(name)[1]
-        if cols % BLOCKS[qtype]:
+        if cols % BLOCKS[qtype] and name != "down":  # down's rows are padded below
             raise UsageError(f"{qtype.upper()} stores rows in blocks of {BLOCKS[qtype]} weights; the {name} "
                              f"projection's rows have {cols}, so this model cannot be written as {qtype.upper()}")
+    ffn = round_up(c.intermediate, BLOCKS[qtype])
+    pad = ffn - c.intermediate
+    if pad and c.sub_norms and not pad_ffn:
+        raise UsageError(
+            f"{qtype.upper()} stores rows in blocks of {BLOCKS[qtype]} weights and the FFN is {c.intermediate} wide. "
+            f"Zero-padding it to {ffn} is exact only without an FFN sub-norm; this model has one, whose RMS would "
+            "be taken over the longer row, so eps would act as eps * n / padded and the outputs move slightly "
+            "(the shipped model: perplexity +1.9%). Pass --pad-ffn to write it anyway")
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")  # never leave a half-written model under the real name
     try:
@@ -70,7 +97,10 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
         w.add_context_length(c.context)
         w.add_embedding_length(c.hidden)
         w.add_block_count(c.layers)
-        w.add_feed_forward_length(c.intermediate)
+        w.add_feed_forward_length(ffn)
+        if pad or c.ffn_padded_from:
+            w.add_uint32(PADDED_FROM_KEY, c.ffn_padded_from or c.intermediate)
+        w.add_string(f"{arch}.hidden_activation", c.activation)
         w.add_head_count(c.heads)
         w.add_head_count_kv(c.kv_heads)
         if c.head_dim * c.heads != c.hidden:
@@ -100,9 +130,14 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
             for name in NORM_NAMES:
                 g = ckpt.norm(i, name)
                 if g is not None:
-                    w.add_tensor(f"blk.{i}.{name}.weight", np.ascontiguousarray(g, dtype=np.float32))
+                    g = np.ascontiguousarray(g, dtype=np.float32)
+                    if name == "ffn_sub_norm" and pad:
+                        g = pad_sub_norm(g, ffn)
+                    w.add_tensor(f"blk.{i}.{name}.weight", g)
             for name in LINEAR_NAMES:
                 ternary, scale = ckpt.linear(i, name)
+                if pad and name in ("gate", "up", "down"):  # zero rows of gate and up, columns of down
+                    ternary = np.pad(ternary, ((0, pad), (0, 0)) if name != "down" else ((0, 0), (0, pad)))
                 if arch == "llama" and name in ("q", "k"):
                     ternary = ternary[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
                 data, rest = quantize_ternary(ternary, scale, TERNARY_TYPES[qtype])

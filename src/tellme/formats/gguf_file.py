@@ -3,9 +3,10 @@
 The `gguf` library parses the header and metadata. Around it we add what a loader facing
 arbitrary files needs: every read is bounds-checked (a truncated or corrupt header is a
 FormatError naming the file, never an IndexError, a huge allocation or an endless loop), and
-the tensor table is built here rather than by the library, because bitnet.cpp's I2_S reuses type
-id 36, which the library does not know (and upstream ggml used for IQ4_NL_4_4). Which of the two
-a type-36 tensor is follows from its byte size (the gap to the next tensor) and the file type.
+the tensor table is built here rather than by the library, because bitnet.cpp's fork of ggml
+numbers its types over upstream's: I2_S is 36 (upstream's former IQ4_NL_4_4), TL1 is 38 and TL2
+is 39 (upstream's MXFP4). Which one a tensor is follows from its byte size (the gap to the next
+tensor) and, for type 36, the file type.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .gguf_quants import I2_S, I2_S_FILE_TYPE, i2s_nbytes
 
 MAX_DIMS = 4
 IQ4_NL_4_4 = (32, 18)  # upstream ggml's former type 36: (block, bytes per block)
+TL1, TL2 = 38, 39      # bitnet.cpp's lookup-table types, laid out for one machine's kernels
 _MIN_ITEM_BYTES = {GGUFValueType.STRING: 8, GGUFValueType.ARRAY: 12}
 
 
@@ -183,6 +185,8 @@ class GGUFFile:
         n = int(np.prod(shape, dtype=np.int64))
         if qtype == I2_S:
             return "I2_S", self._check_type_36(name, n, span)
+        if qtype in (TL1, TL2):
+            self._refuse_tl(name, qtype, shape, span)
         try:
             t = GGMLQuantizationType(qtype)
         except ValueError:
@@ -210,6 +214,22 @@ class GGUFFile:
         if iq4 and not i2s:
             raise self._error(what + ": this is an upstream IQ4_NL_4_4 tensor, which tellme does not read")
         raise self._error(what + (": ambiguous" if i2s else ": the size matches neither"))
+
+    def _refuse_tl(self, name: str, qtype: int, shape: tuple[int, ...], span: int) -> None:
+        """bitnet.cpp's TL1 (38) and TL2 (39) are refused by name when the tensor has their size;
+        otherwise the type id is upstream's (39 is MXFP4: read, then refused as not ternary)."""
+        rows, cols = (shape[0], shape[-1]) if len(shape) > 1 else (1, shape[0])
+        if qtype == TL1:
+            nbytes = rows * cols // 4 + 32
+        else:  # bitnet.cpp's ggml_nbytes: 3 weights in 5 bits, the last 256 columns 2 in 4 bits
+            nbytes = (cols - 256) * rows // 3 * 5 // 8 + 256 * rows // 2 * 4 // 8
+            nbytes = -(-nbytes // 32) * 32 + 32
+        if cols < 256 or not nbytes <= span < nbytes + self.alignment:
+            return
+        kind = "TL1" if qtype == TL1 else "TL2"
+        raise self._error(f"tensor {name!r} is bitnet.cpp's {kind} (type id {qtype}), a layout generated for one "
+                          "machine's kernels that tellme does not read: convert the model to I2_S instead "
+                          "(bitnet.cpp's converter with --quant-type i2_s) or to TQ2_0 (llama.cpp)")
 
     def raw(self, name: str) -> np.ndarray:
         """The tensor's bytes as a view of the file's memory map (pages count as memory once read)."""

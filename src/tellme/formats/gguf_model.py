@@ -8,6 +8,9 @@ formats.hf.HFCheckpoint: `config`, `linear(i, name)` -> (ternary int8 [out, in],
 | `bitnet-b1.58`, `bitnet-25`| bitnet.cpp's BitNet b1.58 2B-4T    | yes       | relu2   | `bitnet-2b4t`     |
 | `llama`                    | Llama3-8B-1.58, Falcon3 1.58-bit   | no        | silu    | `llama-bitnet`    |
 
+`{arch}.hidden_activation` (llama.cpp's key; Hugging Face's `hidden_act` values), when present,
+overrides the activation the architecture implies: a 2B-4T file labelled `bitnet` runs ReLU^2.
+
 Tensor names are llama.cpp's (`blk.{i}.attn_q.weight`, ...). Linears may be TQ1_0, TQ2_0, I2_S,
 or F32/F16/BF16 holding one scale times ternary values; an optional `blk.{i}.attn_q.scale`
 multiplies in, as in llama.cpp's bitnet graph. llama.cpp stores the `llama` architecture's q and
@@ -42,6 +45,8 @@ ARCHITECTURES = {  # general.architecture -> (tellme architecture, activation)
 LINEAR_TENSORS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
                   "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
 ROPE_FREQS = "rope_freqs.weight"
+PADDED_FROM_KEY = "tellme.feed_forward_length_unpadded"  # written when the FFN was zero-padded
+HIDDEN_ACTIVATIONS = {"silu": "silu", "swish": "silu", "relu2": "relu2"}  # hidden_activation -> tellme's
 
 
 def config_from_gguf(f: GGUFFile) -> ModelConfig:
@@ -50,6 +55,12 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
         raise FormatError(f"{f.path}: unsupported architecture {arch!r}; tellme reads "
                           f"{', '.join(ARCHITECTURES)} with ternary weights")
     architecture, activation = ARCHITECTURES[arch]
+    act = f.get(f"{arch}.hidden_activation", None)
+    if act is not None:
+        if act not in HIDDEN_ACTIVATIONS:
+            raise FormatError(f"{f.path}: metadata {arch}.hidden_activation = {act!r} is not supported "
+                              f"(tellme runs {', '.join(HIDDEN_ACTIVATIONS)})")
+        activation = HIDDEN_ACTIVATIONS[act]
 
     def need(key: str, default=None, kind=int):
         value = f.get(f"{arch}.{key}", default)
@@ -101,6 +112,7 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
         rope_scaling=rope_scaling,
         eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos if isinstance(e, int))),
         bos_token_id=f.get("tokenizer.ggml.bos_token_id"),
+        ffn_padded_from=f.get(PADDED_FROM_KEY),
         source=str(f.path),
     )
 
