@@ -181,13 +181,25 @@ NB_MODULE(_core, m) {
   }, nb::arg("tiles"), nb::arg("neg_count"), nb::arg("out_features"), nb::arg("in_features"),
      nb::arg("activations"), nb::arg("act_scale"), nb::arg("weight_scale"));
   m.def("i2_matmul_int", [](const Array& codes, int64_t out_f, int64_t in_f, const Array& act) {
-    return run_matmul(check_i2(codes, out_f, in_f), act, nullptr, 1.0f, i2_matmul);
+    return run_matmul(check_i2(codes, out_f, in_f), act, nullptr, 1.0f,
+                      [](const I2Weights& w, const int8_t* a, int64_t n, const Output& o) { i2_matmul(w, a, n, o); });
   }, nb::arg("codes"), nb::arg("out_features"), nb::arg("in_features"), nb::arg("activations"));
   m.def("i2_matmul", [](const Array& codes, int64_t out_f, int64_t in_f, const Array& act,
                         const Array& act_scale, float weight_scale) {
-    return run_matmul(check_i2(codes, out_f, in_f), act, &act_scale, weight_scale, i2_matmul);
+    return run_matmul(check_i2(codes, out_f, in_f), act, &act_scale, weight_scale,
+                      [](const I2Weights& w, const int8_t* a, int64_t n, const Output& o) { i2_matmul(w, a, n, o); });
   }, nb::arg("codes"), nb::arg("out_features"), nb::arg("in_features"), nb::arg("activations"),
      nb::arg("act_scale"), nb::arg("weight_scale"));
+  m.def("i2_matmul_grouped", [](const Array& codes, const Array& group_scale, int64_t group, int64_t out_f,
+                                int64_t in_f, const Array& act, const Array& act_scale) {
+    const I2Weights w = check_i2(codes, out_f, in_f);
+    const float* gs = check_group_scale(group_scale, group, w);
+    return run_matmul(w, act, &act_scale, 1.0f, [&](const I2Weights& w, const int8_t* a, int64_t n, const Output& o) {
+      i2_matmul(w, a, n, o, gs, group);
+    });
+  }, nb::arg("codes"), nb::arg("group_scale"), nb::arg("group"), nb::arg("out_features"), nb::arg("in_features"),
+     nb::arg("activations"), nb::arg("act_scale"),
+     "i2 weights with one scale per `group` weights along each row (float32 [out_pad, in / group]).");
 
   m.def("time_matmul", [](const std::string& kernel, const std::vector<Array>& weights,
                           const Array& neg_count, int64_t out_f, int64_t in_f, const Array& act,

@@ -85,6 +85,14 @@ inline I2Weights check_i2(const Array& codes, int64_t out_features, int64_t in_f
           out_pad, in_pad};
 }
 
+// Group scales of i2 weights w: float32 [out_pad, in / group], group a multiple of 32 dividing `in`.
+inline const float* check_group_scale(const Array& scales, int64_t group, const I2Weights& w) {
+  if (group < 32 || group % 32 || w.in % group)
+    throw nb::value_error(("group size " + std::to_string(group) + " must be a multiple of 32 that divides " +
+                           std::to_string(w.in) + " input features").c_str());
+  return checked<float>(scales, "group_scale", {w.out_pad, w.in / group});
+}
+
 void bind_engine(nb::module_& m);
 
 }  // namespace tellme::bind

@@ -32,6 +32,7 @@ struct BoundEngine {
   std::mutex busy;                     // forward() uses the engine's scratch: one call at a time
   std::vector<nb::object> keep_alive;  // the arrays the engine points into (often memory-mapped)
   std::vector<std::string> missing;    // names not attached yet
+  int64_t group = 0;                   // group size of grouped linears (one per engine)
 
   BoundEngine(const EngineConfig& c, std::vector<float> cos, std::vector<float> sin)
       : engine(c, std::move(cos), std::move(sin)) {
@@ -133,7 +134,8 @@ void bind_engine(nb::module_& m) {
          nb::arg("kv_heads"), nb::arg("head_dim"), nb::arg("vocab"), nb::arg("context"),
          nb::arg("eps"), nb::arg("activation"), nb::arg("sub_norms"), nb::arg("rope_cos"), nb::arg("rope_sin"))
       .def("set_linear", [](BoundEngine& e, int64_t l, const std::string& name, const std::string& kernel,
-                            const Array& data, std::optional<Array> neg_count, float scale) {
+                            const Array& data, std::optional<Array> neg_count, float scale,
+                            std::optional<Array> group_scale, int64_t group) {
         const EngineConfig& c = e.engine.config;
         Layer& L = e.layer(l);
         const int64_t qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
@@ -158,13 +160,23 @@ void bind_engine(nb::module_& m) {
         } else if (kernel == "i2") {
           lin.is_tlmm = false;
           lin.i2 = check_i2(data, out_f, in_f);
+          if (group_scale) {  // one group size per engine: matmul_group prepares one grouping per call
+            if (e.group && group != e.group)
+              throw nb::value_error((what + ": group size " + std::to_string(group) + " differs from the model's " +
+                                     std::to_string(e.group)).c_str());
+            lin.group_scale = check_group_scale(*group_scale, group, lin.i2);
+            lin.group = e.group = group;
+            lin.scale = 1.0f;
+            e.keep_alive.push_back(nb::cast(*group_scale));
+          }
         } else {
           throw nb::value_error(("unknown kernel '" + kernel + "'").c_str());
         }
         *slot->lin = lin;
         e.attached(what, data);
       }, nb::arg("layer"), nb::arg("name"), nb::arg("kernel"), nb::arg("data"),
-         nb::arg("neg_count").none(), nb::arg("scale"))
+         nb::arg("neg_count").none(), nb::arg("scale"), nb::arg("group_scale").none() = nb::none(),
+         nb::arg("group") = 0)
       .def("weight_address", [](BoundEngine& e, int64_t l, const std::string& name) {
         Layer& L = e.layer(l);
         const std::pair<const char*, const Linear*> all[] = {{"q", &L.q}, {"k", &L.k}, {"v", &L.v}, {"o", &L.o},

@@ -11,7 +11,7 @@
 //
 //  2-bit codes ("i2"): code = w + 1 in {0,1,2}; rows padded to ROW_BLOCK, `in` to I2_K_PAD.
 //    Each 128-weight block of a row is 32 bytes: byte j holds the codes of k = j, j+32, j+64,
-//    j+96 in bits 0-1, 2-3, 4-5, 6-7. Rows are stored one after another.
+//    j+96 in bits 6-7, 4-5, 2-3, 0-1 (bitnet.cpp's I2_S order). Rows are stored one after another.
 #pragma once
 #include <cstddef>
 #include <cstdint>

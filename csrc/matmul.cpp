@@ -63,19 +63,33 @@ int64_t row_blocks_per_task(int64_t row_blocks, int64_t tokens) {
   return per;
 }
 
+// A row block's sums for nt tokens, [nt][ROW_BLOCK]: exact int32 (one weight scale), or fp32
+// already carrying the group scales (grouped weights).
+struct Sums {
+  const int32_t* i32 = nullptr;
+  const float* f32 = nullptr;
+  float weight_scale = 1.0f;
+  // y = sum * (act_scale * weight_scale); a grouped sum has weight_scale 1
+  void scaled(int64_t t, int64_t rows, float act_scale, float* y) const {
+    const float s = act_scale * weight_scale;
+    if (f32)
+      for (int64_t r = 0; r < rows; ++r) y[r] = f32[t * ROW_BLOCK + r] * s;
+    else
+      for (int64_t r = 0; r < rows; ++r) y[r] = static_cast<float>(i32[t * ROW_BLOCK + r]) * s;
+  }
+};
+
 void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t0, int64_t nt,
-                const int32_t* acc /* [nt][ROW_BLOCK] */, const int32_t* up_acc, float up_scale) {
+                const Sums& acc, const Sums& up_acc) {
   const int64_t rows = std::min<int64_t>(ROW_BLOCK, out_features - row0);
   for (int64_t t = 0; t < nt; ++t) {
-    const int32_t* a = acc + t * ROW_BLOCK;
     const int64_t base = (t0 + t) * out_features + row0;
     if (out.i32) {
-      std::memcpy(out.i32 + base, a, rows * sizeof(int32_t));
+      std::memcpy(out.i32 + base, acc.i32 + t * ROW_BLOCK, rows * sizeof(int32_t));
       continue;
     }
-    const float s = out.act_scale[t0 + t] * out.weight_scale;
     float y[ROW_BLOCK];
-    for (int64_t r = 0; r < rows; ++r) y[r] = static_cast<float>(a[r]) * s;
+    acc.scaled(t, rows, out.act_scale[t0 + t], y);
     if (out.rope.cos) {  // row blocks start at even rows and head_dim is even: pairs stay whole
       const int64_t half = out.rope.head_dim / 2;
       const int64_t at = out.rope.positions[t0 + t] * half;
@@ -96,10 +110,10 @@ void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t
       case Epilogue::Store: for (int64_t r = 0; r < rows; ++r) o[r] = y[r]; break;
       case Epilogue::Add: for (int64_t r = 0; r < rows; ++r) o[r] += y[r]; break;
       case Epilogue::Gated: {
-        const float su = out.act_scale[t0 + t] * up_scale;
-        const int32_t* u = up_acc + t * ROW_BLOCK;
+        float u[ROW_BLOCK];
+        up_acc.scaled(t, rows, out.act_scale[t0 + t], u);
         activate(y, rows, out.activation);
-        for (int64_t r = 0; r < rows; ++r) o[r] = y[r] * (static_cast<float>(u[r]) * su);
+        for (int64_t r = 0; r < rows; ++r) o[r] = y[r] * u[r];
         break;
       }
     }
@@ -122,6 +136,7 @@ struct Task {
 // reused, so a decode step allocates nothing.
 struct Prepared {
   std::vector<int8_t> tlmm_padded, i2_padded, i2_acts_storage;
+  std::vector<int8_t> grouped;  // [in / group][tokens][group]: a group of every token, contiguous
   int8_t* i2_acts = nullptr;  // 64-byte aligned in i2_acts_storage: whole-cache-line vector loads
   std::vector<uint8_t> tables;
   std::vector<int32_t> i2_sums;
@@ -129,7 +144,15 @@ struct Prepared {
 };
 
 void prepare(const Backend& be, const int8_t* act, int64_t nt, int64_t in, bool tlmm, bool i2,
-             Prepared& p) {
+             int64_t group, Prepared& p) {
+  if (group) {
+    const int64_t groups = in / group;
+    p.grouped.resize(nt * in);
+    parallel_for(groups, [&](int64_t g) {
+      for (int64_t t = 0; t < nt; ++t)
+        std::memcpy(p.grouped.data() + (g * nt + t) * group, act + t * in + g * group, group);
+    });
+  }
   if (tlmm) {
     const int64_t in_pad = round_up(in, KB_WEIGHTS), groups = in_pad / 3;
     p.table_stride = groups * be.table_bytes_per_group;
@@ -181,16 +204,69 @@ void block_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t r
                 p.i2_stride, p.i2_sums.data(), nt, acc + (rb - rb0) * nt * ROW_BLOCK);
 }
 
+// Weights k0 .. k0 + n of one row of 2-bit codes as int8 -1/0/1 (k0 and n multiples of 32: each
+// run of 32 is one 2-bit field of 32 consecutive bytes).
+void unpack_codes(const uint8_t* row, int64_t k0, int64_t n, int8_t* dst) {
+  for (int64_t c = 0; c < n; c += 32) {
+    const uint8_t* b = row + (k0 + c) / I2_BLOCK * 32;
+    const int shift = 6 - 2 * static_cast<int>(((k0 + c) / 32) % 4);
+    for (int j = 0; j < 32; ++j) dst[c + j] = static_cast<int8_t>(((b[j] >> shift) & 3) - 1);
+  }
+}
+
+// Grouped weights: for each group, a row block's weights are unpacked to int8 and multiplied by
+// that group of every token with the backend's int8 GEMM (exact int32), then scaled by the group
+// scales and added in fp32, group by group: facc[(rb - rb0) * nt * 32 + t * 32 + r].
+void grouped_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t rb0, int64_t rb1,
+                  int64_t nt, float* facc) {
+  const int64_t g_size = w.group, groups = w.i2.in / g_size, row_bytes = w.i2.in_pad / 4;
+  thread_local std::vector<int8_t> wq;
+  thread_local std::vector<int32_t> sums;
+  wq.resize(ROW_BLOCK * g_size);
+  sums.resize(nt * ROW_BLOCK);
+  for (int64_t rb = rb0; rb < rb1; ++rb) {
+    float* f = facc + (rb - rb0) * nt * ROW_BLOCK;
+    std::fill(f, f + nt * ROW_BLOCK, 0.0f);
+    const uint8_t* codes = w.i2.codes + rb * ROW_BLOCK * row_bytes;
+    const float* scales = w.group_scale + rb * ROW_BLOCK * groups;
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t r = 0; r < ROW_BLOCK; ++r) unpack_codes(codes + r * row_bytes, g * g_size, g_size, wq.data() + r * g_size);
+      be.int8_gemm(wq.data(), ROW_BLOCK, g_size, p.grouped.data() + g * nt * g_size, nt, sums.data());
+      for (int64_t t = 0; t < nt; ++t)
+        for (int64_t r = 0; r < ROW_BLOCK; ++r)
+          f[t * ROW_BLOCK + r] += scales[r * groups + g] * static_cast<float>(sums[t * ROW_BLOCK + r]);
+    }
+  }
+}
+
+// A task's sums for one matrix, int32 or (grouped) fp32, in the calling thread's buffers.
+Sums task_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t rb0, int64_t rb1, int64_t nt,
+               std::vector<int32_t>& i32, std::vector<float>& f32) {
+  const int64_t n = (rb1 - rb0) * nt * ROW_BLOCK;
+  if (w.group_scale) {
+    f32.resize(n);
+    grouped_sums(be, w, p, rb0, rb1, nt, f32.data());
+    return {nullptr, f32.data(), 1.0f};
+  }
+  i32.resize(n);
+  block_sums(be, w, p, rb0, rb1, nt, i32.data());
+  return {i32.data(), nullptr, w.scale};
+}
+
 }  // namespace
 
 void matmul_group(const MatmulJob* jobs, int count, const int8_t* act, int64_t tokens) {
   const Backend& be = active_backend();
   const int64_t in = jobs[0].w->in_features();
   bool any_tlmm = false, any_i2 = false;
+  int64_t group = 0;  // of the grouped matrices (one size per call: bindings_engine.cpp checks)
   int64_t total_blocks = 0;
   for (int j = 0; j < count; ++j) {
-    (jobs[j].w->is_tlmm ? any_tlmm : any_i2) = true;
-    if (jobs[j].up) (jobs[j].up->is_tlmm ? any_tlmm : any_i2) = true;
+    for (const Linear* l : {jobs[j].w, jobs[j].up}) {
+      if (!l) continue;
+      if (l->group_scale) group = l->group;
+      else (l->is_tlmm ? any_tlmm : any_i2) = true;
+    }
     total_blocks += (jobs[j].w->out_features() + ROW_BLOCK - 1) / ROW_BLOCK;
   }
   const int64_t chunk = std::min(tokens, TOKEN_CHUNK);
@@ -204,24 +280,19 @@ void matmul_group(const MatmulJob* jobs, int count, const int8_t* act, int64_t t
   Prepared& p = prepared_here;  // by reference: worker threads must read the caller's instance
   for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
     const int64_t nt = std::min(chunk, tokens - t0);
-    prepare(be, act + t0 * in, nt, in, any_tlmm, any_i2, p);
+    prepare(be, act + t0 * in, nt, in, any_tlmm, any_i2, group, p);
     parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i) {
       const Task& task = tasks[i];
       const MatmulJob& job = jobs[task.job];
-      const int64_t n = (task.rb1 - task.rb0) * nt * ROW_BLOCK;
       thread_local std::vector<int32_t> acc, up_acc;
-      acc.resize(n);
-      block_sums(be, *job.w, p, task.rb0, task.rb1, nt, acc.data());
-      if (job.up) {
-        up_acc.resize(n);
-        block_sums(be, *job.up, p, task.rb0, task.rb1, nt, up_acc.data());
-      }
-      Output out = job.out;
-      out.weight_scale = job.w->scale;
+      thread_local std::vector<float> facc, up_facc;
+      const Sums sums = task_sums(be, *job.w, p, task.rb0, task.rb1, nt, acc, facc);
+      const Sums up = job.up ? task_sums(be, *job.up, p, task.rb0, task.rb1, nt, up_acc, up_facc) : Sums{};
       for (int64_t rb = task.rb0; rb < task.rb1; ++rb) {
         const int64_t off = (rb - task.rb0) * nt * ROW_BLOCK;
-        write_rows(out, job.w->out_features(), rb * ROW_BLOCK, t0, nt, acc.data() + off,
-                   job.up ? up_acc.data() + off : nullptr, job.up ? job.up->scale : 0.0f);
+        const Sums at{sums.i32 ? sums.i32 + off : nullptr, sums.f32 ? sums.f32 + off : nullptr, sums.weight_scale};
+        const Sums up_at{up.i32 ? up.i32 + off : nullptr, up.f32 ? up.f32 + off : nullptr, up.weight_scale};
+        write_rows(job.out, job.w->out_features(), rb * ROW_BLOCK, t0, nt, at, up_at);
       }
     });
   }
@@ -235,11 +306,14 @@ void tlmm_matmul(const TlmmWeights& w, const int8_t* act, int64_t tokens, const 
   matmul_group(&job, 1, act, tokens);
 }
 
-void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out) {
+void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out,
+               const float* group_scale, int64_t group) {
   Linear l;
   l.is_tlmm = false;
   l.i2 = w;
-  l.scale = out.weight_scale;
+  l.scale = group_scale ? 1.0f : out.weight_scale;
+  l.group_scale = group_scale;
+  l.group = group;
   MatmulJob job{&l, nullptr, out};
   matmul_group(&job, 1, act, tokens);
 }

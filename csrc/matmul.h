@@ -45,13 +45,21 @@ struct Output {
 
 // act: int8 [tokens, in], row-major. Output rows are [tokens, out].
 void tlmm_matmul(const TlmmWeights& w, const int8_t* act, int64_t tokens, const Output& out);
-void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out);
+// group_scale (optional, [out_pad, in / group]): grouped weights, see Linear; out.weight_scale unused.
+void i2_matmul(const I2Weights& w, const int8_t* act, int64_t tokens, const Output& out,
+               const float* group_scale = nullptr, int64_t group = 0);
 
-struct Linear {  // one packed ternary matrix in either layout, W = scale * T
+// One packed ternary matrix in either layout: W = scale * T, or, with group scales (i2 only),
+// W[r, k] = group_scale[r * (in / group) + k / group] * T[r, k] (Bonsai's Q2_0/Q1_0: one scale
+// per `group` weights along a row). Grouped rows are summed exactly per group in int32, then
+// scaled and added in fp32, group by group in order; `scale` is then 1.
+struct Linear {
   bool is_tlmm = true;
   TlmmWeights tlmm{};
   I2Weights i2{};
   float scale = 1.0f;
+  const float* group_scale = nullptr;  // [out_pad, in / group], or null for one scale
+  int64_t group = 0;
   int64_t out_features() const { return is_tlmm ? tlmm.out : i2.out; }
   int64_t in_features() const { return is_tlmm ? tlmm.in : i2.in; }
 };

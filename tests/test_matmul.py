@@ -136,3 +136,37 @@ def test_property_random_small_shapes(out_features, in_features, tokens, zero_fr
     finally:
         tellme.set_isa(previous)
     np.testing.assert_array_equal(got, ref.ternary_matmul(w, q))
+
+
+GROUPED = [(64, 33, 256, 1), (128, 70, 384, 2), (128, 300, 1024, 7), (64, 1536, 1536, 17), (32, 40, 96, 3)]
+
+
+@pytest.mark.parametrize("group, out_features, in_features, tokens", GROUPED, ids=lambda v: str(v))
+def test_group_scales_exact(group, out_features, in_features, tokens, isa, threads, rng):
+    """Bonsai's layout: one fp16 scale per `group` weights along a row. Integer sums per group, scaled
+    and added in fp32 in group order: bit for bit the NumPy reference, at every ISA and thread count."""
+    w = random_ternary(rng, out_features, in_features)
+    scales = rng.uniform(0.01, 0.1, (out_features, in_features // group)).astype(np.float16).astype(np.float32)
+    q, s = quantize(rng.standard_normal((tokens, in_features)).astype(np.float32))
+    packed = TernaryWeights.pack(w, scales, "i2")
+    assert packed.group == group
+    expected = ref.grouped_matmul(w, scales, q, s)
+    np.testing.assert_array_equal(packed.matmul(q, s), expected)
+    # the extreme sums: a group of +1 weights against activations of 127
+    w[:] = 1
+    q[:] = 127
+    np.testing.assert_array_equal(TernaryWeights.pack(w, scales, "i2").matmul(q, s), ref.grouped_matmul(w, scales, q, s))
+    # one scale for every group is the plain kernel's answer up to float order; same ternary sums
+    ones = np.full_like(scales, 0.5)
+    np.testing.assert_allclose(TernaryWeights.pack(w, ones, "i2").matmul(q, s),
+                               TernaryWeights.pack(w, 0.5, "i2").matmul(q, s), rtol=1e-6)
+
+
+def test_group_scales_refused_where_they_cannot_run(rng):
+    w = random_ternary(rng, 8, 256)
+    with pytest.raises(ValueError, match="i2 kernel only"):
+        TernaryWeights.pack(w, np.ones((8, 2), np.float32), "tlmm")
+    with pytest.raises(ValueError, match="groups of a multiple of 32"):
+        TernaryWeights.pack(w, np.ones((8, 16), np.float32), "i2")  # groups of 16
+    with pytest.raises(ValueError, match="no single integer result"):
+        TernaryWeights.pack(w, np.ones((8, 2), np.float32), "i2").matmul_int(random_int8(rng, 1, 256))

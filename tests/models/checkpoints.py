@@ -41,8 +41,8 @@ def write_tokenizer(path: Path, vocab: int) -> None:
         {"bos_token": "<s>", "eos_token": "</s>", "chat_template": template}))
 
 
-def _config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act):
-    return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+def _config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act, head_dim=None):
+    return dict(head_dim=head_dim or hidden // heads, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                 num_key_value_heads=kv_heads, intermediate_size=intermediate, vocab_size=vocab,
                 hidden_act=act, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
                 bos_token_id=0, eos_token_id=1, initializer_range=0.5)
@@ -91,14 +91,15 @@ def _reference(path: Path):
 
 
 def make_checkpoint(path: Path, fmt: str, hidden=192, layers=2, heads=6, kv_heads=2, intermediate=320,
-                    vocab=320, act=None, seed=0, tokenizer=True):
-    """Writes checkpoint `fmt` to path; returns the transformers reference model."""
+                    vocab=320, act=None, seed=0, tokenizer=True, head_dim=None):
+    """Writes checkpoint `fmt` to path; returns the transformers reference model. head_dim: other
+    than hidden / heads, as Falcon3's config allows."""
     from transformers import BitNetConfig, BitNetForCausalLM, LlamaConfig, LlamaForCausalLM
 
     path = Path(path)
     if fmt.startswith("bitnet") or fmt == "1bitllm":
         act = act or ("relu2" if fmt.startswith("bitnet") else "silu")
-        cfg = BitNetConfig(**_config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act),
+        cfg = BitNetConfig(**_config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act, head_dim),
                            tie_word_embeddings=fmt != "1bitllm")
         state = _random_state(BitNetForCausalLM, cfg, seed)
         if cfg.tie_word_embeddings:
@@ -119,7 +120,7 @@ def make_checkpoint(path: Path, fmt: str, hidden=192, layers=2, heads=6, kv_head
             _save(ref_dir, config, state)
             ref = _reference(ref_dir)
             if fmt == "1bitllm":  # LLaMA naming with the sub-norms' original names, fp16 masters
-                config = LlamaConfig(**_config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act)).to_dict()
+                config = LlamaConfig(**_config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act, head_dim)).to_dict()
                 config.update(architectures=["BitnetForCausalLM"], model_type="llama", weight_bits=1, input_bits=8,
                               tie_word_embeddings=False)
                 renamed = {k.replace("self_attn.attn_sub_norm", "self_attn.inner_attn_ln")
@@ -127,7 +128,7 @@ def make_checkpoint(path: Path, fmt: str, hidden=192, layers=2, heads=6, kv_head
                 _save(path, config, renamed)
     elif fmt == "llama-bitnet":
         act = act or "silu"
-        cfg = LlamaConfig(**_config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act),
+        cfg = LlamaConfig(**_config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act, head_dim),
                           tie_word_embeddings=False)
         state = _random_state(LlamaForCausalLM, cfg, seed)
         config = cfg.to_dict()

@@ -21,6 +21,7 @@ from tests.models.checkpoints import (FORMATS, TEXT, make_checkpoint, reference_
 CASES = [(f, {}) for f in FORMATS] + [
     ("bitnet-packed", {"kv_heads": 6, "act": "silu"}),
     ("llama-bitnet", {"kv_heads": 6, "act": "relu2"}),
+    ("llama-bitnet", {"head_dim": 48, "seed": 1}),  # Falcon3's config: head_dim set, not hidden / heads
 ]
 IDS = [f + ("-" + "-".join(f"{k}{v}" for k, v in kw.items()) if kw else "") for f, kw in CASES]
 

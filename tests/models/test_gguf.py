@@ -188,6 +188,15 @@ def test_round_trip_is_lossless(checkpoints, tmp_path, fmt, wtype):
     assert_same_tensors(PackedModel.pack(GGUFCheckpoint(again), "fp32"), PackedModel.pack(HFCheckpoint(src), "fp32"))
 
 
+def test_head_dim_other_than_hidden_over_heads_round_trips(tmp_path):
+    """Falcon3's layout: head_dim given in config.json (here 128 with hidden 256 and 4 heads)."""
+    make_checkpoint(tmp_path / "c", "llama-bitnet", hidden=256, heads=4, kv_heads=2, head_dim=128, intermediate=512)
+    assert cli(["convert", str(tmp_path / "c"), str(tmp_path / "m.gguf"), "--type", "i2_s"]) == 0
+    g = GGUFCheckpoint(tmp_path / "m.gguf")
+    assert (g.config.head_dim, g.config.heads, g.config.hidden) == (128, 4, 256)
+    assert_same_tensors(PackedModel.pack(g), PackedModel.pack(HFCheckpoint(tmp_path / "c")))
+
+
 @pytest.mark.parametrize("wtype", ["tq2_0", "tq1_0"])
 @pytest.mark.parametrize("fmt", ["bitnet-packed", "1bitllm", "llama-bitnet"])
 def test_written_file_reads_with_the_gguf_library(checkpoints, tmp_path, fmt, wtype):

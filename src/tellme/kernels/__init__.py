@@ -56,7 +56,8 @@ DEFAULT_KERNEL = "i2"
 
 @dataclass(frozen=True)
 class TernaryWeights:
-    """A ternary matrix W ~= scale * T (T in {-1, 0, 1}, [out, in]) packed for one kernel."""
+    """A ternary matrix W ~= scale * T (T in {-1, 0, 1}, [out, in]) packed for one kernel, or, with
+    group scales (i2 only), W[r, k] = group_scale[r, k // group] * T[r, k] and scale 1."""
 
     kernel: str
     out_features: int
@@ -64,14 +65,24 @@ class TernaryWeights:
     scale: float
     data: np.ndarray                 # tiles (tlmm) or codes (i2)
     neg_count: np.ndarray | None     # tlmm only
+    group_scale: np.ndarray | None = None  # float32 [out rounded up to 32 rows, in / group]
+
+    @property
+    def group(self) -> int:
+        """Weights per group scale along a row (0: one scale for the matrix)."""
+        return 0 if self.group_scale is None else self.in_features // self.group_scale.shape[1]
 
     @classmethod
-    def pack(cls, ternary, scale: float = 1.0, kernel: str = "auto") -> "TernaryWeights":
+    def pack(cls, ternary, scale=1.0, kernel: str = "auto") -> "TernaryWeights":
+        """scale: one number, or float32 [out, in / group] group scales (a multiple of 32 weights
+        per group; the i2 kernel)."""
         t = layout.check_ternary(ternary)
         if kernel == "auto":
             kernel = DEFAULT_KERNEL
         if kernel not in KERNELS:
             raise UsageError(f"unknown kernel {kernel!r}; expected 'auto' or one of {', '.join(KERNELS)}")
+        if np.ndim(scale):
+            return cls._pack_grouped(t, np.asarray(scale), kernel)
         if not np.isfinite(scale):
             raise UsageError(f"weight scale must be finite, got {scale!r}")
         if kernel == "tlmm":
@@ -79,9 +90,24 @@ class TernaryWeights:
             return cls("tlmm", t.shape[0], t.shape[1], float(scale), tiles, neg)
         return cls("i2", t.shape[0], t.shape[1], float(scale), layout.pack_i2(t), None)
 
+    @classmethod
+    def _pack_grouped(cls, t: np.ndarray, scales: np.ndarray, kernel: str) -> "TernaryWeights":
+        out_f, in_f = t.shape
+        if kernel != "i2":
+            raise UsageError("group scales run on the i2 kernel only")
+        if scales.ndim != 2 or scales.shape[0] != out_f or not scales.shape[1] or in_f % scales.shape[1] \
+                or (in_f // scales.shape[1]) % 32:
+            raise UsageError(f"group scales of shape {scales.shape} do not fit a {out_f}x{in_f} matrix in groups "
+                             "of a multiple of 32 weights")
+        if not np.isfinite(scales).all():
+            raise UsageError("group scales must be finite")
+        padded = np.zeros((layout.round_up(out_f, layout.ROW_BLOCK), scales.shape[1]), np.float32)
+        padded[:out_f] = scales
+        return cls("i2", out_f, in_f, 1.0, layout.pack_i2(t), None, padded)
+
     @property
     def nbytes(self) -> int:
-        return self.data.nbytes + (self.neg_count.nbytes if self.neg_count is not None else 0)
+        return self.data.nbytes + sum(a.nbytes for a in (self.neg_count, self.group_scale) if a is not None)
 
     @property
     def bits_per_weight(self) -> float:
@@ -96,12 +122,17 @@ class TernaryWeights:
 
     def matmul_int(self, q: np.ndarray) -> np.ndarray:
         """Exact int32 [tokens, out] = q @ T.T for int8 activations q [tokens, in]."""
+        if self.group_scale is not None:
+            raise UsageError("grouped weights have no single integer result per row; use matmul")
         if self.kernel == "tlmm":
             return _core.tlmm_matmul_int(self.data, self.neg_count, self.out_features, self.in_features, q)
         return _core.i2_matmul_int(self.data, self.out_features, self.in_features, q)
 
     def matmul(self, q: np.ndarray, act_scale: np.ndarray) -> np.ndarray:
-        """float32 [tokens, out] = (q @ T.T) * act_scale[t] * scale."""
+        """float32 [tokens, out] = (q @ T.T) * act_scale[t] * scale (grouped: reference.grouped_matmul)."""
+        if self.group_scale is not None:
+            return _core.i2_matmul_grouped(self.data, self.group_scale, self.group, self.out_features,
+                                           self.in_features, q, act_scale)
         if self.kernel == "tlmm":
             return _core.tlmm_matmul(self.data, self.neg_count, self.out_features, self.in_features, q,
                                    act_scale, self.scale)

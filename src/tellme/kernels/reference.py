@@ -84,6 +84,18 @@ def i2_matmul(codes: np.ndarray, out_features: int, in_features: int, q: np.ndar
 
 
 
+def grouped_matmul(w: np.ndarray, group_scale: np.ndarray, q: np.ndarray, act_scale: np.ndarray) -> np.ndarray:
+    """Ternary w [out, in] with one scale per group of in / group_scale.shape[1] weights along a row:
+    each group's exact integer sum, times its scale, added in float32 group by group from 0 (each
+    product rounded before the add), then times act_scale[t]."""
+    groups = group_scale.shape[1]
+    g = w.shape[1] // groups
+    acc = np.zeros((q.shape[0], w.shape[0]), np.float32)
+    for j in range(groups):
+        sums = ternary_matmul(w[:, j * g:(j + 1) * g], q[:, j * g:(j + 1) * g]).astype(np.float32)
+        acc = acc + group_scale[:, j].astype(np.float32)[None, :] * sums
+    return acc * np.asarray(act_scale, np.float32)[:, None]
+
 
 # ---- the engine's small kernels (attention arithmetic, fp16 KV cache, int8 LM head) ----
 
