@@ -42,6 +42,8 @@ struct BoundEngine {
       if (c.sub_norms)
         for (const char* n : {"attn_sub_norm", "ffn_sub_norm"})
           missing.push_back("layer " + std::to_string(l) + " " + n);
+      if (c.qk_norm)
+        for (const char* n : {"q_norm", "k_norm"}) missing.push_back("layer " + std::to_string(l) + " " + n);
     }
     for (const char* n : {"embedding", "lm_head", "final_norm"}) missing.push_back(n);
   }
@@ -93,9 +95,9 @@ Activation parse_activation(const std::string& activation) {
 
 EngineConfig make_config(int64_t hidden, int64_t intermediate, int64_t layers, int64_t heads,
                          int64_t kv_heads, int64_t head_dim, int64_t vocab, int64_t context,
-                         double eps, const std::string& activation, bool sub_norms) {
+                         double eps, const std::string& activation, bool sub_norms, bool qk_norm) {
   EngineConfig c{hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, context, eps,
-                 parse_activation(activation), sub_norms};
+                 parse_activation(activation), sub_norms, qk_norm};
   for (auto [v, n] : {std::pair{hidden, "hidden"}, {intermediate, "intermediate"}, {layers, "layers"},
                       {heads, "heads"}, {kv_heads, "kv_heads"}, {head_dim, "head_dim"},
                       {vocab, "vocab"}, {context, "context"}})
@@ -123,16 +125,17 @@ void bind_engine(nb::module_& m) {
       .def("__init__", [](BoundEngine* self, int64_t hidden, int64_t intermediate, int64_t layers,
                           int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t vocab,
                           int64_t context, double eps, const std::string& activation,
-                          bool sub_norms, const Array& rope_cos, const Array& rope_sin) {
+                          bool sub_norms, const Array& rope_cos, const Array& rope_sin, bool qk_norm) {
         const EngineConfig c = make_config(hidden, intermediate, layers, heads, kv_heads, head_dim,
-                                           vocab, context, eps, activation, sub_norms);
+                                           vocab, context, eps, activation, sub_norms, qk_norm);
         const float* cp = checked<float>(rope_cos, "rope_cos", {context, head_dim / 2});
         const float* sp = checked<float>(rope_sin, "rope_sin", {context, head_dim / 2});
         const size_t n = static_cast<size_t>(context * head_dim / 2);
         new (self) BoundEngine(c, std::vector<float>(cp, cp + n), std::vector<float>(sp, sp + n));
       }, nb::arg("hidden"), nb::arg("intermediate"), nb::arg("layers"), nb::arg("heads"),
          nb::arg("kv_heads"), nb::arg("head_dim"), nb::arg("vocab"), nb::arg("context"),
-         nb::arg("eps"), nb::arg("activation"), nb::arg("sub_norms"), nb::arg("rope_cos"), nb::arg("rope_sin"))
+         nb::arg("eps"), nb::arg("activation"), nb::arg("sub_norms"), nb::arg("rope_cos"), nb::arg("rope_sin"),
+         nb::arg("qk_norm") = false)
       .def("set_linear", [](BoundEngine& e, int64_t l, const std::string& name, const std::string& kernel,
                             const Array& data, std::optional<Array> neg_count, float scale,
                             std::optional<Array> group_scale, int64_t group) {
@@ -203,9 +206,13 @@ void bind_engine(nb::module_& m) {
         else if (name == "ffn_norm") slot = &L.ffn_norm;
         else if (name == "attn_sub_norm") { slot = &L.attn_sub_norm; dim = c.heads * c.head_dim; }
         else if (name == "ffn_sub_norm") { slot = &L.ffn_sub_norm; dim = c.intermediate; }
+        else if (name == "q_norm") { slot = &L.q_norm; dim = c.head_dim; }
+        else if (name == "k_norm") { slot = &L.k_norm; dim = c.head_dim; }
         else throw nb::value_error(("unknown norm '" + name + "'").c_str());
         if (!c.sub_norms && (slot == &L.attn_sub_norm || slot == &L.ffn_sub_norm))
           throw nb::value_error((what + ": this architecture has no sub-norms").c_str());
+        if (!c.qk_norm && (slot == &L.q_norm || slot == &L.k_norm))
+          throw nb::value_error((what + ": this architecture has no q/k norms").c_str());
         *slot = checked<float>(gamma, what.c_str(), {dim});
         e.attached(what, gamma);
       }, nb::arg("layer"), nb::arg("name"), nb::arg("gamma"))

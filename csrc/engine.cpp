@@ -6,6 +6,7 @@
 
 #include "attention.h"
 #include "core.h"
+#include "fp16.h"
 #include "parallel.h"
 #include "quantize.h"
 
@@ -33,6 +34,31 @@ void quantize_input(const float* x, const float* gamma, double eps, int64_t rows
   if (bad >= 0)
     throw std::runtime_error(std::string("non-finite activations at ") + where + " (token " +
                              std::to_string(bad) + " of the chunk)");
+}
+
+// Per-head RMSNorm, then RoPE on adjacent row pairs, for `n` tokens of `heads` heads: q in place,
+// or k written to the fp16 cache rows (f16 non-null). The order of the matmul epilogue's RoPE.
+void norm_rope_heads(float* x, int64_t n, int64_t heads, int64_t head_dim, const float* gamma, double eps,
+                     const Rope& rope, uint16_t* f16) {
+  parallel_for(n, [&](int64_t t) {
+    thread_local std::vector<float> y;
+    y.resize(head_dim);
+    const int64_t half = head_dim / 2, at = rope.positions[t] * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      float* row = x + (t * heads + h) * head_dim;
+      rmsnorm_row(row, gamma, eps, head_dim, y.data());
+      for (int64_t j = 0; j < half; ++j) {
+        const float c = rope.cos[at + j], sn = rope.sin[at + j];
+        const float x0 = y[2 * j], x1 = y[2 * j + 1];
+        y[2 * j] = x0 * c - x1 * sn;
+        y[2 * j + 1] = x1 * c + x0 * sn;
+      }
+      if (f16)
+        for (int64_t i = 0; i < head_dim; ++i) f16[(t * heads + h) * head_dim + i] = float_to_half(y[i]);
+      else
+        std::copy(y.begin(), y.end(), row);
+    }
+  });
 }
 
 }  // namespace
@@ -116,13 +142,22 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
     const Layer& L = layers[li];
     quantize_input(x, L.attn_norm, c.eps, n, c.hidden, aq, as, "attention input");
     MatmulJob qkv[3] = {{&L.q, nullptr, to_f32(q_.data(), as, Epilogue::Store)}, {&L.k, nullptr, {}}, {&L.v, nullptr, {}}};
-    qkv[0].out.rope = rope;
-    qkv[1].out.f16 = k_new_.data();
-    qkv[1].out.act_scale = as;
-    qkv[1].out.rope = rope;
+    if (c.qk_norm) {  // q and k are normed per head before RoPE: rotated after the matmul
+      k_f32_.resize(n * kvd);
+      qkv[1].out = to_f32(k_f32_.data(), as, Epilogue::Store);
+    } else {
+      qkv[0].out.rope = rope;
+      qkv[1].out.f16 = k_new_.data();
+      qkv[1].out.act_scale = as;
+      qkv[1].out.rope = rope;
+    }
     qkv[2].out.f16 = v_new_.data();
     qkv[2].out.act_scale = as;
     matmul_group(qkv, 3, aq, n);
+    if (c.qk_norm) {
+      norm_rope_heads(q_.data(), n, c.heads, c.head_dim, L.q_norm, c.eps, rope, nullptr);
+      norm_rope_heads(k_f32_.data(), n, c.kv_heads, c.head_dim, L.k_norm, c.eps, rope, k_new_.data());
+    }
 
     queries_.clear();
     for (int64_t s = 0, t = 0; s < nsegs; t += segs[s].count, ++s) {  // each sequence: its own cache

@@ -1,6 +1,7 @@
 // The transformer forward pass of every supported architecture (BitNet b1.58 2B-4T, 1bitLLM
-// BitnetForCausalLM, LLaMA with ternary linears): pre-norm decoder layers with optional
-// sub-norms before o_proj and down_proj, GQA, RoPE, SiLU or ReLU^2 gated FFN.
+// BitnetForCausalLM, LLaMA and Qwen3 with ternary linears): pre-norm decoder layers with optional
+// sub-norms before o_proj and down_proj, optional per-head RMSNorm of q and k before RoPE
+// (Qwen3), GQA, RoPE, SiLU or ReLU^2 gated FFN.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -16,6 +17,8 @@ struct Layer {
   const float* attn_sub_norm = nullptr;  // null when !sub_norms
   const float* ffn_norm = nullptr;
   const float* ffn_sub_norm = nullptr;
+  const float* q_norm = nullptr;         // [head_dim], in the rows' RoPE-pair order; null when !qk_norm
+  const float* k_norm = nullptr;
   Linear q, k, v, o, gate, up, down;     // q and k rows: RoPE pairs made adjacent per head
 };
 
@@ -31,6 +34,7 @@ struct EngineConfig {
   double eps = 1e-5;
   Activation activation = Activation::SiLU;
   bool sub_norms = true;  // RMSNorm before o_proj and down_proj (BitNet); LLaMA has none
+  bool qk_norm = false;   // RMSNorm of each head of q and k before RoPE (Qwen3)
 };
 
 // One sequence's keys and values: fp16 [layers, kv_heads, capacity, head_dim] each. Head-major:
@@ -82,6 +86,7 @@ class Engine {
   std::vector<float> rope_cos_, rope_sin_;                   // [context, head_dim / 2]
   std::vector<float> x_, q_, attn_, ffn_, act_scale_, head_in_, logits_;  // scratch, grown on demand
   std::vector<uint16_t> k_new_, v_new_;
+  std::vector<float> k_f32_;  // k before its norm (qk_norm)
   std::vector<int64_t> positions_;
   std::vector<int32_t> tokens_;
   std::vector<int8_t> act_q_;

@@ -8,6 +8,9 @@ metadata). Three architectures share one forward pass and differ only in what th
 | `bitnet-2b4t`    | BitNet b1.58 2B-4T (HF `bitnet`)         | yes       | relu2   |
 | `bitnet-1bitllm` | 1bitLLM `BitnetForCausalLM`              | yes       | silu    |
 | `llama-bitnet`   | LLaMA with quant_method `bitnet`         | no        | silu    |
+| `qwen3`          | Qwen3 with ternary weights (Bonsai)      | no        | silu    |
+
+Qwen3 adds an RMSNorm over each head of q and k before RoPE (`qk_norm`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ from dataclasses import asdict, dataclass, field, fields
 from .errors import ConfigError
 
 LINEAR_NAMES = ("q", "k", "v", "o", "gate", "up", "down")      # the ternary linears of a layer
-NORM_NAMES = ("attn_norm", "ffn_norm", "attn_sub_norm", "ffn_sub_norm")
-ARCHITECTURES = ("bitnet-2b4t", "bitnet-1bitllm", "llama-bitnet")
+NORM_NAMES = ("attn_norm", "ffn_norm", "attn_sub_norm", "ffn_sub_norm", "q_norm", "k_norm")
+ARCHITECTURES = ("bitnet-2b4t", "bitnet-1bitllm", "llama-bitnet", "qwen3")
+ROPE_KEYS = {  # rope_type -> the keys it needs (numbers)
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "yarn": ("factor", "original_max_position_embeddings"),
+    "factors": ("factors",),
+}
 ACTIVATIONS = ("silu", "relu2")
 _RENAMED = {"bitnet": "bitnet-2b4t"}  # architecture ids in files written before the rename
 # Sizes beyond these are refused before anything is allocated: far past every model of this field,
@@ -45,11 +53,12 @@ class ModelConfig:
     sub_norms: bool
     tied_embeddings: bool            # the LM head is the embedding table
     rope_theta: float
-    rope_scaling: dict | None = None  # llama3-style scaling as in config.json, or GGUF's per-frequency factors
+    rope_scaling: dict | None = None  # llama3 or yarn as in config.json, or GGUF's per-frequency factors
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
     stop_strings: tuple[str, ...] = ()  # generation_config.json: end of a chat turn
     ffn_padded_from: int | None = None  # the FFN width before a GGUF writer zero-padded it to `intermediate`
+    qk_norm: bool = False            # RMSNorm over each head of q and k before RoPE (Qwen3)
     source: str = field(default="", compare=False)  # the file it came from, for messages (not saved)
 
     def __post_init__(self):
@@ -73,7 +82,7 @@ class ModelConfig:
                 bad(f"{name} = {v!r}: expected a positive number")
         if self.activation not in ACTIVATIONS:
             bad(f"unsupported activation {self.activation!r} (expected {' or '.join(ACTIVATIONS)})")
-        for name in ("sub_norms", "tied_embeddings"):
+        for name in ("sub_norms", "tied_embeddings", "qk_norm"):
             if not isinstance(getattr(self, name), bool):
                 bad(f"{name} = {getattr(self, name)!r}: expected true or false")
         if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.vocab for t in self.eos_token_ids):
@@ -87,8 +96,10 @@ class ModelConfig:
             bad(f"ffn_padded_from = {p!r}: expected an FFN width below intermediate = {self.intermediate}")
         s = self.rope_scaling
         if s is not None:
-            keys = ("factors",) if s.get("rope_type") == "factors" else (
-                "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+            if not isinstance(s, dict):
+                bad(f"RoPE scaling {s!r}: expected a mapping")
+            kind = s.get("rope_type") if s.get("rope_type") in ("factors", "yarn") else "llama3"  # files before yarn
+            keys = ROPE_KEYS[kind]
             try:
                 values = [float(x) for k in keys for x in (s[k] if k == "factors" else [s[k]])]
             except (KeyError, TypeError, ValueError):
@@ -96,7 +107,7 @@ class ModelConfig:
             if not all(math.isfinite(x) and x > 0 for x in values) or (
                     keys[0] == "factors" and len(s["factors"]) != self.head_dim // 2):
                 bad(f"RoPE scaling {s!r} has a value that is not a positive number, or the wrong count")
-            if keys[0] == "factor" and s["low_freq_factor"] == s["high_freq_factor"]:
+            if kind == "llama3" and s["low_freq_factor"] == s["high_freq_factor"]:
                 bad("RoPE scaling: low_freq_factor equals high_freq_factor")
 
     def linear_shape(self, name: str) -> tuple[int, int]:
@@ -108,11 +119,12 @@ class ModelConfig:
 
     def norm_names(self) -> tuple[str, ...]:
         """The norms every layer has (for code that builds a model; the engine checks the same rule)."""
-        return NORM_NAMES if self.sub_norms else NORM_NAMES[:2]
+        return NORM_NAMES[:2] + (NORM_NAMES[2:4] if self.sub_norms else ()) + (NORM_NAMES[4:] if self.qk_norm else ())
 
     def norm_dim(self, name: str) -> int:
-        """Length of norm `name` (attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm)."""
-        return {"attn_sub_norm": self.heads * self.head_dim, "ffn_sub_norm": self.intermediate}.get(name, self.hidden)
+        """Length of norm `name` (attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm, q_norm, k_norm)."""
+        return {"attn_sub_norm": self.heads * self.head_dim, "ffn_sub_norm": self.intermediate,
+                "q_norm": self.head_dim, "k_norm": self.head_dim}.get(name, self.hidden)
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -21,11 +21,11 @@ def build_engine(packed: PackedModel, context: int) -> _core.Engine:
     c = packed.config
     cos, sin = rope_tables(c, context)
     e = _core.Engine(c.hidden, c.intermediate, c.layers, c.heads, c.kv_heads, c.head_dim, c.vocab, context,
-                     c.eps, c.activation, c.sub_norms, cos, sin)
+                     c.eps, c.activation, c.sub_norms, cos, sin, c.qk_norm)
     for i in range(c.layers):
         for name in LINEAR_NAMES:
             w = packed.linear(i, name)
-            e.set_linear(i, name, w.kernel, w.data, w.neg_count, w.scale)
+            e.set_linear(i, name, w.kernel, w.data, w.neg_count, w.scale, w.group_scale, w.group)
         for name in NORM_NAMES:
             gamma = packed.norm(i, name)
             if gamma is not None:

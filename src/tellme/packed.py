@@ -6,6 +6,7 @@ opened from that file as memory-mapped views (`open`, no repacking). Only this m
 tensor names:
 
     layers.{i}.{q,k,v,o,gate,up,down}.{tiles,neg_count | codes}, .scale   ternary linears
+    layers.{i}.{...}.group_scale                                           per-group scales (Bonsai)
     layers.{i}.{attn_norm,ffn_norm,attn_sub_norm,ffn_sub_norm}            fp32 norms
     embedding.q / embedding.row_scale (int8 head) or embedding.f32        [vocab, hidden]
     lm_head.*  (absent when config.tied_embeddings), final_norm
@@ -101,7 +102,9 @@ class PackedModel:
                     m._loaded("linear", "unpacked and packed")
             for name in NORM_NAMES:
                 gamma = reader.norm(i, name)
-                if gamma is not None:  # a sub-norm the architecture lacks
+                if gamma is not None:  # None: a norm the architecture lacks
+                    if name in ("q_norm", "k_norm"):  # over a head's rows, in their RoPE-pair order
+                        gamma = np.asarray(gamma)[rope_pair_order(1, c.head_dim)]
                     m.set_norm(i, name, gamma)
         for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):
             if hasattr(reader, "table_rows"):
@@ -136,14 +139,18 @@ class PackedModel:
         self.set_rows(table, Rows(f32=f32) if head == "fp32" else Rows(q=q, row_scale=row_scale))
         self._loaded(table, f"{head}, streamed in blocks of {step} rows")
 
-    def pack_linear(self, layer: int, name: str, ternary: np.ndarray, scale: float, kernel: str = "auto") -> None:
-        """Packs a ternary matrix given in Hugging Face row order (q and k rows reordered here)."""
-        if not (np.isfinite(scale) and scale > 0):
-            raise FormatError(f"{self.source}: layer {layer} {name} has scale {scale}; expected a positive finite number")
+    def pack_linear(self, layer: int, name: str, ternary: np.ndarray, scale, kernel: str = "auto") -> None:
+        """Packs a ternary matrix given in Hugging Face row order (q and k rows reordered here).
+        scale: one number, or group scales [out, in / group] (the i2 kernel)."""
+        grouped = np.ndim(scale) > 0
+        if not (np.isfinite(scale).all() if grouped else np.isfinite(scale) and scale > 0):
+            raise FormatError(f"{self.source}: layer {layer} {name} has scale {scale}; expected a positive finite number"
+                              if not grouped else f"{self.source}: layer {layer} {name} has non-finite group scales")
         if name in ("q", "k"):
             c = self.config
-            ternary = ternary[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
-        self.set_linear(layer, name, TernaryWeights.pack(ternary, scale, kernel))
+            order = rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)
+            ternary, scale = ternary[order], (scale[order] if grouped else scale)
+        self.set_linear(layer, name, TernaryWeights.pack(ternary, scale, "i2" if grouped else kernel))
 
     def set_linear(self, layer: int, name: str, w: TernaryWeights) -> None:
         """Stores packed weights as they are (q and k rows already in the engine's order)."""
@@ -153,6 +160,8 @@ class PackedModel:
             self._t[p + "tiles"], self._t[p + "neg_count"] = w.data, w.neg_count
         else:
             self._t[p + "codes"] = w.data
+        if w.group_scale is not None:
+            self._t[p + "group_scale"] = w.group_scale
 
     def set_norm(self, layer: int, name: str, gamma) -> None:
         self._t[f"layers.{layer}.{name}"] = self._finite(gamma, f"layer {layer} {name}")
@@ -189,7 +198,7 @@ class PackedModel:
         scale = float(self._get(p + "scale")[0])
         if p + "tiles" in self._t:
             return TernaryWeights("tlmm", out_f, in_f, scale, self._t[p + "tiles"], self._get(p + "neg_count"))
-        return TernaryWeights("i2", out_f, in_f, scale, self._get(p + "codes"), None)
+        return TernaryWeights("i2", out_f, in_f, scale, self._get(p + "codes"), None, self._t.get(p + "group_scale"))
 
     def norm(self, layer: int, name: str) -> np.ndarray | None:
         """Norm `name` of `layer`, or None when absent (which norms are required is the engine's
@@ -284,6 +293,11 @@ class PackedModel:
                     expected[p + "neg_count"] = (np.int32, (rows,))
                 else:
                     expected[p + "codes"] = (np.uint8, (rows, round_up(in_f, layout.I2_K_PAD) // 4))
+                gs = self._t.get(p + "group_scale")
+                if gs is not None:  # groups of a multiple of 32 weights that divide the row
+                    groups = gs.shape[1] if gs.ndim == 2 and gs.shape[1] and in_f % gs.shape[1] == 0 \
+                        and (in_f // gs.shape[1]) % 32 == 0 else 0
+                    expected[p + "group_scale"] = (np.float32, (rows, groups or -1))
             for name in NORM_NAMES:
                 if f"layers.{i}.{name}" in self._t:
                     expected[f"layers.{i}.{name}"] = (np.float32, (c.norm_dim(name),))
@@ -304,7 +318,7 @@ class PackedModel:
                                   f"{np.dtype(dtype)} {list(shape)}")
             if dtype == np.float32 and not np.isfinite(a).all():
                 raise FormatError(f"{self.source}: tensor {name!r} holds NaN or infinite values")
-            if name.endswith("scale") and not (a > 0).all():
+            if name.endswith("scale") and not name.endswith("group_scale") and not (a > 0).all():
                 raise FormatError(f"{self.source}: tensor {name!r} holds a scale <= 0")
             if name.endswith(".codes") and _core.has_code_3(a):
                 raise FormatError(f"{self.source}: tensor {name!r} holds the unused 2-bit code 3")

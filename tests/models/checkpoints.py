@@ -21,7 +21,8 @@ TEXT = ("From fairest creatures we desire increase, that thereby beauty's rose m
         "but as the riper should by time decease, his tender heir might bear his memory. "
         "Shall I compare thee to a summer's day? Thou art more lovely and more temperate. ") * 4
 
-FORMATS = ("bitnet-packed", "bitnet-bitlinear", "bitnet-bf16", "1bitllm", "llama-bitnet")
+FORMATS = ("bitnet-packed", "bitnet-bitlinear", "bitnet-bf16", "1bitllm", "llama-bitnet", "qwen3-ternary")
+LINEAR_SUFFIXES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def write_tokenizer(path: Path, vocab: int) -> None:
@@ -90,10 +91,43 @@ def _reference(path: Path):
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
 
 
+def _group_ternary(state, group: int, binary: bool, seed: int) -> dict[str, torch.Tensor]:
+    """Ternary Bonsai's weights: each decoder linear becomes T times one scale per `group` weights
+    along a row, scales exact in bf16 (and so in fp16); `binary`: T in {-1, 1} (Q1_0)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in state.items():
+        if k.rsplit(".", 2)[-2] in LINEAR_SUFFIXES and ".layers." in k:
+            t, _ = _absmean(v)
+            if binary:
+                t = torch.where(v >= 0, 1.0, -1.0)
+            rows, cols = t.shape
+            d = (0.01 + 0.2 * torch.rand(rows, cols // group, generator=g)).bfloat16().float()
+            out[k] = (t.reshape(rows, cols // group, group) * d[..., None]).reshape(rows, cols)
+        else:
+            out[k] = v
+    return out
+
+
+def quantize_linear_inputs(model) -> None:
+    """Hooks that give a float model BitNet's activation quantization (per token absmax int8 before
+    every decoder linear), as transformers' BitLinear does: the reference for ternary Qwen3."""
+    def hook(_module, args):
+        x = args[0]
+        scale = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+        return ((x * scale).round().clamp(-128, 127) / scale,)
+
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in LINEAR_SUFFIXES:
+            module.register_forward_pre_hook(hook)
+
+
 def make_checkpoint(path: Path, fmt: str, hidden=192, layers=2, heads=6, kv_heads=2, intermediate=320,
-                    vocab=320, act=None, seed=0, tokenizer=True, head_dim=None):
+                    vocab=320, act=None, seed=0, tokenizer=True, head_dim=None, group=128, binary=False,
+                    tied=None):
     """Writes checkpoint `fmt` to path; returns the transformers reference model. head_dim: other
-    than hidden / heads, as Falcon3's config allows."""
+    than hidden / heads, as Falcon3's and Qwen3's configs allow; group, binary and tied: of
+    "qwen3-ternary" (Ternary Bonsai: bf16 values, a scale per `group` weights)."""
     from transformers import BitNetConfig, BitNetForCausalLM, LlamaConfig, LlamaForCausalLM
 
     path = Path(path)
@@ -126,6 +160,19 @@ def make_checkpoint(path: Path, fmt: str, hidden=192, layers=2, heads=6, kv_head
                 renamed = {k.replace("self_attn.attn_sub_norm", "self_attn.inner_attn_ln")
                             .replace("mlp.ffn_sub_norm", "mlp.ffn_layernorm"): v for k, v in state.items()}
                 _save(path, config, renamed)
+    elif fmt == "qwen3-ternary":
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+        cfg = Qwen3Config(**_config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act or "silu", head_dim),
+                          tie_word_embeddings=bool(tied))
+        state = _group_ternary(_random_state(Qwen3ForCausalLM, cfg, seed), group, binary, seed)
+        if cfg.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        _save(path, cfg.to_dict(), {k: v.bfloat16() for k, v in state.items()})
+        # in float64: a float32 forward of these weights flips int8 roundings within a few tokens
+        # (its logits differ from its own float64 forward's as much as tellme's do)
+        ref = _reference(path).double()
+        quantize_linear_inputs(ref)
     elif fmt == "llama-bitnet":
         act = act or "silu"
         cfg = LlamaConfig(**_config_kwargs(hidden, layers, heads, kv_heads, intermediate, vocab, act, head_dim),
@@ -157,8 +204,9 @@ def reference_logits_fp16_kv(ref, ids) -> np.ndarray:
     """
     from transformers.models.bitnet import modeling_bitnet
     from transformers.models.llama import modeling_llama
+    from transformers.models.qwen3 import modeling_qwen3
 
-    originals = {m: m.apply_rotary_pos_emb for m in (modeling_bitnet, modeling_llama)}
+    originals = {m: m.apply_rotary_pos_emb for m in (modeling_bitnet, modeling_llama, modeling_qwen3)}
 
     def wrap(fn):
         def rounded(q, k, cos, sin, *args, **kwargs):

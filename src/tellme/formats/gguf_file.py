@@ -20,7 +20,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueTy
 
 from ..errors import FormatError
 from .fileio import read_bytes
-from .gguf_quants import I2_S, I2_S_FILE_TYPE, i2s_nbytes
+from .gguf_quants import I2_S, I2_S_FILE_TYPE, Q2_0, Q2_0_BLOCKS, i2s_nbytes, q2_0_block
 
 MAX_DIMS = 4
 IQ4_NL_4_4 = (32, 18)  # upstream ggml's former type 36: (block, bytes per block)
@@ -187,6 +187,13 @@ class GGUFFile:
             return "I2_S", self._check_type_36(name, n, span)
         if qtype in (TL1, TL2):
             self._refuse_tl(name, qtype, shape, span)
+        if qtype == Q2_0:  # unknown to the library; 64 or 128 weights per block, told apart by size
+            for block, per in Q2_0_BLOCKS.items():
+                if shape[-1] % block == 0 and q2_0_block(n, n // block * per) and \
+                        n // block * per <= span < n // block * per + self.alignment:
+                    return "Q2_0", n // block * per
+            raise self._error(f"tensor {name!r} has type id 42 (Q2_0) but spans {span} bytes, which is neither "
+                              f"{n // 64 * 18} (blocks of 64) nor {n // 128 * 34} (blocks of 128)")
         try:
             t = GGMLQuantizationType(qtype)
         except ValueError:

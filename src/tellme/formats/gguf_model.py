@@ -7,12 +7,15 @@ formats.hf.HFCheckpoint: `config`, `linear(i, name)` -> (ternary int8 [out, in],
 | `bitnet`                   | llama.cpp's BitNet (1bitLLM)       | yes       | silu    | `bitnet-1bitllm`  |
 | `bitnet-b1.58`, `bitnet-25`| bitnet.cpp's BitNet b1.58 2B-4T    | yes       | relu2   | `bitnet-2b4t`     |
 | `llama`                    | Llama3-8B-1.58, Falcon3 1.58-bit   | no        | silu    | `llama-bitnet`    |
+| `qwen3`                    | Ternary Bonsai (Q2_0, Q1_0)        | no (q/k norms) | silu | `qwen3`      |
 
 `{arch}.hidden_activation` (llama.cpp's key; Hugging Face's `hidden_act` values), when present,
 overrides the activation the architecture implies: a 2B-4T file labelled `bitnet` runs ReLU^2.
 
 Tensor names are llama.cpp's (`blk.{i}.attn_q.weight`, ...). Linears may be TQ1_0, TQ2_0, I2_S,
-or F32/F16/BF16 holding one scale times ternary values; an optional `blk.{i}.attn_q.scale`
+Q2_0 or Q1_0 (a scale per block of 64 or 128 weights: group scales, or one scale where every block
+carries the same), or F32/F16/BF16 holding ternary values times one scale or one scale per group
+(formats/gguf_quants.py: ternary_from_values); an optional `blk.{i}.attn_q.scale`
 multiplies in, as in llama.cpp's bitnet graph. llama.cpp stores the `llama` architecture's q and
 k rows with RoPE pairs adjacent; they are put back in Hugging Face order here.
 """
@@ -32,7 +35,7 @@ from ..kernels import TernaryWeights
 from ..kernels.layout import I2_K_PAD, ROW_BLOCK, pack_i2
 from ..rope import rope_pair_order
 from .gguf_file import GGUFFile
-from .gguf_quants import I2_S, dequantize, ternary_from_values, tq2_0_to_i2, unpack_i2s
+from .gguf_quants import I2_S, Q1_0, Q2_0, dequantize, ternary_from_values, tq2_0_to_i2, unpack_grouped, unpack_i2s
 
 TQ2_0, F16 = int(GGMLQuantizationType.TQ2_0), int(GGMLQuantizationType.F16)
 
@@ -41,7 +44,9 @@ ARCHITECTURES = {  # general.architecture -> (tellme architecture, activation)
     "bitnet-b1.58": ("bitnet-2b4t", "relu2"),
     "bitnet-25": ("bitnet-2b4t", "relu2"),
     "llama": ("llama-bitnet", "silu"),
+    "qwen3": ("qwen3", "silu"),
 }
+QK_NORM_TENSORS = {"q_norm": "attn_q_norm", "k_norm": "attn_k_norm"}
 LINEAR_TENSORS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
                   "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
 ROPE_FREQS = "rope_freqs.weight"
@@ -84,9 +89,17 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
     if rot != head_dim:
         raise FormatError(f"{f.path}: RoPE over {rot} of {head_dim} head dimensions (partial rotary) is not supported")
     scaling = f.get(f"{arch}.rope.scaling.type", "none")
-    if scaling not in ("none", "linear") or (scaling == "linear" and f.get(f"{arch}.rope.scaling.factor", 1.0) != 1.0):
+    if scaling not in ("none", "linear", "yarn") or (
+            scaling == "linear" and f.get(f"{arch}.rope.scaling.factor", 1.0) != 1.0):
         raise FormatError(f"{f.path}: RoPE scaling {scaling!r} is not supported")
     rope_scaling = None
+    if scaling == "yarn":
+        rope_scaling = {"rope_type": "yarn", "factor": need("rope.scaling.factor", kind=float),
+                        "original_max_position_embeddings": need("rope.scaling.original_context_length")}
+        for key, name in (("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow"),
+                          ("attention_factor", "attn_factor")):
+            if f.get(f"{arch}.rope.scaling.{name}") is not None:
+                rope_scaling[key] = need(f"rope.scaling.{name}", kind=float)
     if ROPE_FREQS in f.tensors:  # llama3-style: one divisor per frequency
         factors = dequantize(f.raw(ROPE_FREQS), f.tensors[ROPE_FREQS].type, f.tensors[ROPE_FREQS].shape).reshape(-1)
         rope_scaling = {"rope_type": "factors", "factors": [float(x) for x in factors]}
@@ -106,7 +119,8 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
         context=need("context_length"),
         eps=need("attention.layer_norm_rms_epsilon", kind=float),
         activation=activation,
-        sub_norms=architecture != "llama-bitnet",
+        sub_norms=architecture.startswith("bitnet"),
+        qk_norm=architecture == "qwen3",
         tied_embeddings="output.weight" not in f.tensors,
         rope_theta=need("rope.freq_base", 10000.0, float),
         rope_scaling=rope_scaling,
@@ -172,9 +186,9 @@ class GGUFCheckpoint:
 
     def norm(self, layer: int, name: str) -> np.ndarray | None:
         c = self.config
-        if name.endswith("sub_norm") and not c.sub_norms:
+        if (name.endswith("sub_norm") and not c.sub_norms) or (name in QK_NORM_TENSORS and not c.qk_norm):
             return None
-        return self._float(f"blk.{layer}.{name}.weight", (c.norm_dim(name),))
+        return self._float(f"blk.{layer}.{QK_NORM_TENSORS.get(name, name)}.weight", (c.norm_dim(name),))
 
     def packed_linear(self, layer: int, name: str) -> tuple[TernaryWeights, str] | None:
         """Linear `name` of `layer` straight in the i2 layout (q and k rows in the engine's RoPE-pair
@@ -186,7 +200,7 @@ class GGUFCheckpoint:
         out_f, in_f = shape = c.linear_shape(name)
         base = f"blk.{layer}.{LINEAR_TENSORS[name]}"
         t = self._info(base + ".weight", shape)
-        if out_f % ROW_BLOCK or in_f % I2_K_PAD:
+        if out_f % ROW_BLOCK or in_f % I2_K_PAD or t.type in (Q1_0, Q2_0):  # grouped: `linear`
             return None
         n = out_f * in_f
         try:
@@ -200,6 +214,8 @@ class GGUFCheckpoint:
                 codes, scale = self._rows_to_i2(t, shape)
                 how = "repacked (TQ2_0 bit order)" if t.type == TQ2_0 else f"unpacked and packed in row blocks ({t.type_name})"
         except ValueError as e:
+            if t.type not in (I2_S, TQ2_0):  # dense values may hold group scales: `linear` reads those
+                return None
             raise FormatError(f"{self.path}: tensor {t.name!r} ({t.type_name}) {e}; tellme runs ternary "
                               "(BitNet b1.58) weights") from None
         if base + ".scale" in self.file.tensors:  # llama.cpp's bitnet: y = (W x) * scale
@@ -240,17 +256,22 @@ class GGUFCheckpoint:
         try:
             if t.type == I2_S:
                 ternary, scale = unpack_i2s(self.file.raw(t.name), shape)
+            elif t.type in (Q1_0, Q2_0):
+                ternary, scale = unpack_grouped(self.file.raw(t.name), t.type, shape)
+                if (scale == scale.flat[0]).all() and scale.flat[0] > 0:  # one scale after all: the fast path
+                    scale = float(scale.flat[0])
             else:
-                ternary, scale = ternary_from_values(dequantize(self.file.raw(t.name), t.type, shape))
+                ternary, scale = ternary_from_values(dequantize(self.file.raw(t.name), t.type, shape), groups=True)
         except (ValueError, NotImplementedError) as e:
             raise FormatError(f"{self.path}: tensor {t.name!r} ({t.type_name}) {e}; tellme runs ternary "
                               "(BitNet b1.58) weights") from None
         if base + ".scale" in self.file.tensors:  # llama.cpp's bitnet: y = (W x) * scale
-            extra = self._float(base + ".scale", (1,)).reshape(-1)
-            scale = float(np.float32(scale) * extra[0])
-        if not np.isfinite(scale):
-            raise FormatError(f"{self.path}: tensor {t.name!r} has a non-finite scale {scale}")
+            extra = np.float32(self._float(base + ".scale", (1,)).reshape(-1)[0])
+            scale = float(np.float32(scale) * extra) if np.ndim(scale) == 0 else scale * extra
+        if not np.isfinite(scale).all():
+            raise FormatError(f"{self.path}: tensor {t.name!r} has a non-finite scale")
         if self.arch == "llama" and name in ("q", "k"):  # llama.cpp's RoPE-pair row order -> HF order
             heads = c.heads if name == "q" else c.kv_heads
-            ternary = ternary[np.argsort(rope_pair_order(heads, c.head_dim))]
+            back = np.argsort(rope_pair_order(heads, c.head_dim))
+            ternary, scale = ternary[back], (scale[back] if np.ndim(scale) else scale)
         return ternary, scale

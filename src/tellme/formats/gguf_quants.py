@@ -59,6 +59,43 @@ def unpack_i2s(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, flo
     return (codes.astype(np.int8) - 1).reshape(shape), scale
 
 
+# llama.cpp's group-wise types (Bonsai). Q2_0 (type 42): blocks of an fp16 scale d, then 2-bit
+# codes, weight j at bits 2(j % 4) of byte j / 4, value (code - 1) * d (code 3, +2d, is not
+# ternary). Mainline ggml's blocks hold 64 weights (18 bytes), PrismML's fork's 128 (34 bytes):
+# the tensor's size tells which. Q1_0 (type 41): blocks of 128, an fp16 d then 16 bytes of bits,
+# bit j % 8 of byte j / 8 set for +d, clear for -d.
+Q1_0, Q2_0 = 41, 42
+Q2_0_BLOCKS = {64: 18, 128: 34}   # weights per block -> bytes per block
+Q1_0_BLOCK, Q1_0_BYTES = 128, 18
+
+
+def q2_0_block(n_weights: int, nbytes: int) -> int | None:
+    """The block size (64 or 128) a Q2_0 tensor of n weights in nbytes bytes has, or None."""
+    return next((k for k, b in Q2_0_BLOCKS.items() if n_weights % k == 0 and n_weights // k * b == nbytes), None)
+
+
+def unpack_grouped(raw: np.ndarray, qtype: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Q2_0 or Q1_0 bytes -> (ternary int8 [rows, cols], scales float32 [rows, cols / block]);
+    ValueError on Q2_0's code 3."""
+    rows, cols = shape
+    n = rows * cols
+    block = q2_0_block(n, raw.size) if qtype == Q2_0 else Q1_0_BLOCK
+    per = Q2_0_BLOCKS.get(block, 0) if qtype == Q2_0 else Q1_0_BYTES
+    if block is None or cols % block or raw.size != n // block * per:
+        raise ValueError(f"{raw.size} bytes are not {rows}x{cols} weights in whole blocks")
+    blocks = raw.reshape(-1, per)
+    d = np.ascontiguousarray(blocks[:, :2]).view(np.float16).astype(np.float32).reshape(rows, cols // block)
+    if qtype == Q2_0:
+        codes = (blocks[:, 2:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3    # [block, byte, j % 4]
+        if (codes == 3).any():
+            raise ValueError("holds the 2-bit code 3 (+2 times the scale), which is not ternary")
+        t = codes.astype(np.int8) - 1
+    else:
+        bits = np.unpackbits(blocks[:, 2:], axis=1, bitorder="little")
+        t = bits.astype(np.int8) * 2 - 1
+    return t.reshape(rows, cols), d
+
+
 def _pairs_reversed(flip: bool) -> np.ndarray:
     """Byte -> byte with its four 2-bit fields in reverse order (and each code c as 2 - c if flip)."""
     b = np.arange(256)
@@ -108,15 +145,42 @@ def quantize_ternary(ternary: np.ndarray, scale: float, qtype) -> tuple[np.ndarr
 
 
 def dequantize(raw: np.ndarray, qtype: int, shape: tuple[int, ...]) -> np.ndarray:
-    """float32 values of a tensor of any type the gguf library knows, or I2_S."""
+    """float32 values of a tensor of any type the gguf library knows, I2_S, Q2_0 or Q1_0."""
     if qtype == I2_S:
         t, s = unpack_i2s(raw, shape)
         return t.astype(np.float32) * np.float32(s)
+    if qtype in (Q1_0, Q2_0):
+        t, d = unpack_grouped(raw, qtype, shape)
+        return (t.reshape(d.shape[0], d.shape[1], -1) * d[..., None]).reshape(shape).astype(np.float32)
     return np.asarray(quants.dequantize(raw, T(qtype)), dtype=np.float32).reshape(shape)
 
 
-def ternary_from_values(values: np.ndarray) -> tuple[np.ndarray, float]:
-    """float32 W -> (T, s) with W == s * T exactly, or ValueError if W is not one scale times ternary."""
+GROUP_SIZES = (128, 64, 32)  # weights per scale that grouped ternary models use (Bonsai: 128 or 64)
+
+
+def ternary_from_values(values: np.ndarray, groups: bool = False) -> tuple[np.ndarray, float | np.ndarray]:
+    """float32 W [rows, cols] -> (T, s) with W == s * T exactly: one scale for the tensor, or with
+    `groups`, where no one scale fits, scales [rows, cols / g] for the largest g of GROUP_SIZES that
+    fits (each group's largest magnitude). ValueError if W is neither."""
+    try:
+        return _one_scale(values)
+    except ValueError:
+        if not groups or values.ndim != 2:
+            raise
+    rows, cols = values.shape
+    for g in GROUP_SIZES:
+        if cols % g:
+            continue
+        v = values.reshape(rows, cols // g, g)
+        s = np.abs(v).max(axis=2)
+        t = v / np.where(s == 0, 1, s)[..., None]
+        if np.isin(t, (-1.0, 0.0, 1.0)).all():
+            return t.astype(np.int8).reshape(rows, cols), s.astype(np.float32)
+    raise ValueError(f"is not ternary with one scale per tensor nor per group of {', '.join(map(str, GROUP_SIZES))} "
+                     "weights along a row")
+
+
+def _one_scale(values: np.ndarray) -> tuple[np.ndarray, float]:
     s = np.float32(np.abs(values).max()) if values.size else np.float32(0)
     if s == 0:
         return np.zeros(values.shape, dtype=np.int8), 0.0

@@ -8,7 +8,9 @@
 
 Reads each linear as (ternary int8 [out, in], scale) with W = scale * T, whatever the stored
 form: transformers' packed BitLinear (uint8 [out/4, in], row p + i*out/4 in bits 2i..2i+1,
-code = w + 1), unpacked ternary values, or float masters quantized with absmean at load.
+code = w + 1), unpacked ternary values, or float masters quantized with absmean at load. A Qwen3
+directory holds float values that are already ternary times one scale per group of weights along
+a row (Bonsai's "unpacked" checkpoints): the scales are read off the values, exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import ConfigError, FormatError
 from ..tokenizer import Tokenizer
+from .gguf_quants import ternary_from_values
 from .safetensors import TensorStore
 
 LINEARS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
@@ -30,7 +33,9 @@ SUB_NORMS = {  # per architecture
     "bitnet-2b4t": {"attn_sub_norm": "self_attn.attn_sub_norm", "ffn_sub_norm": "mlp.ffn_sub_norm"},
     "bitnet-1bitllm": {"attn_sub_norm": "self_attn.inner_attn_ln", "ffn_sub_norm": "mlp.ffn_layernorm"},
     "llama-bitnet": {},
+    "qwen3": {},
 }
+QK_NORMS = {"q_norm": "self_attn.q_norm", "k_norm": "self_attn.k_norm"}  # Qwen3
 
 
 def unpack_bitlinear(packed: np.ndarray, out_features: int) -> np.ndarray:
@@ -51,7 +56,8 @@ def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
     """(config, linear_class, modules_to_not_convert) from config.json and generation_config.json.
 
     linear_class says how ternary linears are stored: "bitlinear" (packed, W = T / weight_scale),
-    "autobitlinear" (packed or unpacked, W = T * weight_scale), "online" (float masters, absmean)."""
+    "autobitlinear" (packed or unpacked, W = T * weight_scale), "online" (float masters, absmean),
+    "values" (float values that are ternary times a scale per tensor or group: Qwen3)."""
     file = path / "config.json"
     c = _read_json(file, f"{path}: no config.json (expected a Hugging Face model directory)")
     gen_file = path / "generation_config.json"
@@ -79,10 +85,13 @@ def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
         arch = "bitnet-1bitllm"
     elif model_type == "llama" and quant.get("quant_method") == "bitnet":
         arch = "llama-bitnet"
+    elif model_type == "qwen3":
+        arch = "qwen3"
     else:
         raise ConfigError(f"{file}: unsupported architecture (model_type={model_type!r}, "
                           f"architectures={archs}); tellme runs model_type 'bitnet', "
-                          "'BitnetForCausalLM' and 'llama' with quantization_config.quant_method 'bitnet'")
+                          "'BitnetForCausalLM', 'llama' with quantization_config.quant_method 'bitnet', "
+                          "and 'qwen3' with ternary weights (Ternary Bonsai)")
     if quant and quant.get("quant_method") not in (None, "bitnet"):
         raise ConfigError(f"{file}: quantization method {quant.get('quant_method')!r} is not ternary")
     if quant.get("use_rms_norm"):
@@ -90,6 +99,8 @@ def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
                           "is not supported")
     if c.get("attention_bias") or c.get("mlp_bias"):
         raise ConfigError(f"{file}: linear biases are not supported")
+    if c.get("use_sliding_window"):
+        raise ConfigError(f"{file}: sliding-window attention (use_sliding_window) is not supported")
 
     hidden, heads = get(c, "hidden_size", (int,)), get(c, "num_attention_heads", (int,))
     if heads < 1:
@@ -102,8 +113,8 @@ def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
     rope = get(c, "rope_parameters", (dict, None)) or get(c, "rope_scaling", (dict, None)) or {}
     theta = get(c, "rope_theta", (int, float), get(rope, "rope_theta", (int, float), 10000.0, "rope "))
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", "llama3"):
-        raise ConfigError(f"{file}: unsupported RoPE type {rope_type!r} (expected default or llama3)")
+    if rope_type not in ("default", "llama3", "yarn"):
+        raise ConfigError(f"{file}: unsupported RoPE type {rope_type!r} (expected default, llama3 or yarn)")
     if quant:
         linear_class = get(quant, "linear_class", (str,), "bitlinear", "quantization_config.")
         if linear_class == "autobitlinear" and quant.get("quantization_mode", "offline") == "online":
@@ -111,7 +122,7 @@ def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
         if linear_class not in ("bitlinear", "autobitlinear", "online"):
             raise ConfigError(f"{file}: unknown quantization_config.linear_class {linear_class!r}")
     else:
-        linear_class = "online"
+        linear_class = "values" if arch == "qwen3" else "online"
     not_converted = get(quant, "modules_to_not_convert", (list, None), None, "quantization_config.") or []
     if not all(isinstance(m, str) for m in not_converted):
         raise ConfigError(f"{file}: quantization_config.modules_to_not_convert must be a list of module names")
@@ -131,10 +142,11 @@ def read_config(path: Path) -> tuple[ModelConfig, str, tuple[str, ...]]:
         context=get(c, "max_position_embeddings", (int,), 2048),
         eps=float(get(c, "rms_norm_eps", (int, float), 1e-6)),
         activation=activation,
-        sub_norms=arch != "llama-bitnet",
+        sub_norms=arch.startswith("bitnet"),
+        qk_norm=arch == "qwen3",
         tied_embeddings=get(c, "tie_word_embeddings", (bool,), arch == "bitnet-2b4t"),
         rope_theta=float(theta),
-        rope_scaling=dict(rope) if rope_type == "llama3" else None,
+        rope_scaling={**rope, "rope_type": rope_type} if rope_type != "default" else None,
         eos_token_ids=eos,
         bos_token_id=get(c, "bos_token_id", (int, None)),
         stop_strings=stops,
@@ -193,7 +205,7 @@ class HFCheckpoint:
 
     def norm(self, layer: int, name: str) -> np.ndarray | None:
         c = self.config
-        module = NORMS.get(name) or self._sub.get(name)
+        module = NORMS.get(name) or self._sub.get(name) or (QK_NORMS.get(name) if c.qk_norm else None)
         if module is None:
             return None
         return self._float(f"model.layers.{layer}.{module}.weight", (c.norm_dim(name),))
@@ -221,6 +233,12 @@ class HFCheckpoint:
         w = f.float32(wname)
         if self.linear_class == "online":
             return absmean_ternary_like_torch(w)
+        if self.linear_class == "values":
+            try:
+                return ternary_from_values(w, groups=True)
+            except ValueError as e:
+                raise FormatError(f"{f.path}: tensor {wname!r} {e}: tellme runs ternary models (a Qwen3 "
+                                  "checkpoint must hold Ternary Bonsai's values)") from None
         if not np.isin(w, (-1.0, 0.0, 1.0)).all():
             raise FormatError(f"{f.path}: tensor {wname!r} should hold ternary values for linear_class "
                               f"{self.linear_class!r}")
