@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="pack a checkpoint into one ready-to-mmap file, or write it as GGUF")
     conv.add_argument("src", help=MODEL_HELP.replace("file written by `tellme convert`, ", ""))
     conv.add_argument("dst", help="output file: .safetensors (tellme's packed layout) or .gguf")
-    conv.add_argument("--type", choices=("tq2_0", "tq1_0", "i2_s"),
-                      help="ternary weight type of a .gguf output (default tq2_0; i2_s is bitnet.cpp's)")
+    conv.add_argument("--type", choices=("tq2_0", "tq1_0", "i2_s", "q2_0"),
+                      help="ternary weight type of a .gguf output (default tq2_0; i2_s is bitnet.cpp's; q2_0, "
+                           "with a scale per block of 128, Ternary Bonsai's)")
     conv.add_argument("--pad-ffn", action="store_true",
                       help="write a .gguf whose FFN width is not whole blocks even though the model has an FFN "
                            "sub-norm, which padding changes slightly (docs/gguf.md)")

@@ -92,12 +92,14 @@ def _reference(path: Path):
 
 
 def _group_ternary(state, group: int, binary: bool, seed: int) -> dict[str, torch.Tensor]:
-    """Ternary Bonsai's weights: each decoder linear becomes T times one scale per `group` weights
-    along a row, scales exact in bf16 (and so in fp16); `binary`: T in {-1, 1} (Q1_0)."""
+    """Ternary Bonsai's weights: each decoder linear, the embedding and the LM head become T times
+    one scale per `group` weights along a row, scales exact in bf16 (and so in fp16); `binary`: T
+    in {-1, 1} (Q1_0)."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in state.items():
-        if k.rsplit(".", 2)[-2] in LINEAR_SUFFIXES and ".layers." in k:
+        if (k.rsplit(".", 2)[-2] in LINEAR_SUFFIXES and ".layers." in k) or k in ("model.embed_tokens.weight",
+                                                                                 "lm_head.weight"):
             t, _ = _absmean(v)
             if binary:
                 t = torch.where(v >= 0, 1.0, -1.0)

@@ -165,3 +165,28 @@ def test_llama3_rope_scaling_matches_transformers(tmp_path):
     np.testing.assert_allclose(ours_sin, theirs_sin[0, :, :32].numpy(), atol=1e-4)
     plain = dataclasses.replace(config, rope_scaling=None)
     assert not np.allclose(rope_tables(plain, 300)[0], ours_cos, atol=1e-3)  # the scaling changed something
+
+
+@pytest.mark.parametrize("extra", [{}, {"beta_fast": 16.0, "beta_slow": 2.0}, {"attention_factor": 1.25}])
+def test_yarn_rope_matches_transformers(tmp_path, extra):
+    """Qwen3's YaRN (Bonsai's long-context RoPE): frequencies and the cos/sin factor."""
+    import json
+
+    import torch
+    from transformers import Qwen3Config
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding
+
+    from tellme.formats.hf import read_config
+    from tellme.rope import rope_tables
+
+    rope = {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 64, **extra}
+    cfg = Qwen3Config(hidden_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=96, intermediate_size=512,
+                      num_hidden_layers=1,
+                      vocab_size=100, max_position_embeddings=1024, rope_parameters=rope)
+    theirs_cos, theirs_sin = Qwen3RotaryEmbedding(cfg)(torch.zeros(1), torch.arange(300)[None])
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    config = read_config(tmp_path)[0]
+    assert config.rope_scaling["rope_type"] == "yarn"
+    ours_cos, ours_sin = rope_tables(config, 300)
+    np.testing.assert_allclose(ours_cos, theirs_cos[0, :, :48].numpy(), atol=1e-4)
+    np.testing.assert_allclose(ours_sin, theirs_sin[0, :, :48].numpy(), atol=1e-4)

@@ -84,6 +84,11 @@ def write_gguf_like_llama_cpp(src, path, arch, wtype, embd=Q.F32, scale_in_block
             if wtype == "I2_S":
                 w.add_tensor(base + ".weight", i2s_by_loop(t, s).view(np.int8), raw_shape=t.shape, raw_dtype=36)
                 continue
+            if wtype == "Q2_0":  # every block's d is 1 (0 for blocks of zeros), the scale in .scale
+                w.add_tensor(base + ".weight", grouped_bytes(t.astype(np.float32), "Q2_0", 128).view(np.int8),
+                             raw_shape=t.shape, raw_dtype=42)
+                w.add_tensor(base + ".scale", np.array([s], dtype=np.float32))
+                continue
             qtype = Q[wtype]
             w.add_tensor(base + ".weight", quants.quantize(t * np.float32(s if scale_in_blocks else 1.0), qtype),
                          raw_dtype=qtype)
@@ -102,7 +107,7 @@ def assert_same_tensors(a: PackedModel, b: PackedModel):
         assert np.array_equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("wtype", ["TQ1_0", "TQ2_0", "I2_S"])
+@pytest.mark.parametrize("wtype", ["TQ1_0", "TQ2_0", "I2_S", "Q2_0"])
 @pytest.mark.parametrize("arch", list(ARCH_FORMATS))
 def test_gguf_gives_the_safetensors_model(checkpoints, tmp_path, arch, wtype):
     src = checkpoints[ARCH_FORMATS[arch]]
@@ -110,12 +115,101 @@ def test_gguf_gives_the_safetensors_model(checkpoints, tmp_path, arch, wtype):
     write_gguf_like_llama_cpp(src, path, arch, wtype)
     g = GGUFCheckpoint(path)
     assert g.config.architecture == HFCheckpoint(src).config.architecture
-    # every packed tensor identical, so the logits are too
+    # every packed tensor identical, so the logits are too (Q2_0 blocks of one scale: no group scales)
     assert_same_tensors(PackedModel.pack(g, "fp32"), PackedModel.pack(HFCheckpoint(src), "fp32"))
     a, b = tellme.load(src, head="fp32"), tellme.load(path, head="fp32")
     ids = a.encode(TEXT)[:64]
     assert b.encode(TEXT)[:64] == ids
     assert np.array_equal(a.logits(ids), b.logits(ids))
+
+
+def grouped_bytes(w: np.ndarray, qtype: str, block: int) -> np.ndarray:
+    """llama.cpp's Q2_0 / Q1_0 blocks of w (scale times ternary per block), written by a plain loop:
+    an fp16 d, then Q2_0's 2-bit codes (code = t + 1, weight j at bits 2(j % 4) of byte j / 4) or
+    Q1_0's bits (bit j % 8 of byte j / 8 set for +d)."""
+    out = bytearray()
+    for row in w.astype(np.float32):
+        for b in range(0, row.size, block):
+            v = row[b:b + block]
+            d = np.float32(np.abs(v).max())
+            out += np.float16(d).tobytes()
+            t = np.zeros(block, np.int64) if d == 0 else (v / d).astype(np.int64)
+            if qtype == "Q2_0":
+                for j in range(0, block, 4):
+                    out.append(sum(int(t[j + i] + 1) << (2 * i) for i in range(4)))
+            else:
+                for j in range(0, block, 8):
+                    out.append(sum(int(t[j + i] > 0) << i for i in range(8)))
+    return np.frombuffer(bytes(out), np.uint8)
+
+
+def write_bonsai_gguf(src, path, wtype: str, block: int):
+    """A Ternary Bonsai GGUF as PrismML's llama.cpp writes it: architecture qwen3, q/k norms, the
+    linears, embedding and head as Q2_0 (blocks of `block`), Q1_0 or F16 values."""
+    ck = HFCheckpoint(src)
+    c = ck.config
+    w = GGUFWriter(path, "qwen3")
+    for key, value in [("context_length", c.context), ("embedding_length", c.hidden), ("block_count", c.layers),
+                       ("feed_forward_length", c.intermediate), ("attention.head_count", c.heads),
+                       ("attention.head_count_kv", c.kv_heads), ("rope.freq_base", c.rope_theta),
+                       ("attention.layer_norm_rms_epsilon", c.eps), ("attention.key_length", c.head_dim),
+                       ("attention.value_length", c.head_dim)]:
+        (w.add_float32 if isinstance(value, float) else w.add_uint32)(f"qwen3.{key}", value)
+    write_tokenizer(w, Tokenizer.from_dir(src), c.vocab, c.bos_token_id, c.eos_token_ids)
+
+    def add(name, values):
+        if wtype == "F16":
+            w.add_tensor(name, values.astype(np.float16))
+        else:
+            w.add_tensor(name, grouped_bytes(values, wtype, block).view(np.int8), raw_shape=values.shape,
+                         raw_dtype=42 if wtype == "Q2_0" else 41)
+
+    add("token_embd.weight", ck.embedding())
+    if ck.lm_head() is not None:
+        add("output.weight", ck.lm_head())
+    w.add_tensor("output_norm.weight", ck.final_norm())
+    for i in range(c.layers):
+        for name, gguf_name in (("attn_norm", "attn_norm"), ("ffn_norm", "ffn_norm"), ("q_norm", "attn_q_norm"),
+                                ("k_norm", "attn_k_norm")):
+            w.add_tensor(f"blk.{i}.{gguf_name}.weight", ck.norm(i, name))
+        for name in LINEAR_NAMES:
+            t, s = ck.linear(i, name)
+            add(f"blk.{i}.{LINEAR_TENSORS[name]}.weight", t.astype(np.float32) * np.repeat(s, t.shape[1] // s.shape[1], axis=1))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("wtype, block", [("Q2_0", 128), ("Q2_0", 64), ("Q1_0", 128), ("F16", 64)])
+def test_bonsai_gguf_gives_the_safetensors_model(tmp_path, wtype, block):
+    """Q2_0 (PrismML's 128-weight blocks and mainline's 64), Q1_0 (1-bit Bonsai) and F16 values: the
+    same packed model, group scales included, as the Hugging Face checkpoint."""
+    src = tmp_path / "hf"
+    make_checkpoint(src, "qwen3-ternary", hidden=256, heads=4, kv_heads=2, head_dim=96, intermediate=384,
+                    group=block, binary=wtype == "Q1_0", tied=block == 64)
+    write_bonsai_gguf(src, tmp_path / "m.gguf", wtype, block)
+    g = GGUFCheckpoint(tmp_path / "m.gguf")
+    assert (g.config.architecture, g.config.qk_norm, g.config.head_dim) == ("qwen3", True, 96)
+    ours, theirs = PackedModel.pack(g), PackedModel.pack(HFCheckpoint(src))
+    assert ours.linear(0, "q").group == block
+    assert_same_tensors(ours, theirs)
+    a, b = tellme.load(src), tellme.load(tmp_path / "m.gguf")
+    ids = a.encode(TEXT)[:32]
+    assert np.array_equal(a.logits(ids), b.logits(ids))
+
+
+def test_q2_0_refuses_code_3_and_odd_sizes(tmp_path):
+    from tellme.formats.gguf_quants import Q2_0, unpack_grouped
+
+    raw = grouped_bytes(np.ones((2, 128), np.float32), "Q2_0", 128).copy()
+    t, d = unpack_grouped(raw, Q2_0, (2, 128))
+    assert (t == 1).all() and (d == 1).all()
+    raw[2] = 0xFF  # code 3: +2 times the scale
+    with pytest.raises(ValueError, match="code 3"):
+        unpack_grouped(raw, Q2_0, (2, 128))
+    with pytest.raises(ValueError, match="not 2x128 weights in whole blocks"):
+        unpack_grouped(raw[:-1], Q2_0, (2, 128))
 
 
 def test_hidden_activation_overrides_the_architecture(checkpoints, tmp_path):
@@ -175,7 +269,7 @@ def test_embedding_and_output_types(checkpoints, tmp_path, embd):
 
 # ---- tellme convert: GGUF out ----
 
-@pytest.mark.parametrize("wtype", ["tq2_0", "tq1_0", "i2_s"])
+@pytest.mark.parametrize("wtype", ["tq2_0", "tq1_0", "i2_s", "q2_0"])
 @pytest.mark.parametrize("fmt", ["bitnet-packed", "1bitllm", "llama-bitnet"])
 def test_round_trip_is_lossless(checkpoints, tmp_path, fmt, wtype):
     src, path = checkpoints[fmt], tmp_path / "out.gguf"
@@ -305,3 +399,19 @@ def test_gguf_to_tellme_file(checkpoints, tmp_path):
     ids = a.encode(TEXT)[:32]
     assert b.encode(TEXT)[:32] == ids and np.array_equal(a.logits(ids), b.logits(ids))
     assert cli(["convert", str(src), str(tmp_path / "m.safetensors"), "--type", "tq2_0"]) == 1  # --type is for .gguf
+
+
+@pytest.mark.parametrize("group", [128, 64])
+def test_bonsai_round_trip_as_q2_0(tmp_path, group):
+    """tellme convert writes a grouped model as Q2_0 (the blocks carry the group scales) and reads it
+    back to the same packed model; the types with one scale per tensor refuse it by name."""
+    src = tmp_path / "hf"
+    make_checkpoint(src, "qwen3-ternary", hidden=256, heads=4, kv_heads=2, head_dim=96, intermediate=384, group=group)
+    assert cli(["convert", str(src), str(tmp_path / "m.gguf"), "--type", "q2_0"]) == 0
+    g = GGUFCheckpoint(tmp_path / "m.gguf")
+    assert g.file.get("general.architecture") == "qwen3"
+    assert g.file.tensors["blk.0.attn_q.weight"].nbytes == 384 * 256 // group * (2 + group // 4)
+    assert_same_tensors(PackedModel.pack(g), PackedModel.pack(HFCheckpoint(src)))
+    with pytest.raises(ValueError, match=f"scale per group of {group} weights, which I2_S cannot hold.*--type q2_0"):
+        from tellme.formats.gguf_export import write_gguf
+        write_gguf(HFCheckpoint(src), None, tmp_path / "t.gguf", "i2_s")

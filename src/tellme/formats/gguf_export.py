@@ -1,8 +1,10 @@
-"""Writing a model as GGUF for llama.cpp (TQ1_0, TQ2_0) or bitnet.cpp (I2_S), with the `gguf` library.
+"""Writing a model as GGUF for llama.cpp (TQ1_0, TQ2_0, Q2_0) or bitnet.cpp (I2_S), with the `gguf` library.
 
 Architecture names follow what each graph computes: sub-norms and ReLU^2 (BitNet b1.58 2B-4T) is
 `bitnet-b1.58`, sub-norms and SiLU (1bitLLM) is llama.cpp's `bitnet`, no sub-norms is `llama` (q
-and k rows then in llama.cpp's RoPE-pair order). The tensor names are llama.cpp's.
+and k rows then in llama.cpp's RoPE-pair order), q/k norms is `qwen3`. The tensor names are
+llama.cpp's. A model with a scale per group (Ternary Bonsai) is written only as Q2_0, whose
+blocks (of the group size, 64 or 128) carry those scales.
 
 Nothing is lost: ternary codes are stored as they are; a scale goes into the fp16 block scales
 when fp16 holds it exactly, else into a `blk.{i}.{linear}.scale` tensor; the embedding and LM head
@@ -30,11 +32,12 @@ from ..config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from ..errors import UsageError
 from ..kernels.layout import round_up
 from ..rope import rope_frequencies, rope_pair_order
-from .gguf_model import LINEAR_TENSORS, PADDED_FROM_KEY, ROPE_FREQS
-from .gguf_quants import I2_S, I2_S_FILE_TYPE, TERNARY_TYPES, quantize_ternary
+from .gguf_model import LINEAR_TENSORS, PADDED_FROM_KEY, QK_NORM_TENSORS, ROPE_FREQS
+from .gguf_quants import I2_S, I2_S_FILE_TYPE, Q2_0, Q2_0_BLOCKS, TERNARY_TYPES, pack_q2_0, quantize_ternary
 
-FILE_TYPES = {"tq1_0": LlamaFileType.MOSTLY_TQ1_0, "tq2_0": LlamaFileType.MOSTLY_TQ2_0, "i2_s": I2_S_FILE_TYPE}
-BLOCKS = {"tq1_0": 256, "tq2_0": 256, "i2_s": 128}
+FILE_TYPES = {"tq1_0": LlamaFileType.MOSTLY_TQ1_0, "tq2_0": LlamaFileType.MOSTLY_TQ2_0, "i2_s": I2_S_FILE_TYPE,
+              "q2_0": 41}  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q2_0 (PrismML's files)
+BLOCKS = {"tq1_0": 256, "tq2_0": 256, "i2_s": 128, "q2_0": 128}
 
 
 def pad_sub_norm(gamma: np.ndarray, width: int) -> np.ndarray:
@@ -48,11 +51,27 @@ def pad_sub_norm(gamma: np.ndarray, width: int) -> np.ndarray:
 
 
 def gguf_architecture(c: ModelConfig) -> str:
+    if c.qk_norm:
+        return "qwen3"
     if c.sub_norms:
         return "bitnet-b1.58" if c.activation == "relu2" else "bitnet"
     if c.activation == "silu":
         return "llama"
     raise UsageError("a ReLU^2 model without sub-norms has no llama.cpp architecture to be written as")
+
+
+def grouped_q2_0(ternary: np.ndarray, scales: np.ndarray, qtype: str, name: str) -> np.ndarray:
+    """Q2_0 bytes of a linear with a scale per group (blocks of the group: 64 or 128), or UsageError
+    where another type, another group size or a scale fp16 cannot hold would lose something."""
+    group = ternary.shape[1] // scales.shape[1]
+    if qtype != "q2_0":
+        raise UsageError(f"{name} has a scale per group of {group} weights, which {qtype.upper()} cannot hold "
+                         "(one scale per tensor); write it as --type q2_0")
+    if group not in Q2_0_BLOCKS:
+        raise UsageError(f"{name} has a scale per group of {group} weights; Q2_0 has blocks of 64 or 128")
+    if not np.array_equal(scales.astype(np.float16).astype(np.float32), scales):
+        raise UsageError(f"{name} has group scales that fp16 cannot hold exactly; Q2_0 would round them")
+    return pack_q2_0(ternary, scales)
 
 
 def lossless_float(a: np.ndarray) -> tuple[np.ndarray, GGMLQuantizationType | None]:
@@ -123,7 +142,16 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
         if head is not None:
             dense("output.weight", head)
         w.add_tensor("output_norm.weight", np.ascontiguousarray(ckpt.final_norm(), dtype=np.float32))
-        if c.rope_scaling:  # llama.cpp divides each frequency by a factor
+        if c.rope_scaling and c.rope_scaling.get("rope_type") == "yarn":
+            y = c.rope_scaling
+            w.add_string(f"{arch}.rope.scaling.type", "yarn")
+            w.add_float32(f"{arch}.rope.scaling.factor", float(y["factor"]))
+            w.add_uint32(f"{arch}.rope.scaling.original_context_length", int(y["original_max_position_embeddings"]))
+            for key, name in (("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow"),
+                              ("attention_factor", "attn_factor")):
+                if y.get(key) is not None:
+                    w.add_float32(f"{arch}.rope.scaling.{name}", float(y[key]))
+        elif c.rope_scaling:  # llama.cpp divides each frequency by a factor
             plain = dataclasses.replace(c, rope_scaling=None)
             w.add_tensor(ROPE_FREQS, (rope_frequencies(plain) / rope_frequencies(c)).astype(np.float32))
         for i in progress(range(c.layers)):
@@ -133,17 +161,27 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
                     g = np.ascontiguousarray(g, dtype=np.float32)
                     if name == "ffn_sub_norm" and pad:
                         g = pad_sub_norm(g, ffn)
-                    w.add_tensor(f"blk.{i}.{name}.weight", g)
+                    w.add_tensor(f"blk.{i}.{QK_NORM_TENSORS.get(name, name)}.weight", g)
             for name in LINEAR_NAMES:
                 ternary, scale = ckpt.linear(i, name)
+                grouped = np.ndim(scale) > 0
                 if pad and name in ("gate", "up", "down"):  # zero rows of gate and up, columns of down
                     ternary = np.pad(ternary, ((0, pad), (0, 0)) if name != "down" else ((0, 0), (0, pad)))
+                    if grouped:  # and zero scales for them (pad is whole groups: they divide the block)
+                        g_size = c.intermediate // scale.shape[1] if name == "down" else 1
+                        scale = np.pad(scale, ((0, pad), (0, 0)) if name != "down" else ((0, 0), (0, pad // g_size)))
                 if arch == "llama" and name in ("q", "k"):
-                    ternary = ternary[rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)]
-                data, rest = quantize_ternary(ternary, scale, TERNARY_TYPES[qtype])
+                    order = rope_pair_order(c.heads if name == "q" else c.kv_heads, c.head_dim)
+                    ternary, scale = ternary[order], (scale[order] if grouped else scale)
                 base = f"blk.{i}.{LINEAR_TENSORS[name]}"
-                if qtype == "i2_s":  # unknown to the library: pass the bytes with the shape they encode
-                    w.add_tensor(base + ".weight", data.view(np.int8), raw_shape=ternary.shape, raw_dtype=I2_S)
+                if grouped:  # a scale per group: Q2_0 holds it in its block scales
+                    w.add_tensor(base + ".weight", grouped_q2_0(ternary, scale, qtype, base).view(np.int8),
+                                 raw_shape=ternary.shape, raw_dtype=Q2_0)
+                    continue
+                data, rest = quantize_ternary(ternary, scale, TERNARY_TYPES[qtype])
+                if qtype in ("i2_s", "q2_0"):  # unknown to the library: the bytes, with the shape they encode
+                    w.add_tensor(base + ".weight", data.view(np.int8), raw_shape=ternary.shape,
+                                 raw_dtype=TERNARY_TYPES[qtype])
                 else:
                     w.add_tensor(base + ".weight", data, raw_dtype=TERNARY_TYPES[qtype])
                 if rest != 1.0:

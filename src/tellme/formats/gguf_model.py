@@ -258,8 +258,10 @@ class GGUFCheckpoint:
                 ternary, scale = unpack_i2s(self.file.raw(t.name), shape)
             elif t.type in (Q1_0, Q2_0):
                 ternary, scale = unpack_grouped(self.file.raw(t.name), t.type, shape)
-                if (scale == scale.flat[0]).all() and scale.flat[0] > 0:  # one scale after all: the fast path
-                    scale = float(scale.flat[0])
+                live = ternary.reshape(*scale.shape, -1).any(axis=2)  # blocks of zeros may carry any d
+                one = np.unique(scale[live])
+                if one.size == 1 and one[0] > 0:  # one scale after all: the per-tensor fast path
+                    scale = float(one[0])
             else:
                 ternary, scale = ternary_from_values(dequantize(self.file.raw(t.name), t.type, shape), groups=True)
         except (ValueError, NotImplementedError) as e:

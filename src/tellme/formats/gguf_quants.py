@@ -26,7 +26,6 @@ I2_S = 36            # bitnet.cpp's type id (upstream ggml later used 36 for the
 I2_S_BLOCK = 128
 I2_S_TAIL = 32       # fp32 scale, then padding
 I2_S_FILE_TYPE = 40  # bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S
-TERNARY_TYPES = {"tq1_0": T.TQ1_0, "tq2_0": T.TQ2_0, "i2_s": I2_S}
 
 
 def i2s_nbytes(n_elements: int) -> int:
@@ -67,6 +66,17 @@ def unpack_i2s(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, flo
 Q1_0, Q2_0 = 41, 42
 Q2_0_BLOCKS = {64: 18, 128: 34}   # weights per block -> bytes per block
 Q1_0_BLOCK, Q1_0_BYTES = 128, 18
+TERNARY_TYPES = {"tq1_0": T.TQ1_0, "tq2_0": T.TQ2_0, "i2_s": I2_S, "q2_0": Q2_0}
+
+
+def pack_q2_0(ternary: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """ternary int8 [rows, cols] and fp16-exact block scales d [rows, cols / block] -> Q2_0 bytes."""
+    rows, cols = ternary.shape
+    block = cols // d.shape[1]
+    codes = (ternary.astype(np.uint8) + 1).reshape(rows * d.shape[1], block // 4, 4)
+    packed = (codes[..., 0] | codes[..., 1] << 2 | codes[..., 2] << 4 | codes[..., 3] << 6).astype(np.uint8)
+    scales = d.astype(np.float16).reshape(-1, 1).view(np.uint8)
+    return np.concatenate([scales, packed], axis=1).reshape(-1)
 
 
 def q2_0_block(n_weights: int, nbytes: int) -> int | None:
@@ -138,6 +148,11 @@ def quantize_ternary(ternary: np.ndarray, scale: float, qtype) -> tuple[np.ndarr
     """
     if qtype == I2_S:
         return pack_i2s(ternary, scale), 1.0
+    if qtype == Q2_0:  # one scale: blocks of 128 carrying it, or 1 (and the scale returned)
+        d = np.float32(np.float16(scale))
+        exact = bool(d == np.float32(scale)) and d != 0
+        blocks = np.full((ternary.shape[0], ternary.shape[1] // 128), d if exact else 1.0, np.float32)
+        return pack_q2_0(ternary, blocks), (1.0 if exact else float(scale))
     d = np.float32(np.float16(scale))
     exact = bool(d == np.float32(scale)) and d != 0
     w = ternary.astype(np.float32) * (d if exact else np.float32(1.0))
