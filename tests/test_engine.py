@@ -14,20 +14,25 @@ from tellme.packed import PackedModel
 pytestmark = pytest.mark.kernels
 
 
-def random_model(act="relu2", kv_heads=2, head="int8", kernel="auto", sub_norms=True, tied=True, seed=0):
-    c = ModelConfig(architecture="bitnet-2b4t", hidden=96, intermediate=136, layers=2, heads=4, kv_heads=kv_heads,
-                    head_dim=24, vocab=101, context=160, eps=1e-5, activation=act, sub_norms=sub_norms,
-                    tied_embeddings=tied, rope_theta=10000.0)
+def random_model(act="relu2", kv_heads=2, head="int8", kernel="auto", sub_norms=True, tied=True, seed=0,
+                 qwen3=False):
+    """qwen3: q/k norms and a scale per 32 weights along each row (Ternary Bonsai's layout)."""
+    c = ModelConfig(architecture="qwen3" if qwen3 else "bitnet-2b4t", hidden=96, intermediate=136 if not qwen3 else 128,
+                    layers=2, heads=4, kv_heads=kv_heads, head_dim=24, vocab=101, context=160, eps=1e-5,
+                    activation=act, sub_norms=sub_norms and not qwen3, tied_embeddings=tied, rope_theta=10000.0,
+                    qk_norm=qwen3)
     rng = np.random.default_rng(seed)
+    f = c.intermediate
     shapes = {"q": (96, 96), "k": (24 * kv_heads, 96), "v": (24 * kv_heads, 96), "o": (96, 96),
-              "gate": (136, 96), "up": (136, 96), "down": (96, 136)}
+              "gate": (f, 96), "up": (f, 96), "down": (96, f)}
     m = PackedModel(c)
     for i in range(c.layers):
         for n, s in shapes.items():
             k = kernel if kernel != "auto" else ("tlmm" if n in "qkv" else "i2")
-            m.set_linear(i, n, TernaryWeights.pack(rng.integers(-1, 2, s, dtype=np.int8), rng.uniform(0.02, 0.1), k))
+            scale = rng.uniform(0.02, 0.1, (s[0], s[1] // 32)).astype(np.float32) if qwen3 else rng.uniform(0.02, 0.1)
+            m.set_linear(i, n, TernaryWeights.pack(rng.integers(-1, 2, s, dtype=np.int8), scale, "i2" if qwen3 else k))
         for n in c.norm_names():
-            dim = {"ffn_sub_norm": 136}.get(n, 96)
+            dim = {"ffn_sub_norm": f, "q_norm": 24, "k_norm": 24}.get(n, 96)
             m.set_norm(i, n, (1 + 0.2 * rng.standard_normal(dim)).astype(np.float32))
     m.set_rows("embedding", rng.standard_normal((101, 96)).astype(np.float32), head)
     if not tied:
@@ -38,8 +43,8 @@ def random_model(act="relu2", kv_heads=2, head="int8", kernel="auto", sub_norms=
 
 @pytest.mark.parametrize("kw", [
     dict(), dict(act="silu", kv_heads=4), dict(head="fp32", tied=False), dict(sub_norms=False, kernel="tlmm"),
-    dict(kernel="i2", act="silu"),
-], ids=["gqa-relu2-int8", "mha-silu", "fp32-untied", "llama-tlmm", "i2-silu"])
+    dict(kernel="i2", act="silu"), dict(qwen3=True, act="silu", tied=False),
+], ids=["gqa-relu2-int8", "mha-silu", "fp32-untied", "llama-tlmm", "i2-silu", "qwen3-grouped"])
 def test_forward_matches_numpy_reference(kw, isa):
     model = random_model(**kw)
     ids = np.random.default_rng(1).integers(0, 101, 150)   # crosses attention chunks and query tiles

@@ -100,12 +100,11 @@ class PackedModel:
                 else:
                     m.pack_linear(i, name, *reader.linear(i, name), kernel)
                     m._loaded("linear", "unpacked and packed")
-            for name in NORM_NAMES:
+            for name in c.norm_names():
                 gamma = reader.norm(i, name)
-                if gamma is not None:  # None: a norm the architecture lacks
-                    if name in ("q_norm", "k_norm"):  # over a head's rows, in their RoPE-pair order
-                        gamma = np.asarray(gamma)[rope_pair_order(1, c.head_dim)]
-                    m.set_norm(i, name, gamma)
+                if name in ("q_norm", "k_norm"):  # over a head's rows, in their RoPE-pair order
+                    gamma = np.asarray(gamma)[rope_pair_order(1, c.head_dim)]
+                m.set_norm(i, name, gamma)
         for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):
             if hasattr(reader, "table_rows"):
                 m._stream_rows(table, reader, head, progress)

@@ -5,7 +5,8 @@ rotate_half, softmax over the whole score row). Slow; for tests.
 Per layer, with Q(x) = per-token absmax int8 quantization and lin(T, s)(x) = (Q(x) @ T.T) * s:
     h = x + o(subnorm_a(attention(rope(q(n)), rope(k(n)), v(n))))          n = rmsnorm_a(x)
     x = h + down(subnorm_f(act(gate(m)) * up(m)))                          m = rmsnorm_f(h)
-K and V are rounded to fp16, as the KV cache stores them.
+K and V are rounded to fp16, as the KV cache stores them. Qwen3 normalises each head of q and k
+(q_norm, k_norm) before RoPE; a linear with group scales is kernels.reference.grouped_matmul.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 import numpy as np
 
 from .config import LINEAR_NAMES
-from .kernels.reference import quantize, rmsnorm
+from .kernels.reference import grouped_matmul, quantize, rmsnorm
 from .packed import PackedModel
 from .rope import rope_pair_order, rope_tables
 
 
-def _apply(t: np.ndarray, scale: float, x: np.ndarray) -> np.ndarray:
+def _apply(t: np.ndarray, scale, x: np.ndarray) -> np.ndarray:
     q, s = quantize(x)
+    if np.ndim(scale):
+        return grouped_matmul(t, scale, q, s)
     acc = q.astype(np.int64) @ t.T.astype(np.int64)                     # exact
     return acc.astype(np.float32) * (s[:, None] * np.float32(scale))
 
@@ -40,16 +43,24 @@ def forward(packed: PackedModel, ids) -> np.ndarray:
         cc, ss = cos[:, None, :], sin[:, None, :]
         return np.concatenate([a * cc - b * ss, b * cc + a * ss], axis=-1).reshape(n, heads * hd)
 
+    def head_norm(x, name, heads):  # gamma stored in the rows' RoPE-pair order
+        gamma = packed.norm(i, name)[np.argsort(rope_pair_order(1, hd))]
+        return rmsnorm(x.reshape(n * heads, hd), gamma, c.eps).reshape(n, heads * hd)
+
     def act(g):
         return np.square(np.maximum(g, 0)) if c.activation == "relu2" else g / (1 + np.exp(-g))
 
     x = packed.rows("embedding").float32()[ids].astype(np.float32)
     mask = np.triu(np.full((n, n), -np.inf), 1)
     for i in range(c.layers):
-        lin = {name: (w.ternary(), w.scale) for name in LINEAR_NAMES for w in [packed.linear(i, name)]}
+        lin = {name: (w.ternary(), w.scale if w.group_scale is None else w.group_scale[:w.out_features])
+               for name in LINEAR_NAMES for w in [packed.linear(i, name)]}
         h = rmsnorm(x, packed.norm(i, "attn_norm"), c.eps)
-        q = rope(_apply(*lin["q"], h)[:, unorder_q], c.heads)
-        k = rope(_apply(*lin["k"], h)[:, unorder_k], c.kv_heads).astype(np.float16).astype(np.float64)
+        q, k = _apply(*lin["q"], h)[:, unorder_q], _apply(*lin["k"], h)[:, unorder_k]
+        if c.qk_norm:
+            q, k = head_norm(q, "q_norm", c.heads), head_norm(k, "k_norm", c.kv_heads)
+        q = rope(q, c.heads)
+        k = rope(k, c.kv_heads).astype(np.float16).astype(np.float64)
         v = _apply(*lin["v"], h).astype(np.float16).astype(np.float64)
         out = np.empty((n, qd), np.float32)
         for head in range(c.heads):

@@ -55,7 +55,9 @@ def test_unknown_architecture(copy):
     (dict(hidden_act="gelu"), "hidden_act 'gelu'"),
     (dict(hidden_size=None), "missing 'hidden_size'"),
     (dict(attention_bias=True), "biases"),
-    (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), "RoPE type 'yarn'"),
+    (dict(rope_parameters={"rope_type": "longrope", "rope_theta": 1e4}), "RoPE type 'longrope'"),
+    (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), "yarn.*needs numbers for factor"),
+    (dict(model_type="qwen3", use_sliding_window=True), "sliding-window"),
 ])
 def test_unsupported_config(copy, changes, match):
     edit_config(copy, **changes)
@@ -140,3 +142,17 @@ def test_converted_file_with_missing_or_extra_norms(good, tmp_path):
     PackedModel(packed.config, arrays).save(tmp_path / "c.safetensors", tokenizer)
     with pytest.raises(ValueError, match="no sub-norms"):
         tellme.load(tmp_path / "c.safetensors")
+
+
+def test_ordinary_qwen3_is_refused(tmp_path):
+    """A Qwen3 directory is read as Ternary Bonsai: weights that are not ternary per group are refused."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    make_checkpoint(tmp_path / "q", "qwen3-ternary", hidden=256, heads=4, head_dim=64, intermediate=256, layers=1)
+    tensors = load_file(tmp_path / "q" / "model.safetensors")
+    name = "model.layers.0.mlp.up_proj.weight"
+    tensors[name] = torch.randn(tensors[name].shape).bfloat16()
+    save_file(tensors, tmp_path / "q" / "model.safetensors")
+    with pytest.raises(FormatError, match="up_proj.weight.*not ternary.*Ternary Bonsai"):
+        tellme.load(tmp_path / "q")

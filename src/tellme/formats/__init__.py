@@ -3,8 +3,9 @@ same interface, whatever the stored form:
 
     config                      ModelConfig
     tokenizer                   Tokenizer or None
-    linear(layer, name)         (ternary int8 [out, in], scale) with W = scale * T, Hugging Face row order
-    norm(layer, name)           float32 gamma, or None for a sub-norm the architecture lacks
+    linear(layer, name)         (ternary int8 [out, in], scale) with W = scale * T, Hugging Face row order;
+                                scale is one number, or float32 [out, in / group] (a scale per group)
+    norm(layer, name)           float32 gamma of each name in config.norm_names() (Hugging Face order)
     embedding(), final_norm()   float32
     lm_head()                   float32, or None when tied to the embedding
     table_rows(table, a, b)     rows [a, b) of "embedding" or "lm_head": float32, or fp16 bits as

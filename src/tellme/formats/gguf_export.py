@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 
-from ..config import LINEAR_NAMES, NORM_NAMES, ModelConfig
+from ..config import LINEAR_NAMES, ModelConfig
 from ..errors import UsageError
 from ..kernels.layout import round_up
 from ..rope import rope_frequencies, rope_pair_order
@@ -155,13 +155,11 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
             plain = dataclasses.replace(c, rope_scaling=None)
             w.add_tensor(ROPE_FREQS, (rope_frequencies(plain) / rope_frequencies(c)).astype(np.float32))
         for i in progress(range(c.layers)):
-            for name in NORM_NAMES:
-                g = ckpt.norm(i, name)
-                if g is not None:
-                    g = np.ascontiguousarray(g, dtype=np.float32)
-                    if name == "ffn_sub_norm" and pad:
-                        g = pad_sub_norm(g, ffn)
-                    w.add_tensor(f"blk.{i}.{QK_NORM_TENSORS.get(name, name)}.weight", g)
+            for name in c.norm_names():
+                g = np.ascontiguousarray(ckpt.norm(i, name), dtype=np.float32)
+                if name == "ffn_sub_norm" and pad:
+                    g = pad_sub_norm(g, ffn)
+                w.add_tensor(f"blk.{i}.{QK_NORM_TENSORS.get(name, name)}.weight", g)
             for name in LINEAR_NAMES:
                 ternary, scale = ckpt.linear(i, name)
                 grouped = np.ndim(scale) > 0
