@@ -205,6 +205,66 @@ void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, i
   for (int64_t t = 0; t < tokens; ++t) int8_gemv(rows, n_rows, k, x + t * k, out + t * n_rows);
 }
 
+// The horizontal sums of four int32 vectors, in order.
+inline __m128i sum4(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// Group scales (see Backend::i2_group_block), 4 rows x T tokens per group as the AVX-512 kernel.
+// Plane p of a 32-byte block holds k = 32p .. 32p + 31; maddubs pairs stay far from saturation
+// (2 * 2 * 127 = 508).
+template <int T>
+void group_tile(const uint8_t* rows, int64_t row_bytes, int64_t group, int64_t groups, const float* scales,
+                const int8_t* acts, const int32_t* group_sums, int64_t tokens, float* y /* stride ROW_BLOCK */) {
+  const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+  const int planes = static_cast<int>(group / 32);
+  __m128 f[T];
+  for (int t = 0; t < T; ++t) f[t] = _mm_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t k0 = g * group, first = (k0 % I2_BLOCK) / 32;
+    __m256i code[4][4];
+    for (int r = 0; r < 4; ++r) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + r * row_bytes + k0 / I2_BLOCK * 32));
+      for (int p = 0; p < planes; ++p)
+        code[r][p] = _mm256_and_si256(_mm256_srli_epi16(b, static_cast<int>(6 - 2 * (first + p))), mask);
+    }
+    const __m128 sc = _mm_set_ps(scales[3 * groups + g], scales[2 * groups + g], scales[groups + g], scales[g]);
+    for (int t = 0; t < T; ++t) {
+      const int8_t* a = acts + (g * tokens + t) * group;
+      __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+      for (int p = 0; p < planes; ++p) {
+        const __m256i ap = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32 * p));
+        for (int r = 0; r < 4; ++r)
+          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(code[r][p], ap), ones));
+      }
+      const __m128i sums = _mm_sub_epi32(sum4(acc[0], acc[1], acc[2], acc[3]),
+                                         _mm_set1_epi32(group_sums[g * tokens + t]));
+      f[t] = _mm_add_ps(f[t], _mm_mul_ps(sc, _mm_cvtepi32_ps(sums)));
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm_storeu_ps(y + t * ROW_BLOCK, f[t]);
+}
+
+void i2_group_block(const uint8_t* codes, int64_t in_pad, int64_t group, int64_t groups, const float* scales,
+                    const int8_t* acts, const int32_t* group_sums, int64_t tokens, float* y) {
+  const int64_t row_bytes = in_pad / 4;
+  for (int64_t t0 = 0; t0 < tokens; t0 += 4) {  // four tokens' groups stay in L1 across the rows
+    for (int64_t r = 0; r < ROW_BLOCK; r += 4) {
+      const uint8_t* rows = codes + r * row_bytes;
+      const float* sc = scales + r * groups;
+      const int8_t* a = acts + t0 * group;
+      float* out = y + t0 * ROW_BLOCK + r;
+      switch (std::min<int64_t>(4, tokens - t0)) {
+        case 4: group_tile<4>(rows, row_bytes, group, groups, sc, a, group_sums + t0, tokens, out); break;
+        case 3: group_tile<3>(rows, row_bytes, group, groups, sc, a, group_sums + t0, tokens, out); break;
+        case 2: group_tile<2>(rows, row_bytes, group, groups, sc, a, group_sums + t0, tokens, out); break;
+        default: group_tile<1>(rows, row_bytes, group, groups, sc, a, group_sums + t0, tokens, out); break;
+      }
+    }
+  }
+}
+
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 inline float load1(const float* p) { return *p; }
@@ -282,7 +342,7 @@ void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst) {
 const Backend avx2_backend = {
     "avx2", false, 32, plane_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, dots_avx2,
     dots_f16_avx2, axpys_avx2, axpys_f16_avx2, half_to_float_f16c, int8_madd_loop,
-    stream_read,
+    stream_read, i2_group_block,
 };
 
 }  // namespace tellme

@@ -277,6 +277,70 @@ void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, i
   int8_rest(rows, 0, r4, k64, k, x, tokens, out, n_rows);      // columns past the last whole vector
 }
 
+// Group scales: R = 4 rows x T tokens per group, as i2_tile, with the sums of each group taken
+// (sum4), corrected by the group's activation sum and scaled into fp32 before the next group. A
+// 128-weight group is one 32-byte block: broadcast to both halves and shifted by 6 | 4 and 2 | 0,
+// its codes line up with activations k = 0..63 and 64..127 in natural order; a 64-weight group is
+// half a block (planes 0 | 1 or 2 | 3).
+template <int T>
+void group_tile(const uint8_t* rows, int64_t row_bytes, int64_t group, int64_t groups, const float* scales,
+                const int8_t* acts, const int32_t* group_sums, int64_t tokens, float* y /* stride ROW_BLOCK */) {
+  const __m512i mask = _mm512_set1_epi8(3);
+  const __m512i lo = _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1);  // planes 0 | 1
+  const __m512i hi = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(0), 1);  // planes 2 | 3
+  __m128 f[T];
+  for (int t = 0; t < T; ++t) f[t] = _mm_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t k0 = g * group;
+    __m512i code[4][2];
+    for (int r = 0; r < 4; ++r) {
+      const __m512i b = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + r * row_bytes + k0 / I2_BLOCK * 32)));
+      if (group == 128) {
+        code[r][0] = _mm512_and_si512(_mm512_srlv_epi16(b, lo), mask);
+        code[r][1] = _mm512_and_si512(_mm512_srlv_epi16(b, hi), mask);
+      } else {  // 64: the first or second half of the block
+        code[r][0] = _mm512_and_si512(_mm512_srlv_epi16(b, k0 % I2_BLOCK ? hi : lo), mask);
+      }
+    }
+    const __m128 sc = _mm_set_ps(scales[3 * groups + g], scales[2 * groups + g], scales[groups + g], scales[g]);
+    for (int t = 0; t < T; ++t) {
+      const int8_t* a = acts + (g * tokens + t) * group;
+      const __m512i a0 = _mm512_loadu_si512(reinterpret_cast<const void*>(a));
+      __m512i acc[4];
+      for (int r = 0; r < 4; ++r) acc[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), code[r][0], a0);
+      if (group == 128) {
+        const __m512i a1 = _mm512_loadu_si512(reinterpret_cast<const void*>(a + 64));
+        for (int r = 0; r < 4; ++r) acc[r] = _mm512_dpbusd_epi32(acc[r], code[r][1], a1);
+      }
+      const __m128i sums = _mm_sub_epi32(sum4(acc[0], acc[1], acc[2], acc[3]),
+                                         _mm_set1_epi32(group_sums[g * tokens + t]));
+      f[t] = _mm_add_ps(f[t], _mm_mul_ps(sc, _mm_cvtepi32_ps(sums)));
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm_storeu_ps(y + t * ROW_BLOCK, f[t]);
+}
+
+void i2_group_block(const uint8_t* codes, int64_t in_pad, int64_t group, int64_t groups, const float* scales,
+                    const int8_t* acts, const int32_t* group_sums, int64_t tokens, float* y) {
+  const int64_t row_bytes = in_pad / 4;
+  for (int64_t t0 = 0; t0 < tokens; t0 += 4) {  // four tokens' groups stay in L1 across the rows
+    const int8_t* a = acts + t0 * group;
+    const int32_t* sums = group_sums + t0;
+    for (int64_t r = 0; r < ROW_BLOCK; r += 4) {
+      const uint8_t* rows = codes + r * row_bytes;
+      const float* sc = scales + r * groups;
+      float* out = y + t0 * ROW_BLOCK + r;
+      switch (std::min<int64_t>(4, tokens - t0)) {
+        case 4: group_tile<4>(rows, row_bytes, group, groups, sc, a, sums, tokens, out); break;
+        case 3: group_tile<3>(rows, row_bytes, group, groups, sc, a, sums, tokens, out); break;
+        case 2: group_tile<2>(rows, row_bytes, group, groups, sc, a, sums, tokens, out); break;
+        default: group_tile<1>(rows, row_bytes, group, groups, sc, a, sums, tokens, out); break;
+      }
+    }
+  }
+}
+
 double int8_madd_loop(int64_t iterations) {
   __m512i a = _mm512_set1_epi8(3);
   __m512i b[8], acc[8];
@@ -314,7 +378,7 @@ const Backend avx512_backend = {
     "avx512", false,
 #endif
     64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemm, dots_avx2, dots_f16_avx2,
-    axpys_avx2, axpys_f16_avx2, half_to_float_f16c, int8_madd_loop, stream_read,
+    axpys_avx2, axpys_f16_avx2, half_to_float_f16c, int8_madd_loop, stream_read, i2_group_block,
 };
 
 }  // namespace tellme

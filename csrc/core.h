@@ -70,6 +70,15 @@ struct Backend {
   // number of multiply-adds done) and a streaming read of `bytes` bytes (returns a checksum).
   double (*int8_madd_loop)(int64_t iterations);
   uint64_t (*stream_read)(const uint8_t* data, int64_t bytes);
+
+  // Optional: weights with a scale per `group` (64 or 128) weights along a row, for one 32-row
+  // block of 2-bit codes. y[t*32 + r] = sum over groups g in order, from 0 in fp32, of
+  // scales[r*groups + g] * (exact integer sum of group g), each product rounded before the add.
+  // acts: [groups][tokens][group] in natural order; group_sums: [groups][tokens], their sums.
+  // Null: the generic path in matmul.cpp (each group through int8_gemm) computes the same bits.
+  void (*i2_group_block)(const uint8_t* codes, int64_t in_pad, int64_t group, int64_t groups,
+                         const float* scales, const int8_t* acts, const int32_t* group_sums, int64_t tokens,
+                         float* y) = nullptr;
 };
 
 extern const Backend scalar_backend;

@@ -137,6 +137,7 @@ struct Task {
 struct Prepared {
   std::vector<int8_t> tlmm_padded, i2_padded, i2_acts_storage;
   std::vector<int8_t> grouped;  // [in / group][tokens][group]: a group of every token, contiguous
+  std::vector<int32_t> group_sums;  // [in / group][tokens]: the sum of each
   int8_t* i2_acts = nullptr;  // 64-byte aligned in i2_acts_storage: whole-cache-line vector loads
   std::vector<uint8_t> tables;
   std::vector<int32_t> i2_sums;
@@ -148,9 +149,15 @@ void prepare(const Backend& be, const int8_t* act, int64_t nt, int64_t in, bool 
   if (group) {
     const int64_t groups = in / group;
     p.grouped.resize(nt * in);
+    p.group_sums.resize(nt * groups);
     parallel_for(groups, [&](int64_t g) {
-      for (int64_t t = 0; t < nt; ++t)
-        std::memcpy(p.grouped.data() + (g * nt + t) * group, act + t * in + g * group, group);
+      for (int64_t t = 0; t < nt; ++t) {
+        const int8_t* src = act + t * in + g * group;
+        std::memcpy(p.grouped.data() + (g * nt + t) * group, src, group);
+        int32_t sum = 0;
+        for (int64_t i = 0; i < group; ++i) sum += src[i];
+        p.group_sums[g * nt + t] = sum;
+      }
     });
   }
   if (tlmm) {
@@ -214,9 +221,10 @@ void unpack_codes(const uint8_t* row, int64_t k0, int64_t n, int8_t* dst) {
   }
 }
 
-// Grouped weights: for each group, a row block's weights are unpacked to int8 and multiplied by
-// that group of every token with the backend's int8 GEMM (exact int32), then scaled by the group
-// scales and added in fp32, group by group: facc[(rb - rb0) * nt * 32 + t * 32 + r].
+// Grouped weights: the backend's kernel where it has one (Backend::i2_group_block), else for each
+// group a row block's weights are unpacked to int8 and multiplied by that group of every token
+// with the backend's int8 GEMM (exact int32), then scaled by the group scales and added in fp32,
+// group by group: facc[(rb - rb0) * nt * 32 + t * 32 + r]. Both give the same bits.
 void grouped_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t rb0, int64_t rb1,
                   int64_t nt, float* facc) {
   const int64_t g_size = w.group, groups = w.i2.in / g_size, row_bytes = w.i2.in_pad / 4;
@@ -224,11 +232,16 @@ void grouped_sums(const Backend& be, const Linear& w, const Prepared& p, int64_t
   thread_local std::vector<int32_t> sums;
   wq.resize(ROW_BLOCK * g_size);
   sums.resize(nt * ROW_BLOCK);
+  const bool fast = be.i2_group_block && (g_size == 64 || g_size == 128);
   for (int64_t rb = rb0; rb < rb1; ++rb) {
     float* f = facc + (rb - rb0) * nt * ROW_BLOCK;
-    std::fill(f, f + nt * ROW_BLOCK, 0.0f);
     const uint8_t* codes = w.i2.codes + rb * ROW_BLOCK * row_bytes;
     const float* scales = w.group_scale + rb * ROW_BLOCK * groups;
+    if (fast) {
+      be.i2_group_block(codes, w.i2.in_pad, g_size, groups, scales, p.grouped.data(), p.group_sums.data(), nt, f);
+      continue;
+    }
+    std::fill(f, f + nt * ROW_BLOCK, 0.0f);
     for (int64_t g = 0; g < groups; ++g) {
       for (int64_t r = 0; r < ROW_BLOCK; ++r) unpack_codes(codes + r * row_bytes, g * g_size, g_size, wq.data() + r * g_size);
       be.int8_gemm(wq.data(), ROW_BLOCK, g_size, p.grouped.data() + g * nt * g_size, nt, sums.data());
