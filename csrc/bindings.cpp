@@ -203,30 +203,41 @@ NB_MODULE(_core, m) {
 
   m.def("time_matmul", [](const std::string& kernel, const std::vector<Array>& weights,
                           const Array& neg_count, int64_t out_f, int64_t in_f, const Array& act,
-                          int64_t repeats) {
+                          int64_t repeats, const std::vector<Array>& group_scales, int64_t group) {
     if (weights.empty() || repeats < 1) throw nb::value_error("need at least one weight copy and one repeat");
     if (kernel != "tlmm" && kernel != "i2") throw nb::value_error(("unknown kernel '" + kernel + "'").c_str());
+    if (!group_scales.empty() && (kernel != "i2" || group_scales.size() != weights.size()))
+      throw nb::value_error("group scales go with i2 weights, one array per weight copy");
     std::vector<TlmmWeights> tlmm;
     std::vector<I2Weights> i2;
-    for (const Array& w : weights) {
-      if (kernel == "tlmm") tlmm.push_back(check_tlmm(w, neg_count, out_f, in_f));
-      else i2.push_back(check_i2(w, out_f, in_f));
+    std::vector<const float*> scales;
+    for (size_t c = 0; c < weights.size(); ++c) {
+      if (kernel == "tlmm") tlmm.push_back(check_tlmm(weights[c], neg_count, out_f, in_f));
+      else i2.push_back(check_i2(weights[c], out_f, in_f));
+      if (!group_scales.empty()) scales.push_back(check_group_scale(group_scales[c], group, i2.back()));
     }
     const Activations a = check_activations(act, in_f, nullptr);
     std::vector<int32_t> result(a.tokens * out_f);
+    std::vector<float> result_f32(a.tokens * out_f), ones(a.tokens, 1.0f);
     Output out;
-    out.i32 = result.data();
+    if (scales.empty()) {
+      out.i32 = result.data();
+    } else {  // grouped sums are fp32
+      out.f32 = result_f32.data();
+      out.act_scale = ones.data();
+    }
     nb::gil_scoped_release release;
     const auto start = std::chrono::steady_clock::now();
     for (int64_t r = 0; r < repeats; ++r)
       for (size_t c = 0; c < weights.size(); ++c) {
         if (kernel == "tlmm") tlmm_matmul(tlmm[c], a.data, a.tokens, out);
-        else i2_matmul(i2[c], a.data, a.tokens, out);
+        else i2_matmul(i2[c], a.data, a.tokens, out, scales.empty() ? nullptr : scales[c], group);
       }
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     return took.count() / static_cast<double>(repeats * weights.size());
   }, nb::arg("kernel"), nb::arg("weights"), nb::arg("neg_count"), nb::arg("out_features"),
      nb::arg("in_features"), nb::arg("activations"), nb::arg("repeats"),
+     nb::arg("group_scales") = std::vector<Array>(), nb::arg("group") = 0,
      "Seconds per matmul, cycling through copies of the packed weights (native loop, no Python in the timing).");
   m.def("int8_madd_loop", [](int64_t iterations) {
     if (iterations < 1) throw nb::value_error("iterations must be >= 1");

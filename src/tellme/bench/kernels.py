@@ -19,6 +19,8 @@ from .. import _core
 from ..kernels import KERNELS, TernaryWeights
 from ..runtime import available_isas, get_isa, get_num_threads, set_isa, set_num_threads
 
+# what `--kernel` measures: the two layouts, and i2 with a scale per 128 weights (Ternary Bonsai)
+VARIANTS = (*KERNELS, "i2-g128")
 # (out, in) of bitnet_b1_58-large (0.73B) and BitNet b1.58 2B-4T linears
 SHAPES = {
     "0.73B": [(1536, 1536), (4096, 1536), (1536, 4096)],
@@ -31,7 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--tokens", type=int, nargs="+", default=[1, 128], help="token counts (default: 1 128)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
     p.add_argument("--isa", nargs="+", help="ISAs to measure (default: every ISA that runs here)")
-    p.add_argument("--kernel", nargs="+", choices=KERNELS, default=list(KERNELS))
+    p.add_argument("--kernel", nargs="+", choices=VARIANTS, default=list(KERNELS),
+                   help="tlmm, i2, i2-g128 (i2 with a scale per 128 weights; default: tlmm i2)")
     p.add_argument("--model", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per measurement")
 
@@ -85,11 +88,19 @@ def _timed(fn) -> float:
 
 def time_kernel(packed: TernaryWeights, copies: int, q: np.ndarray, min_time: float) -> float:
     datas = [packed.data] + [packed.data.copy() for _ in range(copies - 1)]
+    scales = [] if packed.group_scale is None else [packed.group_scale] + [packed.group_scale.copy()
+                                                                           for _ in range(copies - 1)]
     neg = packed.neg_count if packed.neg_count is not None else np.zeros(1, np.int32)
     args = (packed.kernel, datas, neg, packed.out_features, packed.in_features, q)
-    once = _core.time_matmul(*args, 1)  # warm-up, and a first estimate
+    once = _core.time_matmul(*args, 1, scales, packed.group)  # warm-up, and a first estimate
     repeats = max(1, int(min_time / (once * len(datas))))
-    return _core.time_matmul(*args, repeats)
+    return _core.time_matmul(*args, repeats, scales, packed.group)
+
+
+def pack_variant(w: np.ndarray, variant: str, rng) -> TernaryWeights:
+    if variant == "i2-g128":
+        return TernaryWeights.pack(w, rng.uniform(0.01, 0.1, (w.shape[0], w.shape[1] // 128)).astype(np.float32), "i2")
+    return TernaryWeights.pack(w, 1.0, variant)
 
 
 def run(args) -> int:
@@ -127,7 +138,7 @@ def run(args) -> int:
     for model in args.model:
         for out_f, in_f in SHAPES[model]:
             w = rng.integers(-1, 2, size=(out_f, in_f), dtype=np.int8)
-            packed = {k: TernaryWeights.pack(w, 1.0, k) for k in args.kernel}
+            packed = {k: pack_variant(w, k, rng) for k in args.kernel}
             for tokens in args.tokens:
                 q = rng.integers(-127, 128, size=(tokens, in_f), dtype=np.int8)
                 for n in args.threads:
