@@ -412,6 +412,31 @@ def test_bonsai_round_trip_as_q2_0(tmp_path, group):
     assert g.file.get("general.architecture") == "qwen3"
     assert g.file.tensors["blk.0.attn_q.weight"].nbytes == 384 * 256 // group * (2 + group // 4)
     assert_same_tensors(PackedModel.pack(g), PackedModel.pack(HFCheckpoint(src)))
+    # and tellme's own converted file keeps the group scales
+    assert cli(["convert", str(src), str(tmp_path / "m.safetensors")]) == 0
+    a, b = tellme.load(src), tellme.load(tmp_path / "m.safetensors")
+    assert b.packed.linear(0, "down").group == group
+    ids = a.encode(TEXT)[:24]
+    assert np.array_equal(a.logits(ids), b.logits(ids))
     with pytest.raises(ValueError, match=f"scale per group of {group} weights, which I2_S cannot hold.*--type q2_0"):
         from tellme.formats.gguf_export import write_gguf
         write_gguf(HFCheckpoint(src), None, tmp_path / "t.gguf", "i2_s")
+
+
+def test_yarn_round_trips_through_gguf(tmp_path):
+    """YaRN (Bonsai 4B/8B's long context) written as llama.cpp's rope.scaling keys and read back."""
+    import json
+
+    from tellme.rope import rope_tables
+
+    src = tmp_path / "hf"
+    make_checkpoint(src, "qwen3-ternary", hidden=256, heads=4, kv_heads=2, head_dim=64, intermediate=256, layers=1)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                              "original_max_position_embeddings": 64, "beta_fast": 16.0}
+    (src / "config.json").write_text(json.dumps(cfg))
+    assert cli(["convert", str(src), str(tmp_path / "m.gguf"), "--type", "q2_0"]) == 0
+    ours, theirs = GGUFCheckpoint(tmp_path / "m.gguf").config, HFCheckpoint(src).config
+    assert ours.rope_scaling["rope_type"] == "yarn" and ours.rope_scaling["beta_fast"] == 16.0
+    for a, b in zip(rope_tables(ours, 200), rope_tables(theirs, 200)):
+        np.testing.assert_array_equal(a, b)
