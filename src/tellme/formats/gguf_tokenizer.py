@@ -27,7 +27,9 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 SPLITS = {"llama-bpe": LLAMA3_SPLIT, "llama3": LLAMA3_SPLIT, "llama-v3": LLAMA3_SPLIT, "falcon3": LLAMA3_SPLIT,
           "dbrx": LLAMA3_SPLIT, "smaug-bpe": LLAMA3_SPLIT}
-GPT2_NAMES = ("gpt2", "default")   # GPT-2's own regex, which tokenizers' ByteLevel applies
+# GPT-2's own regex, which tokenizers' ByteLevel applies: llama.cpp's name first ("gpt2", which it
+# refuses, was written by tellme before 2026-12)
+GPT2_NAMES = ("gpt-2", "default", "gpt2")
 SPACE = "\u2581"
 
 
@@ -176,7 +178,7 @@ def _describe(spec: dict) -> tuple[str, str | None, bool]:
         raise UsageError(f"a {model.get('type')} tokenizer cannot be written to GGUF (BPE can)")
     if "ByteLevel" in kinds:
         if kinds == ["ByteLevel"] and pre[0].get("use_regex", True):
-            return "gpt2", "gpt2", False
+            return "gpt2", GPT2_NAMES[0], False
         splits = [p for p in pre if p.get("type") == "Split"]
         if kinds == ["Sequence", "Split", "ByteLevel"] and splits[0].get("pattern", {}).get("Regex") == LLAMA3_SPLIT:
             return "gpt2", "llama-bpe", False
