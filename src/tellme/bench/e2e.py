@@ -34,6 +34,10 @@ def add_arguments(p) -> None:
     p.add_argument("--layers", type=int, help="override the layer count (quick runs)")
     p.add_argument("--json", metavar="PATH", help="write one record per (model, threads)")
     p.add_argument("--isa", help="instruction set, ISA (default: the best that runs here)")
+    p.add_argument("--against", choices=["llama.cpp"],
+                   help="time llama.cpp (llama-cpp-python: the bench extra) and tellme on the same TQ2_0 files")
+    p.add_argument("--repeats", type=int, default=3, help="with --against: alternations per thread count")
+    p.add_argument("--allow-busy", action="store_true", help="with --against: report even if other processes ran")
 
 
 def synthetic_model(name: str, layers: int | None = None, context: int = 1024, max_sequences: int | None = None):
@@ -171,6 +175,9 @@ def run(args) -> int:
         set_isa(args.isa)  # inherited by the spawned child through TELLME_ISA below
         import os
         os.environ["TELLME_ISA"] = args.isa
+    if args.against:
+        from . import against
+        return against.run(args)
     specs = ([{"path": args.model, "shape": None}] if args.model else [{"path": None, "shape": s} for s in args.shape])
     ctx = mp.get_context("spawn")
     records, saved = [], get_num_threads()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, quants
 
 from ..config import LINEAR_NAMES, ModelConfig
 from ..errors import UsageError
@@ -87,11 +87,15 @@ def lossless_float(a: np.ndarray) -> tuple[np.ndarray, GGMLQuantizationType | No
 
 
 def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
-               progress: Callable[[Iterator], Iterator] = iter, pad_ffn: bool = False) -> None:
+               progress: Callable[[Iterator], Iterator] = iter, pad_ffn: bool = False,
+               embedding_type: str | None = None) -> None:
     """Writes `ckpt` (a format reader: see formats/__init__.py) to `path` with ternary linears of type
-    qtype. pad_ffn: pad an FFN that has a sub-norm too (not exact: see the module's docstring)."""
+    qtype. pad_ffn: pad an FFN that has a sub-norm too (not exact: see the module's docstring).
+    embedding_type "q8_0": the embedding and LM head in llama.cpp's Q8_0 (lossy; the default is exact)."""
     if qtype not in TERNARY_TYPES:
         raise UsageError(f"unknown GGUF weight type {qtype!r}; expected one of {', '.join(TERNARY_TYPES)}")
+    if embedding_type not in (None, "q8_0"):
+        raise UsageError(f"unknown embedding type {embedding_type!r}; expected q8_0 or none (exact)")
     c: ModelConfig = ckpt.config
     arch = gguf_architecture(c)
     for name in LINEAR_NAMES:
@@ -133,14 +137,17 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
             from .gguf_tokenizer import write_tokenizer
             write_tokenizer(w, tokenizer, c.vocab, c.bos_token_id, c.eos_token_ids)
 
-        def dense(name, a):
+        def table(name, a):
+            if embedding_type == "q8_0":
+                w.add_tensor(name, quants.quantize(a, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
+                return
             data, raw = lossless_float(a)
             w.add_tensor(name, data, raw_dtype=raw)
 
-        dense("token_embd.weight", ckpt.embedding())
+        table("token_embd.weight", ckpt.embedding())
         head = ckpt.lm_head()
         if head is not None:
-            dense("output.weight", head)
+            table("output.weight", head)
         w.add_tensor("output_norm.weight", np.ascontiguousarray(ckpt.final_norm(), dtype=np.float32))
         if c.rope_scaling and c.rope_scaling.get("rope_type") == "yarn":
             y = c.rope_scaling

@@ -1,0 +1,319 @@
+"""`tellme bench e2e --against llama.cpp`: tellme and llama.cpp timed on the same GGUF file, in one run.
+
+Each synthetic shape (e2e.SHAPES) is written by tellme's own GGUF writer as TQ2_0 in the form
+llama.cpp's `bitnet` graph runs: sub-norms, SiLU, the head tied to the embedding. Its weights are
+random ternary values; the embedding is Q8_0, so that both engines stream a head of about the same
+size (tellme's int8 rows, llama.cpp's Q8_0 blocks; an F16 table would double llama.cpp's); the
+tokenizer is the shipped model's, padded to the vocabulary (llama.cpp refuses a file without one).
+
+Each engine runs in a worker process of its own, so that neither's threads compete with the
+other's idle-spinning ones; the parent alternates them, and which goes first alternates too. Per
+repetition and thread count: a 128-token prefill (one batched eval, then picking the first token)
+and a greedy decode of one token per eval after a 128-token prompt. Reported per (shape, threads,
+phase): each engine's median and range, and tellme / llama.cpp of the medians.
+
+The machine must be quiet: the CPU time other processes take during the run is counted from
+/proc/stat (all CPU time less this run's own), and the run refuses to report above 10% of a core.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+
+ENGINES = ("tellme", "llama.cpp")
+PROMPT = 128
+BUSY_LIMIT = 0.10  # cores other processes may use, on average, while we measure
+CONTEXT = 512
+
+
+class SyntheticCheckpoint:
+    """A reader (formats/__init__.py) of random ternary weights in one of e2e.SHAPES' sizes, with
+    llama.cpp's `bitnet` graph (sub-norms, SiLU, tied head). One random matrix per linear is
+    shared by the layers: the file still holds a copy per layer, so decode streams them all."""
+
+    def __init__(self, shape: str, layers: int | None = None):
+        from ..config import LINEAR_NAMES, ModelConfig
+        from ..loading import default_model_path
+        from ..tokenizer import Tokenizer
+        from .e2e import SHAPES
+
+        f = dict(SHAPES[shape], architecture="bitnet-1bitllm", activation="silu", tied_embeddings=True)
+        if layers:
+            f["layers"] = layers
+        self.config = c = ModelConfig(head_dim=f["hidden"] // f["heads"], context=CONTEXT, eps=1e-5, sub_norms=True,
+                                      rope_theta=10000.0, bos_token_id=0, eos_token_ids=(0,), **f)
+        self.tokenizer = Tokenizer.from_dir(default_model_path())
+        rng = np.random.default_rng(0)
+        self._linears = {n: rng.integers(-1, 2, size=c.linear_shape(n), dtype=np.int8) for n in LINEAR_NAMES}
+        self._embedding = rng.standard_normal((c.vocab, c.hidden), dtype=np.float32)
+
+    def linear(self, layer: int, name: str):
+        return self._linears[name], 1 / 64  # exact in fp16: it goes into the block scales
+
+    def norm(self, layer: int, name: str) -> np.ndarray:
+        return np.ones(self.config.norm_dim(name), np.float32)
+
+    def embedding(self) -> np.ndarray:
+        return self._embedding
+
+    def final_norm(self) -> np.ndarray:
+        return np.ones(self.config.hidden, np.float32)
+
+    def lm_head(self):
+        return None
+
+
+def write_synthetic_gguf(shape: str, path: Path, layers: int | None = None) -> None:
+    from ..formats.gguf_export import write_gguf
+
+    ckpt = SyntheticCheckpoint(shape, layers)
+    write_gguf(ckpt, ckpt.tokenizer, path, "tq2_0", embedding_type="q8_0")
+
+
+# ---- the engines, each behind the same three calls, in its own process
+
+class TellmeRunner:
+    def __init__(self, path: str):
+        from ..loading import load
+
+        self.model = load(path, context=CONTEXT, progress=False)
+        self.cache = self.model.sequences.acquire().cache
+
+    def describe(self) -> str:
+        from ..runtime import cpu_info
+        return f"tellme, ISA {cpu_info()['isa']}"
+
+    def set_threads(self, n: int) -> None:
+        from ..runtime import set_num_threads
+        set_num_threads(n)
+
+    def next_token(self, tokens: np.ndarray, position: int) -> int:
+        """Evaluate `tokens` from `position` in one call; the greedy next token."""
+        return int(np.argmax(self.model.engine.forward(self.cache, tokens, position, False)[0]))
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        return np.array(self.model.engine.forward(self.cache, tokens, 0, False)[0])
+
+
+class LlamaRunner:
+    def __init__(self, path: str):
+        try:
+            import llama_cpp
+        except ImportError:
+            raise UsageError("--against llama.cpp needs llama-cpp-python: pip install 'tellme[bench]' "
+                             "(it builds llama.cpp for this machine; see docs/benchmarks.md)") from None
+        self.lib = llama_cpp
+        self.llm = llama_cpp.Llama(model_path=path, n_ctx=CONTEXT, n_batch=CONTEXT, n_ubatch=CONTEXT,
+                                   n_threads=1, n_threads_batch=1, verbose=False)
+
+    def describe(self) -> str:
+        info = self.lib.llama_print_system_info().decode()
+        flags = [part.split("=")[0].strip() for part in info.replace("|", "\n").splitlines()
+                 if part.strip().endswith("= 1")]
+        return f"llama.cpp (llama-cpp-python {self.lib.__version__}), {' '.join(flags)}"
+
+    def set_threads(self, n: int) -> None:
+        self.lib.llama_set_n_threads(self.llm.ctx, n, n)
+
+    def _last_logits(self, tokens: np.ndarray, position: int) -> np.ndarray:
+        if position == 0:
+            self.llm.reset()
+        self.llm.eval(tokens.tolist())  # one llama_decode per call (tokens fit one batch)
+        return np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),))
+
+    def next_token(self, tokens: np.ndarray, position: int) -> int:
+        return int(np.argmax(self._last_logits(tokens, position)))
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        return self._last_logits(tokens, 0).copy()
+
+
+def prefill_s(runner, tokens: np.ndarray) -> float:
+    start = time.perf_counter()
+    runner.next_token(tokens, 0)
+    return time.perf_counter() - start
+
+
+def decode_s(runner, prompt: np.ndarray, steps: int) -> float:
+    """Seconds for `steps` greedy steps of one token each, after `prompt` (not timed)."""
+    token = runner.next_token(prompt, 0)
+    start = time.perf_counter()
+    for i in range(steps):
+        token = runner.next_token(np.array([token], np.int32), len(prompt) + i)
+    return time.perf_counter() - start
+
+
+def _serve(engine: str, path: str, conn) -> None:
+    """A worker: builds its engine, then answers (function name, args) until told None."""
+    try:
+        runner = (TellmeRunner if engine == "tellme" else LlamaRunner)(path)
+        conn.send(("ok", runner.describe()))
+        calls = {"set_threads": runner.set_threads, "prefill_s": lambda *a: prefill_s(runner, *a),
+                 "decode_s": lambda *a: decode_s(runner, *a), "logits": runner.logits}
+        while (msg := conn.recv()) is not None:
+            name, args = msg
+            conn.send(("ok", calls[name](*args)))
+    except Exception as e:  # the parent reports it; never hang it
+        conn.send(("error", f"{engine}: {type(e).__name__}: {e}"))
+
+
+class Worker:
+    def __init__(self, engine: str, path: Path):
+        self.engine = engine
+        self.conn, child = mp.Pipe()
+        self.process = mp.get_context("spawn").Process(target=_serve, args=(engine, str(path), child), daemon=True)
+        self.process.start()
+        self.description = self._answer()
+
+    def _answer(self):
+        if not self.conn.poll(600):
+            raise UsageError(f"{self.engine} did not answer within 10 minutes")
+        status, value = self.conn.recv()
+        if status == "error":
+            raise UsageError(value)
+        return value
+
+    def __call__(self, name: str, *args):
+        self.conn.send((name, args))
+        return self._answer()
+
+    def cpu_s(self) -> float:
+        """CPU seconds the worker has used so far (Linux; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all processes have used since boot (user, nice, system, irq), or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:8]
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, fields)
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+class BusyMeter:
+    """Cores others used, on average, since start (or since the last reset)."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.reset()
+
+    def _ours(self) -> float:
+        t = os.times()
+        return t.user + t.system + sum(w.cpu_s() for w in self.workers)
+
+    def reset(self) -> None:
+        self.start, self.busy, self.ours = time.perf_counter(), machine_busy_s(), self._ours()
+
+    def others_cores(self) -> float | None:
+        busy = machine_busy_s()
+        if busy is None or self.busy is None:
+            return None
+        wall = time.perf_counter() - self.start
+        return max(0.0, (busy - self.busy) - (self._ours() - self.ours)) / wall
+
+
+def _key(engine: str) -> str:
+    return engine.replace(".", "_")
+
+
+def compare(path: Path, shape: str, vocab: int, threads: list[int], repeats: int, decode_tokens: int,
+            allow_busy: bool, log=print) -> list[dict]:
+    """Alternate the engines on `path`; one record per (threads, phase)."""
+    workers = [Worker(e, path) for e in ENGINES]
+    try:
+        engines = {w.engine: w.description for w in workers}
+        for w in workers:
+            log(f"  {w.description}")
+        meter = BusyMeter(workers)
+        tokens = np.random.default_rng(1).integers(0, vocab, size=PROMPT, dtype=np.int32)
+        records = []
+        for t in threads:
+            times = {(e, p): [] for e in ENGINES for p in ("prefill", "decode")}
+            for w in workers:
+                w("set_threads", t)
+                w("prefill_s", tokens[:16])  # warm-up: page the weights in, start the threads
+            meter.reset()
+            for rep in range(repeats):
+                order = workers if rep % 2 == 0 else workers[::-1]
+                for w in order:
+                    times[w.engine, "prefill"].append(w("prefill_s", tokens))
+                for w in order:
+                    times[w.engine, "decode"].append(w("decode_s", tokens, decode_tokens))
+            others = meter.others_cores()
+            if others is not None and others > BUSY_LIMIT and not allow_busy:
+                raise UsageError(f"other processes used {others:.2f} cores on average while {shape} ran at {t} "
+                                 f"thread(s) (limit {BUSY_LIMIT}): the figures would not be comparable; run again "
+                                 "on a quiet machine (or pass --allow-busy)")
+            for phase, n in (("prefill", PROMPT), ("decode", decode_tokens)):
+                rate = {e: sorted(n / s for s in times[e, phase]) for e in ENGINES}
+                med = {e: statistics.median(r) for e, r in rate.items()}
+                records.append({"shape": shape, "threads": t, "phase": f"prefill_{PROMPT}" if phase == "prefill" else phase,
+                                "repeats": repeats, "others_cores": others, "engines": engines,
+                                **{f"{_key(e)}_tokens_per_s": med[e] for e in ENGINES},
+                                **{f"{_key(e)}_range": [rate[e][0], rate[e][-1]] for e in ENGINES},
+                                "ratio": med["tellme"] / med["llama.cpp"]})
+        return records
+    finally:
+        for w in workers:
+            w.close()
+
+
+def run(args) -> int:
+    from .e2e import SHAPES
+    from .kernels import cpu_name
+
+    if args.model:
+        raise UsageError("--against runs the synthetic shapes (--shape), written as TQ2_0; it takes no --model")
+    meter = BusyMeter([])
+    time.sleep(1.0)
+    others = meter.others_cores()
+    if others is not None and others > BUSY_LIMIT and not args.allow_busy:
+        raise UsageError(f"the machine is busy: other processes are using {others:.2f} cores (load average "
+                         f"{os.getloadavg()[0]:.2f}); run again when it is quiet (or pass --allow-busy)")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs")
+    records = []
+    with tempfile.TemporaryDirectory(prefix="tellme-bench-") as tmp:
+        for shape in args.shape:
+            path = Path(tmp) / f"{shape}-tq2_0.gguf"
+            start = time.perf_counter()
+            write_synthetic_gguf(shape, path, args.layers)
+            print(f"{shape}: wrote {path.stat().st_size / 2**20:.0f} MiB of TQ2_0 in {time.perf_counter() - start:.0f} s")
+            records += compare(path, shape, SHAPES[shape]["vocab"], args.threads, args.repeats, args.decode_tokens,
+                               args.allow_busy)
+            path.unlink()
+    print(f"{'shape':>6} {'thr':>3} {'phase':>11} {'tellme t/s (range)':>24} {'llama.cpp t/s (range)':>24} {'ratio':>6}")
+    for r in records:
+        cells = [f"{r[_key(e) + '_tokens_per_s']:.1f} ({r[_key(e) + '_range'][0]:.1f}-{r[_key(e) + '_range'][1]:.1f})"
+                 for e in ENGINES]
+        print(f"{r['shape']:>6} {r['threads']:>3} {r['phase']:>11} {cells[0]:>24} {cells[1]:>24} {r['ratio']:>6.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            machine = {"kind": "machine", "cpu": cpu_name(), "engines": records[0]["engines"] if records else {},
+                       "load_average": os.getloadavg()[0]}
+            json.dump([machine] + [{k: v for k, v in r.items() if k != "engines"} for r in records], f, indent=2)
+    return 0

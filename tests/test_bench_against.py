@@ -1,0 +1,90 @@
+"""`tellme bench e2e --against llama.cpp`: the TQ2_0 file tellme writes runs in the real llama.cpp
+(llama-cpp-python, built from source by the test extra) and gives tellme's logits; the side-by-side
+timing alternates the engines and reports ratios of medians; a busy machine is refused."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tellme.bench import against
+from tellme.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def gguf(tmp_path_factory):
+    path = tmp_path_factory.mktemp("against") / "small.gguf"
+    against.write_synthetic_gguf("0.73B", path, layers=2)
+    return path
+
+
+def test_llama_cpp_runs_the_file_tellme_wrote(gguf):
+    """Same file, same tokens: llama.cpp (Q8_K activation blocks) and tellme (int8 per token) agree
+    up to activation rounding, and pick the same next tokens."""
+    tokens = np.random.default_rng(0).integers(0, 32002, size=24, dtype=np.int32)
+    mine, theirs = against.TellmeRunner(str(gguf)), against.LlamaRunner(str(gguf))
+    assert "llama.cpp" in theirs.describe()
+    for n in (1, 7, 24):
+        a, b = mine.logits(tokens[:n]), theirs.logits(tokens[:n])
+        assert a.shape == b.shape == (32002,)
+        cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        assert cos > 0.995, (n, cos)
+        assert np.argmax(a) == np.argmax(b)
+    # and the greedy continuations, one token per eval, stay together
+    ta, tb = mine.next_token(tokens, 0), theirs.next_token(tokens, 0)
+    for i in range(8):
+        assert ta == tb, i
+        ta = mine.next_token(np.array([ta], np.int32), 24 + i)
+        tb = theirs.next_token(np.array([tb], np.int32), 24 + i)
+
+
+def test_compare_alternates_and_reports_ratios(gguf):
+    records = against.compare(gguf, "0.73B", 32002, threads=[1, 2], repeats=2, decode_tokens=3,
+                              allow_busy=True, log=lambda *_: None)
+    assert [(r["threads"], r["phase"]) for r in records] == [
+        (1, "prefill_128"), (1, "decode"), (2, "prefill_128"), (2, "decode")]
+    for r in records:
+        for e in ("tellme", "llama_cpp"):
+            lo, hi = r[f"{e}_range"]
+            assert 0 < lo <= r[f"{e}_tokens_per_s"] <= hi
+        assert r["ratio"] == pytest.approx(r["tellme_tokens_per_s"] / r["llama_cpp_tokens_per_s"])
+
+
+def test_busy_machine_is_measured():
+    """A process outside the run spinning a core shows up as about one core of others' use; the
+    run's own work does not."""
+    meter = against.BusyMeter([])
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(2)
+        assert meter.others_cores() > 0.5
+    finally:
+        spinner.wait()
+    meter.reset()
+    start = time.process_time()
+    while time.process_time() - start < 1.0:  # one core of our own
+        pass
+    assert meter.others_cores() < 0.9
+
+
+def test_cli_prints_and_writes_json(tmp_path):
+    out = tmp_path / "against.json"
+    p = subprocess.run([sys.executable, "-m", "tellme", "bench", "e2e", "--against", "llama.cpp", "--shape", "0.73B",
+                        "--layers", "1", "--threads", "1", "--repeats", "1", "--decode-tokens", "2", "--allow-busy",
+                        "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "llama.cpp" in p.stdout and "ratio" in p.stdout
+    records = json.loads(out.read_text())
+    assert records[0]["kind"] == "machine" and "llama.cpp" in records[0]["engines"]["llama.cpp"]
+    assert {r["phase"] for r in records[1:]} == {"prefill_128", "decode"}
+
+
+def test_refusals():
+    with pytest.raises(UsageError, match="takes no --model"):
+        against.run(type("A", (), dict(model="x.gguf"))())
+    with pytest.raises(UsageError, match="embedding type"):
+        from tellme.formats.gguf_export import write_gguf
+        write_gguf(None, None, "x.gguf", "tq2_0", embedding_type="q4_0")
