@@ -93,6 +93,12 @@ inline int32_t hsum_epi32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
+// The horizontal sums of four int32 vectors, in order.
+inline __m128i sum4(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 // int16 partial sums stay exact for 15 blocks even at activation -128: 15 * 4 * 2 * 2 * 128.
 constexpr int64_t I2_WIDEN_BLOCKS = 15;
 
@@ -126,17 +132,59 @@ void i2_row(const uint8_t* row, int64_t blocks, const int8_t* acts, int64_t act_
   for (int t = 0; t < T; ++t) out[t * ROW_BLOCK] = hsum_epi32(wide[t]) - act_sums[t];
 }
 
+// One token, four rows per pass: each activation load serves the four rows, whose sums are four
+// independent chains, and the loop and the final sums are paid once per four rows.
+void i2_rows4(const uint8_t* rows, int64_t row_bytes, int64_t blocks, const int8_t* act, int32_t act_sum,
+              int32_t* out) {
+  const __m256i mask = _mm256_set1_epi8(3);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i wide[4];
+  for (int r = 0; r < 4; ++r) wide[r] = _mm256_setzero_si256();
+  for (int64_t b0 = 0; b0 < blocks; b0 += I2_WIDEN_BLOCKS) {
+    const int64_t b1 = std::min(blocks, b0 + I2_WIDEN_BLOCKS);
+    __m256i part[4];
+    for (int r = 0; r < 4; ++r) part[r] = _mm256_setzero_si256();
+    for (int64_t b = b0; b < b1; ++b) {
+      // Four rows read side by side are four short streams that the hardware prefetcher barely
+      // learns: fetch the four rows after the next in address order, 128 bytes per block.
+      _mm_prefetch(reinterpret_cast<const char*>(rows + 16 * row_bytes + 128 * b), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(rows + 16 * row_bytes + 128 * b + 64), _MM_HINT_T0);
+      const int8_t* a = act + I2_BLOCK * b;
+      const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+      const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32));
+      const __m256i a2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64));
+      const __m256i a3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 96));
+      for (int r = 0; r < 4; ++r) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + r * row_bytes + 32 * b));
+        const __m256i p01 = _mm256_add_epi16(
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 6), mask), a0),
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), a1));
+        const __m256i p23 = _mm256_add_epi16(
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 2), mask), a2),
+            _mm256_maddubs_epi16(_mm256_and_si256(v, mask), a3));
+        part[r] = _mm256_add_epi16(part[r], _mm256_add_epi16(p01, p23));
+      }
+    }
+    for (int r = 0; r < 4; ++r) wide[r] = _mm256_add_epi32(wide[r], _mm256_madd_epi16(part[r], ones));
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm_sub_epi32(sum4(wide[0], wide[1], wide[2], wide[3]), _mm_set1_epi32(act_sum)));
+}
+
+// Tokens outer, rows inner: 4 tokens' activations (4 x in bytes) stay in L1 while the block's
+// rows pass (in/4 bytes each). Rows outer would stream every token's activations from L2 for each
+// row, 1 byte per multiply-add, which L2 cannot feed.
 void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
               const int32_t* act_sums, int64_t tokens, int32_t* acc) {
   const int64_t row_bytes = in_pad / 4, blocks = in_pad / I2_BLOCK;
-  for (int r = 0; r < ROW_BLOCK; ++r) {
-    const uint8_t* row = codes + r * row_bytes;
-    int64_t t = 0;
-    for (; t + 4 <= tokens; t += 4)
-      i2_row<4>(row, blocks, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK + r);
-    for (; t < tokens; ++t)
-      i2_row<1>(row, blocks, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK + r);
-  }
+  int64_t t = 0;
+  for (; t + 4 <= tokens; t += 4)
+    for (int r = 0; r < ROW_BLOCK; ++r)
+      i2_row<4>(codes + r * row_bytes, blocks, acts + t * act_stride, act_stride, act_sums + t,
+                acc + t * ROW_BLOCK + r);
+  for (; t < tokens; ++t)
+    for (int r = 0; r < ROW_BLOCK; r += 4)
+      i2_rows4(codes + r * row_bytes, row_bytes, blocks, acts + t * act_stride, act_sums[t], acc + t * ROW_BLOCK + r);
 }
 
 // maddubs -> madd(1) -> add: the AVX2 sequence with vpdpbusd's meaning (u8 x s8 into int32).
@@ -203,12 +251,6 @@ void int8_gemv(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, i
 // Token by token: a task's block of head rows stays in L2 after the first.
 void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {
   for (int64_t t = 0; t < tokens; ++t) int8_gemv(rows, n_rows, k, x + t * k, out + t * n_rows);
-}
-
-// The horizontal sums of four int32 vectors, in order.
-inline __m128i sum4(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
-  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
 // Group scales (see Backend::i2_group_block), 4 rows x T tokens per group as the AVX-512 kernel.
