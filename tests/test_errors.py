@@ -111,3 +111,18 @@ def test_runtime_checks():
             tellme.set_num_threads(bad)
     with pytest.raises(ValueError, match="at least one weight copy"):
         _core.time_matmul("tlmm", [], np.zeros(1, np.int32), 1, 1, Q, 1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("at", [0, 7, 8, 2559, 2562])
+def test_non_finite_found_anywhere_in_a_row(bad, at):
+    """The vectorised max/NaN scan covers the 8-lane body and the tail alike."""
+    x = np.ones((3, 2563), np.float32)
+    x[1, at] = bad
+    with pytest.raises(ValueError, match="x row 1 contains NaN or Inf"):
+        quantize(x)
+    with pytest.raises(ValueError, match="row 1"):
+        rmsnorm_quantize(x, np.ones(2563, np.float32))
+    x[1, at] = -3e38  # the largest finite magnitudes are fine
+    q, s = quantize(x)
+    assert q[1, at] == -127 and s[1] == np.float32(3e38) / 127
