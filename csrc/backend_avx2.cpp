@@ -146,9 +146,13 @@ void i2_rows4(const uint8_t* rows, int64_t row_bytes, int64_t blocks, const int8
     for (int r = 0; r < 4; ++r) part[r] = _mm256_setzero_si256();
     for (int64_t b = b0; b < b1; ++b) {
       // Four rows read side by side are four short streams that the hardware prefetcher barely
-      // learns: fetch the four rows after the next in address order, 128 bytes per block.
-      _mm_prefetch(reinterpret_cast<const char*>(rows + 16 * row_bytes + 128 * b), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(rows + 16 * row_bytes + 128 * b + 64), _MM_HINT_T0);
+      // learns: fetch the rows 16 ahead in address order, 128 bytes per block (4 rows' worth over
+      // the pass). 16 measured best of 8, 12 and 16 on a Zen 3 EPYC.
+      // (An address, not a pointer: past the last rows it points beyond the weights; a prefetch
+      // never faults.)
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(rows) + 16 * row_bytes + 128 * b;
+      _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + 64), _MM_HINT_T0);
       const int8_t* a = act + I2_BLOCK * b;
       const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
       const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32));

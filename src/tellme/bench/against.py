@@ -118,8 +118,8 @@ class LlamaRunner:
 
     def describe(self) -> str:
         info = self.lib.llama_print_system_info().decode()
-        flags = [part.split("=")[0].strip() for part in info.replace("|", "\n").splitlines()
-                 if part.strip().endswith("= 1")]
+        # "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | ...": the features it was built with
+        flags = [part.split("=")[0].split()[-1] for part in info.split("|") if part.strip().endswith("= 1")]
         return f"llama.cpp (llama-cpp-python {self.lib.__version__}), {' '.join(flags)}"
 
     def set_threads(self, n: int) -> None:
