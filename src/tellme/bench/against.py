@@ -80,7 +80,7 @@ def write_synthetic_gguf(shape: str, path: Path, layers: int | None = None) -> N
     write_gguf(ckpt, ckpt.tokenizer, path, "tq2_0", embedding_type="q8_0")
 
 
-# ---- the engines, each behind the same three calls, in its own process
+# ---- the engines, each behind the same calls, each in its own process
 
 class TellmeRunner:
     def __init__(self, path: str):

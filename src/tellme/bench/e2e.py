@@ -3,7 +3,8 @@ time, on synthetic models of real shapes (random ternary weights built in memory
 or on a real checkpoint (`--model PATH`). Decode bytes/s is reported against the memory read
 bandwidth measured in the same run at the same thread count.
 
-Each model runs in its own process so that its peak RSS is its own.
+Each model runs in its own process so that its peak RSS is its own. `--against llama.cpp` times
+llama.cpp and tellme side by side on the same files instead (bench/against.py).
 """
 
 from __future__ import annotations
