@@ -68,6 +68,12 @@ struct BoundEngine {
     if (position < 0 || position + n > cache.cache->capacity)
       throw nb::value_error(("positions " + std::to_string(position) + ".." + std::to_string(position + n) +
                              " exceed the context of " + std::to_string(cache.cache->capacity) + " tokens").c_str());
+    const int64_t filled = cache.cache->filled;  // attention would read the positions in between
+    if (position > filled)
+      throw nb::value_error(("position " + std::to_string(position) + " would leave positions " +
+                             std::to_string(filled) + ".." + std::to_string(position - 1) +
+                             " of this sequence unwritten (its cache holds [0, " + std::to_string(filled) +
+                             ")): run them first").c_str());
     return {cache.cache.get(), ids, n, position, nullptr, false};
   }
 
@@ -76,7 +82,11 @@ struct BoundEngine {
       throw nb::value_error(("model incomplete: " + missing.front() + " was not set").c_str());
     nb::gil_scoped_release release;     // then wait for the engine: never hold the GIL while waiting
     std::lock_guard<std::mutex> lock(busy);
+    // What a step leaves valid: [0, position) while it runs (a failure may stop it midway), then
+    // [0, position + count); later positions of a rewound sequence are stale.
+    for (int64_t i = 0; i < n; ++i) segs[i].cache->filled = std::min(segs[i].cache->filled, segs[i].position);
     engine.forward(segs, n);            // runtime_error -> RuntimeError
+    for (int64_t i = 0; i < n; ++i) segs[i].cache->filled = segs[i].position + segs[i].count;
   }
 
   Layer& layer(int64_t l) {

@@ -43,6 +43,7 @@ struct EngineConfig {
 struct KVCache {
   KVCache(const EngineConfig& c, int64_t capacity);
   int64_t capacity, layers, kv_dim;
+  int64_t filled = 0;  // positions [0, filled) hold keys and values written by a completed step
   std::unique_ptr<uint16_t[]> k, v;
   uint16_t* k_layer(int64_t l) { return k.get() + l * capacity * kv_dim; }
   uint16_t* v_layer(int64_t l) { return v.get() + l * capacity * kv_dim; }

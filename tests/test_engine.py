@@ -124,6 +124,28 @@ def test_forward_batch_refuses_bad_items():
         other.engine.forward(a, one, 0)
 
 
+def test_positions_must_follow_what_the_cache_holds():
+    """A step may rewind or continue a sequence, never skip positions: attention would read keys
+    and values nobody wrote. A failed or refused step leaves the valid prefix as it was."""
+    model = random_model()
+    cache = model.sequences.acquire().cache
+    tokens = np.array([1, 2, 3, 4], np.int32)
+    with pytest.raises(ValueError, match=r"position 1 would leave positions 0..0 .*holds \[0, 0\)"):
+        model.engine.forward(cache, tokens, 1)
+    model.engine.forward(cache, tokens, 0)
+    with pytest.raises(ValueError, match=r"position 5 would leave positions 4..4"):
+        model.engine.forward(cache, tokens[:1], 5)
+    continued = model.engine.forward(cache, tokens[:1], 4)  # the next position: fine
+    rewound = model.engine.forward(cache, tokens[:2], 2)     # back to position 2: [0, 4) valid now
+    with pytest.raises(ValueError, match=r"position 5 would leave positions 4..4"):
+        model.engine.forward(cache, tokens[:1], 5)          # position 4 is stale after the rewind
+    fresh = model.sequences.acquire().cache
+    np.testing.assert_array_equal(continued, model.engine.forward(fresh, np.array([1, 2, 3, 4, 1], np.int32), 0))
+    np.testing.assert_array_equal(rewound, model.engine.forward(fresh, np.array([1, 2, 1, 2], np.int32), 0))
+    with pytest.raises(ValueError, match="would leave"):
+        model.engine.forward_batch([(fresh, tokens[:1], 4, True), (cache, tokens[:1], 9, True)])
+
+
 def test_threads_and_interleaved_generators_share_one_model():
     import threading
 
