@@ -85,6 +85,11 @@ def test_cli_prints_and_writes_json(tmp_path):
 def test_refusals():
     with pytest.raises(UsageError, match="takes no --model"):
         against.run(type("A", (), dict(model="x.gguf"))())
+    with pytest.raises(UsageError, match=r"busy: other processes used 0.50 cores on average while x"):
+        against.refuse_if_busy(0.5, False, "while x")
+    against.refuse_if_busy(0.5, True, "while x")   # --allow-busy
+    against.refuse_if_busy(None, False, "while x")  # no /proc/stat: nothing to judge by
+    against.refuse_if_busy(against.BUSY_LIMIT, False, "while x")
     with pytest.raises(UsageError, match="embedding type"):
         from tellme.formats.gguf_export import write_gguf
         write_gguf(None, None, "x.gguf", "tq2_0", embedding_type="q4_0")

@@ -36,48 +36,18 @@ BUSY_LIMIT = 0.10  # cores other processes may use, on average, while we measure
 CONTEXT = 512
 
 
-class SyntheticCheckpoint:
-    """A reader (formats/__init__.py) of random ternary weights in one of e2e.SHAPES' sizes, with
-    llama.cpp's `bitnet` graph (sub-norms, SiLU, tied head). One random matrix per linear is
-    shared by the layers: the file still holds a copy per layer, so decode streams them all."""
-
-    def __init__(self, shape: str, layers: int | None = None):
-        from ..config import LINEAR_NAMES, ModelConfig
-        from ..loading import default_model_path
-        from ..tokenizer import Tokenizer
-        from .e2e import SHAPES
-
-        f = dict(SHAPES[shape], architecture="bitnet-1bitllm", activation="silu", tied_embeddings=True)
-        if layers:
-            f["layers"] = layers
-        self.config = c = ModelConfig(head_dim=f["hidden"] // f["heads"], context=CONTEXT, eps=1e-5, sub_norms=True,
-                                      rope_theta=10000.0, bos_token_id=0, eos_token_ids=(0,), **f)
-        self.tokenizer = Tokenizer.from_dir(default_model_path())
-        rng = np.random.default_rng(0)
-        self._linears = {n: rng.integers(-1, 2, size=c.linear_shape(n), dtype=np.int8) for n in LINEAR_NAMES}
-        self._embedding = rng.standard_normal((c.vocab, c.hidden), dtype=np.float32)
-
-    def linear(self, layer: int, name: str):
-        return self._linears[name], 1 / 64  # exact in fp16: it goes into the block scales
-
-    def norm(self, layer: int, name: str) -> np.ndarray:
-        return np.ones(self.config.norm_dim(name), np.float32)
-
-    def embedding(self) -> np.ndarray:
-        return self._embedding
-
-    def final_norm(self) -> np.ndarray:
-        return np.ones(self.config.hidden, np.float32)
-
-    def lm_head(self):
-        return None
-
-
 def write_synthetic_gguf(shape: str, path: Path, layers: int | None = None) -> None:
+    """`shape` as llama.cpp's `bitnet` graph runs it (sub-norms, SiLU, tied head), in TQ2_0 with a
+    Q8_0 table; the scale 1/64 is exact in fp16, so it goes into the block scales."""
     from ..formats.gguf_export import write_gguf
+    from ..loading import default_model_path
+    from ..tokenizer import Tokenizer
+    from .e2e import SyntheticReader, shape_config
 
-    ckpt = SyntheticCheckpoint(shape, layers)
-    write_gguf(ckpt, ckpt.tokenizer, path, "tq2_0", embedding_type="q8_0")
+    config = shape_config(shape, layers, CONTEXT, architecture="bitnet-1bitllm", activation="silu",
+                          tied_embeddings=True, bos_token_id=0, eos_token_ids=(0,))
+    write_gguf(SyntheticReader(config, scale=1 / 64), Tokenizer.from_dir(default_model_path()), path, "tq2_0",
+               embedding_type="q8_0")
 
 
 # ---- the engines, each behind the same calls, each in its own process
@@ -237,6 +207,13 @@ class BusyMeter:
         return max(0.0, (busy - self.busy) - (self._ours() - self.ours)) / wall
 
 
+def refuse_if_busy(others: float | None, allow_busy: bool, when: str) -> None:
+    if others is not None and others > BUSY_LIMIT and not allow_busy:
+        raise UsageError(f"the machine is busy: other processes used {others:.2f} cores on average {when} "
+                         f"(limit {BUSY_LIMIT}; load average {os.getloadavg()[0]:.2f}), so the figures would not "
+                         "be comparable; run again when it is quiet (or pass --allow-busy)")
+
+
 def _key(engine: str) -> str:
     return engine.replace(".", "_")
 
@@ -265,10 +242,7 @@ def compare(path: Path, shape: str, vocab: int, threads: list[int], repeats: int
                 for w in order:
                     times[w.engine, "decode"].append(w("decode_s", tokens, decode_tokens))
             others = meter.others_cores()
-            if others is not None and others > BUSY_LIMIT and not allow_busy:
-                raise UsageError(f"other processes used {others:.2f} cores on average while {shape} ran at {t} "
-                                 f"thread(s) (limit {BUSY_LIMIT}): the figures would not be comparable; run again "
-                                 "on a quiet machine (or pass --allow-busy)")
+            refuse_if_busy(others, allow_busy, f"while {shape} ran at {t} thread(s)")
             for phase, n in (("prefill", PROMPT), ("decode", decode_tokens)):
                 rate = {e: sorted(n / s for s in times[e, phase]) for e in ENGINES}
                 med = {e: statistics.median(r) for e, r in rate.items()}
@@ -291,10 +265,7 @@ def run(args) -> int:
         raise UsageError("--against runs the synthetic shapes (--shape), written as TQ2_0; it takes no --model")
     meter = BusyMeter([])
     time.sleep(1.0)
-    others = meter.others_cores()
-    if others is not None and others > BUSY_LIMIT and not args.allow_busy:
-        raise UsageError(f"the machine is busy: other processes are using {others:.2f} cores (load average "
-                         f"{os.getloadavg()[0]:.2f}); run again when it is quiet (or pass --allow-busy)")
+    refuse_if_busy(meter.others_cores(), args.allow_busy, "in the second before the run")
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs")
     records = []
     with tempfile.TemporaryDirectory(prefix="tellme-bench-") as tmp:

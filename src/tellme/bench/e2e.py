@@ -41,17 +41,51 @@ def add_arguments(p) -> None:
     p.add_argument("--allow-busy", action="store_true", help="with --against: report even if other processes ran")
 
 
+def shape_config(name: str, layers: int | None = None, context: int = 1024, rope_theta: float = 10000.0,
+                 **overrides):
+    """The ModelConfig of synthetic shape `name`, its fields overridden by `overrides`."""
+    from ..config import ModelConfig
+
+    f = {**SHAPES[name], **overrides}
+    if layers:
+        f["layers"] = layers
+    return ModelConfig(head_dim=f["hidden"] // f["heads"], context=context, eps=1e-5, sub_norms=True,
+                       rope_theta=rope_theta, **f)
+
+
+class SyntheticReader:
+    """A format reader (formats/__init__.py) of `config`: random ternary linears times `scale`, an
+    fp16-exact random table, norms of ones; for the benches that write synthetic files."""
+
+    def __init__(self, config, scale: float = 0.02):
+        self.config, self.scale, self.rng = config, scale, np.random.default_rng(0)
+
+    def linear(self, i, name):
+        return self.rng.integers(-1, 2, size=self.config.linear_shape(name), dtype=np.int8), self.scale
+
+    def norm(self, i, name):
+        if name.endswith("sub_norm") and not self.config.sub_norms:
+            return None
+        return np.ones(self.config.norm_dim(name), np.float32)
+
+    def embedding(self):
+        c = self.config
+        return self.rng.standard_normal((c.vocab, c.hidden), dtype=np.float32).astype(np.float16).astype(np.float32)
+
+    def lm_head(self):
+        return None if self.config.tied_embeddings else self.embedding()
+
+    def final_norm(self):
+        return np.ones(self.config.hidden, np.float32)
+
+
 def synthetic_model(name: str, layers: int | None = None, context: int = 1024, max_sequences: int | None = None):
-    from ..config import LINEAR_NAMES, ModelConfig
+    from ..config import LINEAR_NAMES
     from ..kernels import TernaryWeights
     from ..model import Model
     from ..packed import PackedModel, Rows
 
-    f = dict(SHAPES[name])
-    if layers:
-        f["layers"] = layers
-    c = ModelConfig(head_dim=f["hidden"] // f["heads"], context=context, eps=1e-5, sub_norms=True,
-                    rope_theta=10000.0, **f)
+    c = shape_config(name, layers, context)
     rng = np.random.default_rng(0)
     # pack one random matrix per linear, then give every layer its own copy: decode must stream
     # every layer's weights from memory, as with a real model

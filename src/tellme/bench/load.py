@@ -55,41 +55,13 @@ def add_arguments(p) -> None:
     p.add_argument("--json", metavar="PATH", help="write one record per (shape, format, cache state)")
 
 
-class _Synthetic:
-    """A format reader (formats/__init__.py) of random ternary linears and an fp16-exact table."""
-
-    def __init__(self, config):
-        self.config, self.rng = config, np.random.default_rng(0)
-
-    def linear(self, i, name):
-        return self.rng.integers(-1, 2, size=self.config.linear_shape(name), dtype=np.int8), 0.02
-
-    def norm(self, i, name):
-        if name.endswith("sub_norm") and not self.config.sub_norms:
-            return None
-        return np.ones(self.config.norm_dim(name), np.float32)
-
-    def embedding(self):
-        c = self.config
-        return self.rng.standard_normal((c.vocab, c.hidden), dtype=np.float32).astype(np.float16).astype(np.float32)
-
-    def lm_head(self):
-        return None if self.config.tied_embeddings else self.embedding()
-
-    def final_norm(self):
-        return np.ones(self.config.hidden, np.float32)
-
-
 def model_file(shape: str, fmt: str, directory: Path, overrides: dict | None = None) -> Path:
     """The synthetic model of `shape` in format `fmt` (fields overridden by `overrides`), written
     unless already there."""
-    from ..config import ModelConfig
-    from .e2e import SHAPES
+    from .e2e import SyntheticReader, shape_config
 
-    f = {**SHAPES[shape], **(overrides or {})}
     stem = "-".join([shape] + [f"{k}{v}" for k, v in sorted((overrides or {}).items())])
-    config = ModelConfig(head_dim=f["hidden"] // f["heads"], context=4096, eps=1e-5, sub_norms=True,
-                         rope_theta=500000.0, **f)
+    config = shape_config(shape, context=4096, rope_theta=500000.0, **(overrides or {}))
     path = directory / {"i2_s": f"{stem}-i2_s.gguf", "tq2_0": f"{stem}-tq2_0.gguf",
                         "converted": f"{stem}.safetensors", "hf": f"{stem}-hf"}[fmt]
     if path.exists():
@@ -98,7 +70,7 @@ def model_file(shape: str, fmt: str, directory: Path, overrides: dict | None = N
 
     print(f"writing {path} ...", file=sys.stderr, flush=True)
     if fmt in ("i2_s", "tq2_0"):
-        write_gguf(_Synthetic(config), None, path, fmt)
+        write_gguf(SyntheticReader(config), None, path, fmt)
     elif fmt == "hf":
         write_hf_bf16(config, path)
     else:  # tellme's converted file, from the I2_S one
