@@ -83,8 +83,14 @@ def test_cli_prints_and_writes_json(tmp_path):
 
 
 def test_refusals():
+    def args(**fields):
+        return type("A", (), {**dict(model=None, repeats=3, decode_tokens=8, threads=[1, 2]), **fields})()
+
     with pytest.raises(UsageError, match="takes no --model"):
-        against.run(type("A", (), dict(model="x.gguf"))())
+        against.run(args(model="x.gguf"))
+    for bad in (dict(repeats=0), dict(decode_tokens=0), dict(threads=[2, 0])):
+        with pytest.raises(UsageError, match="must be at least 1"):
+            against.run(args(**bad))
     with pytest.raises(UsageError, match=r"busy: other processes used 0.50 cores on average while x"):
         against.refuse_if_busy(0.5, False, "while x")
     against.refuse_if_busy(0.5, True, "while x")   # --allow-busy

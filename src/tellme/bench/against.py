@@ -263,6 +263,10 @@ def run(args) -> int:
 
     if args.model:
         raise UsageError("--against runs the synthetic shapes (--shape), written as TQ2_0; it takes no --model")
+    for name, value in (("--repeats", args.repeats), ("--decode-tokens", args.decode_tokens),
+                        ("--threads", min(args.threads))):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
     meter = BusyMeter([])
     time.sleep(1.0)
     refuse_if_busy(meter.others_cores(), args.allow_busy, "in the second before the run")
