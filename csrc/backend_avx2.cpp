@@ -229,30 +229,31 @@ uint64_t stream_read(const uint8_t* data, int64_t bytes) {
 }
 
 // |w| (unsigned) x sign(x, w) with maddubs: pair sums stay within 2 * 127 * 127 < 2^15.
+inline __m256i int8_dot32(__m256i acc, const int8_t* w, const int8_t* x) {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)),
+                                                 _mm256_set1_epi16(1)));
+}
+
+// One row at a time: the head's rows are one forward stream. Four sums per 128 bytes, and a
+// software prefetch 1 KiB ahead: the hardware prefetcher alone left the 2B-4T head at ~82% of the
+// read bandwidth on one Zen 3 thread; with it decode is 3-6% faster (see docs/kernels.md).
 void int8_gemv(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out) {
-  const __m256i ones = _mm256_set1_epi16(1);
   const int64_t k32 = k / 32 * 32;
   for (int64_t r = 0; r < n_rows; ++r) {
     const int8_t* w = rows + r * k;
-    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
     int64_t i = 0;
-    for (; i + 64 <= k32; i += 64) {
-      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
-      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 32));
-      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 32));
-      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(
-          _mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0)), ones));
-      acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(
-          _mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1)), ones));
+    for (; i + 128 <= k32; i += 128) {
+      // An address, not a pointer: near the end it points past the rows (a prefetch never faults).
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(w) + i + 1024;
+      _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + 64), _MM_HINT_T0);
+      for (int j = 0; j < 4; ++j) acc[j] = int8_dot32(acc[j], w + i + 32 * j, x + i + 32 * j);
     }
-    for (; i < k32; i += 32) {
-      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
-      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(
-          _mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0)), ones));
-    }
-    int32_t sum = hsum_epi32(_mm256_add_epi32(acc0, acc1));
+    for (; i < k32; i += 32) acc[0] = int8_dot32(acc[0], w + i, x + i);
+    int32_t sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3])));
     for (; i < k; ++i) sum += static_cast<int32_t>(w[i]) * x[i];
     out[r] = sum;
   }

@@ -50,7 +50,7 @@ def test_dots_and_axpys(isa, rng, n, count):
     np.testing.assert_array_equal(_core.axpys(p, rows16, y), want16)
 
 
-@pytest.mark.parametrize("k", [1, 31, 32, 64, 100, 1536])
+@pytest.mark.parametrize("k", [1, 31, 32, 64, 100, 200, 1536])
 @pytest.mark.parametrize("tokens", [1, 3, 4, 9])
 def test_int8_gemm(isa, rng, k, tokens):
     rows = rng.integers(-127, 128, size=(37, k), dtype=np.int8)
