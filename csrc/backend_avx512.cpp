@@ -249,6 +249,12 @@ void int8_rest(const int8_t* rows, int64_t r0, int64_t r1, int64_t k0, int64_t k
     }
 }
 
+// The AVX2 kernel: bound by the head's stream, which 512-bit registers do not widen.
+void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x, const int32_t* x_sums,
+               int64_t tokens, int32_t* out) {
+  avx2_backend.int6_gemm(rows, n_rows, k_pad, x, x_sums, tokens, out);
+}
+
 void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {
   // One token: the AVX2 row-by-row GEMV streams the head at twice the rate of a 4 x 1 tile here
   // (1 thread, 2B-4T head: 25 against 12 GB/s), and a decode step is bound by that stream.
@@ -377,7 +383,7 @@ const Backend avx512_backend = {
 #else
     "avx512", false,
 #endif
-    64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemm, dots_avx2, dots_f16_avx2,
+    64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemm, int6_gemm, dots_avx2, dots_f16_avx2,
     axpys_avx2, axpys_f16_avx2, half_to_float_f16c, int8_madd_loop, stream_read, i2_group_block,
 };
 

@@ -81,9 +81,15 @@ void int8_gemm_dotprod(const int8_t* rows, int64_t n_rows, int64_t k, const int8
   }
 }
 
+void int6_gemm_dotprod(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x, const int32_t* x_sums,
+                       int64_t tokens, int32_t* out) {
+  int6_gemm_with(rows, n_rows, k_pad, x, x_sums, tokens, out,
+                 [](int32x4_t acc, int8x16_t u, int8x16_t a) { return vdotq_s32(acc, u, a); });
+}
+
 const Backend dotprod_backend = {
     "dotprod", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block_dotprod, int8_gemm_dotprod,
-    dots_neon, dots_f16_neon, axpys_neon, axpys_f16_neon, half_to_float_neon, int8_madd_loop,
+    int6_gemm_dotprod, dots_neon, dots_f16_neon, axpys_neon, axpys_f16_neon, half_to_float_neon, int8_madd_loop,
     stream_read_neon,
 };
 

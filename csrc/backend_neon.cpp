@@ -148,6 +148,14 @@ void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, i
   }
 }
 
+// smull + sadalp: each product (at most 63 * 128) is exact in int16, pairs are added in int32.
+void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x, const int32_t* x_sums,
+               int64_t tokens, int32_t* out) {
+  int6_gemm_with(rows, n_rows, k_pad, x, x_sums, tokens, out, [](int32x4_t acc, int8x16_t u, int8x16_t a) {
+    return vpadalq_s16(vpadalq_s16(acc, vmull_s8(vget_low_s8(u), vget_low_s8(a))), vmull_high_s8(u, a));
+  });
+}
+
 inline float32x4_t load4(const float* p) { return vld1q_f32(p); }
 inline float32x4_t load4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
 inline float load1(const float* p) { return *p; }
@@ -249,7 +257,7 @@ uint64_t stream_read_neon(const uint8_t* data, int64_t bytes) {
 }
 
 const Backend neon_backend = {
-    "neon", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block, int8_gemm, dots_neon,
+    "neon", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block, int8_gemm, int6_gemm, dots_neon,
     dots_f16_neon, axpys_neon, axpys_f16_neon, half_to_float_neon, int8_madd_loop, stream_read_neon,
 };
 

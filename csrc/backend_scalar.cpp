@@ -56,6 +56,25 @@ void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, i
   }
 }
 
+void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x, const int32_t* x_sums,
+               int64_t tokens, int32_t* out) {
+  const int64_t row_bytes = k_pad / INT6_BLOCK * INT6_BLOCK_BYTES;
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t t = 0; t < tokens; ++t) {
+      int32_t sum = 0;
+      for (int64_t b = 0; b < k_pad / INT6_BLOCK; ++b) {
+        const uint8_t* p = rows + r * row_bytes + b * INT6_BLOCK_BYTES;
+        const int8_t* a = x + t * k_pad + b * INT6_BLOCK;
+        for (int j = 0; j < 32; ++j) {
+          const int h = p[64 + j];
+          sum += ((p[j] & 15) | (h & 3) << 4) * a[j] + ((p[32 + j] & 15) | (h >> 2 & 3) << 4) * a[32 + j] +
+                 ((p[j] >> 4) | (h >> 4 & 3) << 4) * a[64 + j] + ((p[32 + j] >> 4) | (h >> 6) << 4) * a[96 + j];
+        }
+      }
+      out[t * n_rows + r] = sum - 32 * x_sums[t];
+    }
+}
+
 inline float value(float x) { return x; }
 inline float value(uint16_t h) { return half_to_float(h); }
 
@@ -116,7 +135,8 @@ int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out) {
 
 
 const Backend scalar_backend = {
-    "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, dots<float>,
+    "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, int6_gemm,
+    dots<float>,
     dots<uint16_t>, axpys<float>, axpys<uint16_t>, half_to_float_row, int8_madd_loop,
     stream_read,
 };

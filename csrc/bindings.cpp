@@ -102,6 +102,37 @@ std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* ga
   return {nb::cast(qa), nb::cast(sa)};
 }
 
+// Float32 rows, or fp16 rows as uint16 bits, to 6-bit head rows (widened one row at a time).
+std::tuple<nb::object, nb::object> quantize_int6(const Array& x) {
+  const bool f16 = x.dtype() == nb::dtype<uint16_t>();
+  const void* xp = f16 ? static_cast<const void*>(checked<uint16_t>(x, "x", {-1, -1}))
+                       : static_cast<const void*>(checked<float>(x, "x", {-1, -1}));
+  const int64_t rows = x.shape(0), cols = x.shape(1);
+  if (cols < 1) throw nb::value_error("x must have at least one column");
+  const int64_t row_bytes = round_up(cols, INT6_BLOCK) / INT6_BLOCK * INT6_BLOCK_BYTES;
+  uint8_t* q;
+  float* s;
+  auto qa = new_array<uint8_t>({size_t(rows), size_t(row_bytes)}, &q);
+  auto sa = new_array<float>({size_t(rows)}, &s);
+  std::vector<char> bad(rows, 0);
+  {
+    nb::gil_scoped_release release;
+    parallel_for(rows, [&](int64_t r) {
+      thread_local std::vector<float> row;
+      const float* src = static_cast<const float*>(xp) + r * cols;
+      if (f16) {
+        row.resize(cols);
+        active_backend().half_to_float(static_cast<const uint16_t*>(xp) + r * cols, cols, row.data());
+        src = row.data();
+      }
+      bad[r] = !quantize_int6_row(src, cols, q + r * row_bytes, s + r);
+    });
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    if (bad[r]) throw nb::value_error(("x row " + std::to_string(r) + " contains NaN or Inf").c_str());
+  return {nb::cast(qa), nb::cast(sa)};
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -167,6 +198,9 @@ NB_MODULE(_core, m) {
   m.def("quantize", [](const Array& x) { return quantize_impl(x, nullptr, 0.0); }, nb::arg("x"),
         "Per-row absmax int8 quantization of float32 rows, or of fp16 rows given as uint16 bits: "
         "returns (q int8 [rows, cols], scale float32 [rows]).");
+  m.def("quantize_int6", &quantize_int6, nb::arg("x"),
+        "Per-row absmax to 6-bit head rows (layout.quantize_int6) of float32 rows, or of fp16 rows "
+        "given as uint16 bits: returns (packed uint8 [rows, row bytes], scale float32 [rows]).");
   m.def("rmsnorm_quantize",
         [](const Array& x, const Array& gamma, double eps) { return quantize_impl(x, &gamma, eps); },
         nb::arg("x"), nb::arg("gamma"), nb::arg("eps"),

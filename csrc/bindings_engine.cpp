@@ -227,7 +227,7 @@ void bind_engine(nb::module_& m) {
         e.attached(what, gamma);
       }, nb::arg("layer"), nb::arg("name"), nb::arg("gamma"))
       .def("set_rows", [](BoundEngine& e, const std::string& name, std::optional<Array> q,
-                          std::optional<Array> row_scale, std::optional<Array> f32) {
+                          std::optional<Array> row_scale, std::optional<Array> f32, std::optional<Array> q6) {
         const EngineConfig& c = e.engine.config;
         Rows* rows;
         if (name == "embedding") rows = &e.engine.embedding;
@@ -238,14 +238,16 @@ void bind_engine(nb::module_& m) {
           r.f32 = checked<float>(*f32, name.c_str(), {c.vocab, c.hidden});
           e.attached(name, *f32);
         } else {
-          if (!q || !row_scale) throw nb::value_error((name + ": give f32, or q and row_scale").c_str());
-          r.q = checked<int8_t>(*q, name.c_str(), {c.vocab, c.hidden});
+          if (!(q || q6) || !row_scale) throw nb::value_error((name + ": give f32, or q (or q6) and row_scale").c_str());
+          if (q6) r.q6 = checked<uint8_t>(*q6, name.c_str(), {c.vocab, round_up(c.hidden, INT6_BLOCK) / INT6_BLOCK * INT6_BLOCK_BYTES});
+          else r.q = checked<int8_t>(*q, name.c_str(), {c.vocab, c.hidden});
           r.row_scale = checked<float>(*row_scale, (name + " row_scale").c_str(), {c.vocab});
           e.keep_alive.push_back(nb::cast(*row_scale));
-          e.attached(name, *q);
+          e.attached(name, q6 ? *q6 : *q);
         }
         *rows = r;
-      }, nb::arg("name"), nb::arg("q").none(), nb::arg("row_scale").none(), nb::arg("f32").none())
+      }, nb::arg("name"), nb::arg("q").none(), nb::arg("row_scale").none(), nb::arg("f32").none(),
+         nb::arg("q6").none() = nb::none())
       .def("forward", [](BoundEngine& e, BoundCache& cache, const Array& tokens, int64_t position,
                          bool all_logits) {
         Segment seg = e.segment(cache, tokens, position, "tokens");
@@ -349,6 +351,25 @@ void bind_engine(nb::module_& m) {
     active_backend().int8_gemm(pr, static_cast<int64_t>(rows.shape(0)), k, px, tokens, out);
     return a;
   }, nb::arg("rows"), nb::arg("x"), "int32 x @ rows.T (the int8 LM head); x [tokens, k] in [-127, 127].");
+  m.def("int6_gemm", [](const Array& rows, const Array& x) {
+    const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
+    const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
+    const int64_t k_pad = round_up(k, INT6_BLOCK);
+    const uint8_t* pr = checked<uint8_t>(rows, "rows", {-1, k_pad / INT6_BLOCK * INT6_BLOCK_BYTES});
+    std::vector<int8_t> padded(tokens * k_pad, 0);
+    std::vector<int32_t> sums(tokens, 0);
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t i = 0; i < k; ++i) {
+        if (px[t * k + i] == -128) throw nb::value_error("x must be in [-127, 127]");
+        padded[t * k_pad + i] = px[t * k + i];
+        sums[t] += px[t * k + i];
+      }
+    int32_t* out;
+    auto a = new_array<int32_t>({size_t(tokens), rows.shape(0)}, &out);
+    active_backend().int6_gemm(pr, static_cast<int64_t>(rows.shape(0)), k_pad, padded.data(), sums.data(), tokens, out);
+    return a;
+  }, nb::arg("rows"), nb::arg("x"),
+     "int32 x @ rows.T for 6-bit head rows (layout.pack_int6); x [tokens, k] in [-127, 127].");
 }
 
 }  // namespace tellme::bind

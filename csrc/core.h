@@ -12,6 +12,12 @@
 //  2-bit codes ("i2"): code = w + 1 in {0,1,2}; rows padded to ROW_BLOCK, `in` to I2_K_PAD.
 //    Each 128-weight block of a row is 32 bytes: byte j holds the codes of k = j, j+32, j+64,
 //    j+96 in bits 6-7, 4-5, 2-3, 0-1 (bitnet.cpp's I2_S order). Rows are stored one after another.
+//
+//  6-bit LM head rows ("int6"): values q in [-31, 31] stored as u = q + 32; `in` padded to
+//    INT6_BLOCK with zeros (u = 32). Each 128-value block of a row is 96 bytes: bytes 0-31 hold the
+//    low 4 bits of u[j] (low nibble) and u[j+64] (high nibble), bytes 32-63 those of u[32+j] and
+//    u[96+j], bytes 64-95 the top 2 bits of u[j], u[j+32], u[j+64], u[j+96] in bits 0-1, 2-3, 4-5,
+//    6-7 (layout.pack_int6).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +30,8 @@ constexpr int64_t KB_WEIGHTS = 24;     // weights per TLMM tile along `in`
 constexpr int64_t TILE_BYTES = 160;    // bytes per TLMM tile (128 nibble + 32 sign bytes)
 constexpr int64_t I2_BLOCK = 128;      // weights per 32-byte block of 2-bit codes
 constexpr int64_t I2_K_PAD = 256;      // `in` padding of the 2-bit layout (AVX-512 takes 2 blocks)
+constexpr int64_t INT6_BLOCK = 128;    // values per 96-byte block of 6-bit head rows
+constexpr int64_t INT6_BLOCK_BYTES = 96;
 constexpr int WIDEN_EVERY_TILES = 8;   // int16 partial sums are widened to int32 every 64 groups
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -53,6 +61,10 @@ struct Backend {
   // rows of x in [-127, 127]; each head row is read once for all of them.
   void (*int8_gemm)(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens,
                     int32_t* out);
+  // The same for 6-bit head rows of k_pad values (a multiple of INT6_BLOCK): x is [tokens][k_pad],
+  // zero past the hidden size, and x_sums[t] its sum (sum(q*x) = sum(u*x) - 32 * sum(x)).
+  void (*int6_gemm)(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x,
+                    const int32_t* x_sums, int64_t tokens, int32_t* out);
 
   // Attention arithmetic (fp32) over `count` rows of n elements, `stride` apart: fp32 rows (a
   // converted chunk) or fp16 rows (the KV cache, read in place; bit-identical to converting
@@ -109,6 +121,8 @@ void i2_block_dotprod(const uint8_t* codes, int64_t in_pad, const int8_t* acts, 
                       const int32_t* act_sums, int64_t tokens, int32_t* acc);
 void int8_gemm_dotprod(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens,
                        int32_t* out);
+void int6_gemm_dotprod(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x, const int32_t* x_sums,
+                       int64_t tokens, int32_t* out);
 extern const Backend i8mm_backend;
 extern const Backend dotprod_backend;
 extern const Backend neon_backend;

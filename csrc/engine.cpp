@@ -130,6 +130,15 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
     float* dst = x + t * c.hidden;
     if (embedding.f32) {
       std::copy(embedding.f32 + id * c.hidden, embedding.f32 + (id + 1) * c.hidden, dst);
+    } else if (embedding.q6) {
+      const float s = embedding.row_scale[id];
+      const int64_t blocks = round_up(c.hidden, INT6_BLOCK) / INT6_BLOCK;
+      for (int64_t i = 0; i < c.hidden; ++i) {
+        const uint8_t* p = embedding.q6 + (id * blocks + i / INT6_BLOCK) * INT6_BLOCK_BYTES;
+        const int j = static_cast<int>(i % 32), s32 = static_cast<int>(i % INT6_BLOCK / 32);
+        const int low = (s32 & 1 ? p[32 + j] : p[j]) >> (s32 & 2 ? 4 : 0) & 15, top = p[64 + j] >> (2 * s32) & 3;
+        dst[i] = static_cast<float>((low | top << 4) - 32) * s;
+      }
     } else {
       const float s = embedding.row_scale[id];
       const int8_t* src = embedding.q + id * c.hidden;
@@ -209,26 +218,49 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
   }
 }
 
+// The integer heads: blocks of rows for every token (the head is read once a step), each block's
+// exact sums from `sums(r0, rows, acc)` scaled by the token's and the row's scale.
+template <class Sums>
+void Engine::head_rows(int64_t n, float* logits, Sums&& sums) {
+  constexpr int64_t ROWS_PER_TASK = 256;
+  const int64_t vocab = config.vocab, tasks = (vocab + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+  parallel_for(tasks, [&](int64_t task) {
+    const int64_t r0 = task * ROWS_PER_TASK, rows = std::min(ROWS_PER_TASK, vocab - r0);
+    thread_local std::vector<int32_t> acc;
+    acc.resize(n * rows);
+    sums(r0, rows, acc.data());
+    for (int64_t t = 0; t < n; ++t) {
+      float* out = logits + t * vocab + r0;
+      const float s = act_scale_[t];
+      for (int64_t r = 0; r < rows; ++r) out[r] = static_cast<float>(acc[t * rows + r]) * (s * lm_head.row_scale[r0 + r]);
+    }
+  });
+}
+
 // Final RMSNorm and LM head. int8 head: the normed row is quantized like a linear's input and
-// multiplied with the int8 rows; fp32 head: plain dot products.
+// multiplied with the int8 or 6-bit rows; fp32 head: plain dot products.
 void Engine::head(const float* x, int64_t n, float* logits) {
   const EngineConfig& c = config;
   const Backend& be = active_backend();
+  if (lm_head.q6) {  // the input padded with zeros to whole blocks, and its sums
+    quantize_input(x, final_norm, c.eps, n, c.hidden, act_q_.data(), act_scale_.data(), "LM head input");
+    const int64_t k_pad = round_up(c.hidden, INT6_BLOCK), row_bytes = k_pad / INT6_BLOCK * INT6_BLOCK_BYTES;
+    head_q_.assign(n * k_pad, 0);
+    head_sums_.assign(n, 0);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < c.hidden; ++i) {
+        head_q_[t * k_pad + i] = act_q_[t * c.hidden + i];
+        head_sums_[t] += act_q_[t * c.hidden + i];
+      }
+    head_rows(n, logits, [&](int64_t r0, int64_t rows, int32_t* acc) {
+      be.int6_gemm(lm_head.q6 + r0 * row_bytes, rows, k_pad, head_q_.data(), head_sums_.data(), n, acc);
+    });
+    return;
+  }
   if (lm_head.q) {
     quantize_input(x, final_norm, c.eps, n, c.hidden, act_q_.data(), act_scale_.data(), "LM head input");
-    constexpr int64_t ROWS_PER_TASK = 256;
-    const int64_t tasks = (c.vocab + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
-    parallel_for(tasks, [&](int64_t task) {  // a block of head rows for every token: read once a step
-      const int64_t r0 = task * ROWS_PER_TASK, rows = std::min(ROWS_PER_TASK, c.vocab - r0);
-      thread_local std::vector<int32_t> acc;
-      acc.resize(n * rows);
-      be.int8_gemm(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data(), n, acc.data());
-      for (int64_t t = 0; t < n; ++t) {
-        float* out = logits + t * c.vocab + r0;
-        const float s = act_scale_[t];
-        for (int64_t r = 0; r < rows; ++r)
-          out[r] = static_cast<float>(acc[t * rows + r]) * (s * lm_head.row_scale[r0 + r]);
-      }
+    head_rows(n, logits, [&](int64_t r0, int64_t rows, int32_t* acc) {
+      be.int8_gemm(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data(), n, acc);
     });
     return;
   }

@@ -22,8 +22,9 @@ struct Layer {
   Linear q, k, v, o, gate, up, down;     // q and k rows: RoPE pairs made adjacent per head
 };
 
-struct Rows {  // embedding table or LM head: int8 rows with per-row scales, or fp32 rows
+struct Rows {  // embedding table or LM head: int8 or 6-bit rows with per-row scales, or fp32 rows
   const int8_t* q = nullptr;
+  const uint8_t* q6 = nullptr;  // 6-bit rows (core.h), hidden padded to INT6_BLOCK
   const float* row_scale = nullptr;
   const float* f32 = nullptr;
 };
@@ -83,6 +84,8 @@ class Engine {
   int64_t kv_dim() const { return config.kv_heads * config.head_dim; }
   void step(const Segment* segments, int64_t count);
   void head(const float* x, int64_t n, float* logits);
+  template <class Sums>
+  void head_rows(int64_t n, float* logits, Sums&& sums);
 
   std::vector<float> rope_cos_, rope_sin_;                   // [context, head_dim / 2]
   std::vector<float> x_, q_, attn_, ffn_, act_scale_, head_in_, logits_;  // scratch, grown on demand
@@ -90,7 +93,8 @@ class Engine {
   std::vector<float> k_f32_;  // k before its norm (qk_norm)
   std::vector<int64_t> positions_;
   std::vector<int32_t> tokens_;
-  std::vector<int8_t> act_q_;
+  std::vector<int8_t> act_q_, head_q_;  // head_q_: the head's input padded for 6-bit rows
+  std::vector<int32_t> head_sums_;
   std::vector<AttentionQuery> queries_;
 };
 

@@ -5,12 +5,14 @@
 #include <cstring>
 #include <vector>
 
+#include "core.h"
 #include "parallel.h"
 
 namespace tellme {
 namespace {
 
-// false if the row holds NaN or Inf
+// false if the row holds NaN or Inf. TOP: 127 (int8), or 31 (the 6-bit head rows).
+template <int TOP>
 bool quantize_row(const float* x, int64_t cols, int8_t* q, float* scale) {
   // |x| as bits: non-negative floats order as their bit patterns do, and NaN and Inf are the
   // patterns from 0x7F800000 up, so one integer max (which vectorises) finds both.
@@ -25,16 +27,16 @@ bool quantize_row(const float* x, int64_t cols, int8_t* q, float* scale) {
   float amax;
   std::memcpy(&amax, &top, sizeof amax);
   amax = amax > 1e-5f ? amax : 1e-5f;
-  const float inv = 127.0f / amax;
+  const float inv = static_cast<float>(TOP) / amax;
   // Round half to even by adding and subtracting 1.5 * 2^23 (exact for |v| < 2^22, here <= 127):
   // the same result as nearbyint, without a libm call per element, and vectorisable.
   constexpr float ROUND = 12582912.0f;
   for (int64_t i = 0; i < cols; ++i) {
     float v = (x[i] * inv + ROUND) - ROUND;
-    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+    v = v > TOP ? TOP : (v < -TOP ? -TOP : v);
     q[i] = static_cast<int8_t>(v);
   }
-  *scale = amax / 127.0f;
+  *scale = amax / static_cast<float>(TOP);
   return true;
 }
 
@@ -49,9 +51,28 @@ int64_t first_bad(const std::vector<char>& bad) {
 int64_t quantize_rows(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scale) {
   std::vector<char> bad(rows, 0);
   parallel_for(rows, [&](int64_t r) {
-    bad[r] = !quantize_row(x + r * cols, cols, q + r * cols, scale + r);
+    bad[r] = !quantize_row<127>(x + r * cols, cols, q + r * cols, scale + r);
   });
   return first_bad(bad);
+}
+
+bool quantize_int6_row(const float* x, int64_t cols, uint8_t* packed, float* scale) {
+  thread_local std::vector<int8_t> q;
+  const int64_t blocks = round_up(cols, INT6_BLOCK) / INT6_BLOCK;
+  q.assign(blocks * INT6_BLOCK, 0);
+  if (!quantize_row<31>(x, cols, q.data(), scale)) return false;
+  for (int64_t b = 0; b < blocks; ++b) {  // core.h: two nibble planes, then the top 2 bits
+    const int8_t* v = q.data() + b * INT6_BLOCK;
+    uint8_t* p = packed + b * INT6_BLOCK_BYTES;
+    for (int j = 0; j < 32; ++j) {
+      int u[4];
+      for (int s = 0; s < 4; ++s) u[s] = v[32 * s + j] + 32;
+      p[j] = static_cast<uint8_t>((u[0] & 15) | (u[2] & 15) << 4);
+      p[32 + j] = static_cast<uint8_t>((u[1] & 15) | (u[3] & 15) << 4);
+      p[64 + j] = static_cast<uint8_t>(u[0] >> 4 | (u[1] >> 4) << 2 | (u[2] >> 4) << 4 | (u[3] >> 4) << 6);
+    }
+  }
+  return true;
 }
 
 void rmsnorm_row(const float* x, const float* gamma, double eps, int64_t cols, float* y) {
@@ -74,7 +95,7 @@ int64_t rmsnorm_quantize_rows(const float* x, const float* gamma, double eps, in
     thread_local std::vector<float> y;
     y.resize(cols);
     rmsnorm_row(x + r * cols, gamma, eps, cols, y.data());
-    bad[r] = !quantize_row(y.data(), cols, q + r * cols, scale + r);
+    bad[r] = !quantize_row<127>(y.data(), cols, q + r * cols, scale + r);
   });
   return first_bad(bad);
 }

@@ -43,8 +43,10 @@ def random_model(act="relu2", kv_heads=2, head="int8", kernel="auto", sub_norms=
 
 @pytest.mark.parametrize("kw", [
     dict(), dict(act="silu", kv_heads=4), dict(head="fp32", tied=False), dict(sub_norms=False, kernel="tlmm"),
-    dict(kernel="i2", act="silu"), dict(qwen3=True, act="silu", tied=False),
-], ids=["gqa-relu2-int8", "mha-silu", "fp32-untied", "llama-tlmm", "i2-silu", "qwen3-grouped"])
+    dict(kernel="i2", act="silu"), dict(qwen3=True, act="silu", tied=False), dict(head="int6"),
+    dict(head="int6", tied=False, act="silu"),
+], ids=["gqa-relu2-int8", "mha-silu", "fp32-untied", "llama-tlmm", "i2-silu", "qwen3-grouped", "int6-tied",
+        "int6-untied"])
 def test_forward_matches_numpy_reference(kw, isa):
     model = random_model(**kw)
     ids = np.random.default_rng(1).integers(0, 101, 150)   # crosses attention chunks and query tiles

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tellme import _core
+from tellme.kernels import layout
 from tellme.kernels import reference as ref
 
 pytestmark = pytest.mark.kernels
@@ -56,6 +57,59 @@ def test_int8_gemm(isa, rng, k, tokens):
     rows = rng.integers(-127, 128, size=(37, k), dtype=np.int8)
     x = rng.integers(-127, 128, size=(tokens, k), dtype=np.int8)
     np.testing.assert_array_equal(_core.int8_gemm(rows, x), ref.int8_gemm(rows, x))
+
+
+@pytest.mark.parametrize("k", [1, 31, 96, 128, 200, 1536])
+@pytest.mark.parametrize("tokens", [1, 3])
+def test_int6_gemm(isa, rng, k, tokens):
+    rows = layout.pack_int6(rng.integers(-31, 32, size=(37, k), dtype=np.int8))
+    x = rng.integers(-127, 128, size=(tokens, k), dtype=np.int8)
+    np.testing.assert_array_equal(_core.int6_gemm(rows, x), ref.int6_gemm(rows, x))
+
+
+def test_int6_gemm_extremes(isa):
+    """The largest sums of either sign (u = 63 or 1 against +-127), where int16 pairs could overflow;
+    and every stored byte (u in 0..63, beyond the packer's range) read as the layout says."""
+    k = 4096
+    for w, v in ((31, 127), (31, -127), (-31, 127), (-31, -127)):
+        rows = layout.pack_int6(np.full((5, k), w, np.int8))
+        x = np.full((2, k), v, np.int8)
+        np.testing.assert_array_equal(_core.int6_gemm(rows, x), ref.int6_gemm(rows, x))
+    any_bytes = np.random.default_rng(0).integers(0, 256, size=(7, 3 * 96), dtype=np.uint8)
+    x = np.random.default_rng(1).integers(-127, 128, size=(2, 384), dtype=np.int8)
+    np.testing.assert_array_equal(_core.int6_gemm(any_bytes, x), ref.int6_gemm(any_bytes, x))
+
+
+def test_int6_layout_round_trip(rng):
+    for k in (1, 127, 128, 129, 2560):
+        q = rng.integers(-31, 32, size=(3, k), dtype=np.int8)
+        assert layout.pack_int6(q).shape == (3, layout.int6_row_bytes(k))
+        np.testing.assert_array_equal(layout.unpack_int6(layout.pack_int6(q), k), q)
+    e = rng.standard_normal((4, 300)).astype(np.float32)
+    packed, scale = layout.quantize_int6(e)
+    q = layout.unpack_int6(packed, 300)
+    assert np.abs(q).max() == 31  # each row's absmax lands on the end of the range
+    np.testing.assert_allclose(q * scale[:, None], e, atol=scale.max() / 2 + 1e-7)
+    with pytest.raises(ValueError, match="6-bit rows"):
+        layout.pack_int6(np.full((1, 4), 32, np.int8))
+
+
+def test_int6_quantizer_against_the_reference(rng):
+    """The native quantizer (float32 and fp16 rows) gives the reference's bits, halves included."""
+    for cols in (1, 96, 300, 2560):
+        e = rng.standard_normal((9, cols)).astype(np.float32)
+        e[0, :] = 0  # amax floored at 1e-5
+        e[1, :] = np.arange(cols) % 7 - 3  # amax 3: x * 31 / 3 lands on halves only by rounding
+        e[2, : min(cols, 4)] = [31.0, 0.5, -0.5, 1.5][: min(cols, 4)]  # exact halves: to even
+        for x in (e, e.astype(np.float16)):
+            packed, scale = _core.quantize_int6(x.view(np.uint16) if x.dtype == np.float16 else x)
+            want_packed, want_scale = layout.quantize_int6(x.astype(np.float32))
+            np.testing.assert_array_equal(packed, want_packed)
+            np.testing.assert_array_equal(scale, want_scale)
+    bad = np.ones((3, 5), np.float32)
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="row 2 contains NaN"):
+        _core.quantize_int6(bad)
 
 
 def test_activations():

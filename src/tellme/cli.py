@@ -34,7 +34,8 @@ def _model_args(p) -> None:
     p.add_argument("-m", "--model", default="default", help=MODEL_HELP + "; default: default")
     p.add_argument("--threads", type=_count(1), help="native threads (default: physical cores)")
     p.add_argument("--context", type=_count(1), help="KV cache length in tokens (default: the model's)")
-    p.add_argument("--head", choices=("int8", "fp32"), default="int8", help="embedding/LM head precision")
+    p.add_argument("--head", choices=("int8", "int6", "fp32"),
+                   help="embedding/LM head precision (default: int6, or a converted file's own)")
 
 
 def _sampling_args(p) -> None:
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--pad-ffn", action="store_true",
                       help="write a .gguf whose FFN width is not whole blocks even though the model has an FFN "
                            "sub-norm, which padding changes slightly (docs/gguf.md)")
-    conv.add_argument("--head", choices=("int8", "fp32"), default="int8", help="LM head of a .safetensors output")
+    conv.add_argument("--head", choices=("int8", "int6", "fp32"), default="int6", help="LM head of a .safetensors output")
     conv.add_argument("--kernel", choices=("auto", "tlmm", "i2"), default="auto",
                       help="kernel layout of a .safetensors output")
     conv.add_argument("--force", action="store_true", help="overwrite DST if it exists")

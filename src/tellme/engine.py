@@ -33,7 +33,7 @@ def build_engine(packed: PackedModel, context: int) -> _core.Engine:
     e.set_norm(-1, "final_norm", packed.final_norm)
     for table in ("embedding", "lm_head"):
         r = packed.rows(table)
-        e.set_rows(table, r.q, r.row_scale, r.f32)
+        e.set_rows(table, r.q, r.row_scale, r.f32, r.q6)
     if e.missing:
         raise FormatError(f"{packed.source}: {e.missing[0]} is missing from the model")
     return e

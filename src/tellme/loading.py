@@ -20,7 +20,7 @@ from .formats.gguf_model import GGUFCheckpoint
 from .formats.hf import HFCheckpoint
 from .kernels import KERNELS
 from .model import Model
-from .packed import HEADS, PackedModel
+from .packed import DEFAULT_HEAD, HEADS, PackedModel
 from .tokenizer import Tokenizer
 
 
@@ -88,24 +88,25 @@ def progress_bar(desc: str, enabled: bool):
     return lambda it: tqdm(it, desc=desc, leave=False, delay=1.0)
 
 
-def read_packed(path: Path, head: str = "int8", kernel: str = "auto",
+def read_packed(path: Path, head: str | None = None, kernel: str = "auto",
                 progress: bool = False) -> tuple[PackedModel, Tokenizer | None]:
-    """The packed model and tokenizer at `path`: packed now, or mapped from a converted file."""
+    """The packed model and tokenizer at `path`: packed now (head None: DEFAULT_HEAD), or mapped
+    from a converted file (head None: the file's own)."""
     if path.is_file() and not is_gguf(path):
         if not PackedModel.is_converted_file(path):
             raise FormatError(f"{path}: neither a GGUF file nor a tellme model file (convert a checkpoint "
                               "directory with `tellme convert`)")
         packed, tokenizer = PackedModel.open(path)
-        if packed.head != head:
+        if head is not None and packed.head != head:
             raise FormatError(f"{path}: converted with a {packed.head} LM head; {head} was asked for "
                               f"(convert again with --head {head})")
         return packed, tokenizer
     reader = open_checkpoint(path)
-    return PackedModel.pack(reader, head, kernel, progress_bar("packing", progress)), reader.tokenizer
+    return PackedModel.pack(reader, head or DEFAULT_HEAD, kernel, progress_bar("packing", progress)), reader.tokenizer
 
 
 def load(path: str | os.PathLike = "default", threads: int | None = None, context: int | None = None,
-         head: str = "int8", kernel: str = "auto", progress: bool | None = None,
+         head: str | None = None, kernel: str = "auto", progress: bool | None = None,
          max_sequences: int | None = None) -> Model:
     """Load a model: a Hugging Face checkpoint directory, a GGUF file (llama.cpp's TQ1_0/TQ2_0 or
     bitnet.cpp's I2_S), a file written by `tellme convert`, a Hugging Face model id already in the
@@ -113,11 +114,12 @@ def load(path: str | os.PathLike = "default", threads: int | None = None, contex
 
     threads: native threads (default: physical cores); context: KV cache length in tokens
     (default: the model's max_position_embeddings; memory is committed only as it fills);
-    head: "int8" (per-row scales, default) or "fp32" embedding and LM head; kernel: "auto",
+    head: the embedding and LM head, "int6" (6-bit rows with per-row scales, 3/4 of the int8
+    head's bytes: the default, or a converted file's own), "int8" (per-row scales) or "fp32"; kernel: "auto",
     "tlmm" or "i2" for every ternary linear (ignored for converted files); max_sequences: how many
     generations may run at once (each has its own KV cache; default 8, fewer if memory is short).
     """
-    if head not in HEADS:
+    if head is not None and head not in HEADS:
         raise UsageError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if kernel not in ("auto", *KERNELS):
         raise UsageError(f"kernel must be 'auto' or one of {', '.join(KERNELS)}, got {kernel!r}")

@@ -8,7 +8,8 @@ tensor names:
     layers.{i}.{q,k,v,o,gate,up,down}.{tiles,neg_count | codes}, .scale   ternary linears
     layers.{i}.{...}.group_scale                                           per-group scales (Bonsai)
     layers.{i}.{attn_norm,ffn_norm,attn_sub_norm,ffn_sub_norm}            fp32 norms
-    embedding.q / embedding.row_scale (int8 head) or embedding.f32        [vocab, hidden]
+    embedding.q / embedding.row_scale (int8 head), embedding.q6 / .row_scale
+    (6-bit head, layout.pack_int6) or embedding.f32                       [vocab, hidden]
     lm_head.*  (absent when config.tied_embeddings), final_norm
 
 q and k rows are reordered per head so that RoPE's pairs (j, j + head_dim/2) are adjacent rows
@@ -37,22 +38,32 @@ from .kernels.layout import round_up
 from .rope import rope_pair_order
 from .tokenizer import Tokenizer
 
-HEADS = ("int8", "fp32")    # embedding / LM head precision
+HEADS = ("int8", "int6", "fp32")  # embedding / LM head precision
+# 6-bit rows: 3/4 of the int8 head's bytes (a 2B-4T decode step reads 82 MB less) for a perplexity
+# change within +-0.1% on the shipped model (docs/benchmarks.md)
+DEFAULT_HEAD = "int6"
 FORMAT_VERSION = "2"        # of the converted file (2: i2 codes in I2_S bit order)
 
 
 @dataclass(frozen=True)
 class Rows:
-    """The embedding table or LM head [vocab, hidden]: int8 rows with per-row scales, or fp32."""
+    """The embedding table or LM head [vocab, hidden]: int8 rows (q) or 6-bit rows (q6, as
+    layout.pack_int6 packs them, `hidden` values each) with per-row scales, or fp32."""
 
     q: np.ndarray | None = None
     row_scale: np.ndarray | None = None
     f32: np.ndarray | None = None
+    q6: np.ndarray | None = None
+    hidden: int = 0  # of q6 rows
+
+    def integers(self) -> np.ndarray:
+        """The int8 or 6-bit rows as int8 [vocab, hidden]."""
+        return self.q if self.q is not None else layout.unpack_int6(self.q6, self.hidden)
 
     def float32(self) -> np.ndarray:
         if self.f32 is not None:
             return self.f32
-        return self.q.astype(np.float32) * self.row_scale[:, None]
+        return self.integers().astype(np.float32) * self.row_scale[:, None]
 
 
 def quantize_rows_int8(e: np.ndarray) -> Rows:
@@ -66,6 +77,19 @@ def quantize_rows_int8(e: np.ndarray) -> Rows:
         raise FormatError(str(err)) from None
     return Rows(q=q, row_scale=s)
 
+
+def quantize_rows_int6(e: np.ndarray) -> Rows:
+    """Per-row absmax to 6 bits (native, parallel; layout.quantize_int6 is the reference).
+    e: float rows, or fp16 rows as uint16 bits."""
+    e = np.ascontiguousarray(e) if e.dtype == np.uint16 else np.ascontiguousarray(e, dtype=np.float32)
+    try:
+        q6, scale = _core.quantize_int6(e)
+    except ValueError as err:  # NaN or Inf
+        raise FormatError(str(err)) from None
+    return Rows(q6=q6, row_scale=scale, hidden=e.shape[1])
+
+
+QUANTIZE_ROWS = {"int8": quantize_rows_int8, "int6": quantize_rows_int6}
 
 TABLE_BLOCK_BYTES = 4 << 20  # float32 bytes of an embedding or head converted at a time when streaming
 
@@ -83,7 +107,7 @@ class PackedModel:
 
     # ---- building ----
     @classmethod
-    def pack(cls, reader, head: str = "int8", kernel: str = "auto",
+    def pack(cls, reader, head: str = DEFAULT_HEAD, kernel: str = "auto",
              progress: Callable[[Iterator], Iterator] = iter) -> "PackedModel":
         """Every tensor of `reader` (see formats/__init__.py) in the engine's layout."""
         if head not in HEADS:
@@ -121,7 +145,9 @@ class PackedModel:
         if head == "fp32":
             f32 = np.empty((c.vocab, c.hidden), np.float32)
         else:
-            q, row_scale = np.empty((c.vocab, c.hidden), np.int8), np.empty(c.vocab, np.float32)
+            q = np.empty((c.vocab, c.hidden) if head == "int8" else (c.vocab, layout.int6_row_bytes(c.hidden)),
+                         np.int8 if head == "int8" else np.uint8)
+            row_scale = np.empty(c.vocab, np.float32)
         step = max(1, TABLE_BLOCK_BYTES // (4 * c.hidden))
         for r0 in progress(range(0, c.vocab, step)):
             r1 = min(c.vocab, r0 + step)
@@ -131,11 +157,12 @@ class PackedModel:
                                           f"{table} rows {r0}-{r1}")
             else:
                 try:
-                    rows = quantize_rows_int8(block)
-                except FormatError:  # the quantizer refuses NaN and Inf
+                    rows = QUANTIZE_ROWS[head](block)
+                except FormatError:  # the quantizers refuse NaN and Inf
                     raise FormatError(f"{self.source}: {table} rows {r0}-{r1} hold NaN or infinite values") from None
-                q[r0:r1], row_scale[r0:r1] = rows.q, rows.row_scale
-        self.set_rows(table, Rows(f32=f32) if head == "fp32" else Rows(q=q, row_scale=row_scale))
+                q[r0:r1], row_scale[r0:r1] = rows.q if head == "int8" else rows.q6, rows.row_scale
+        self.set_rows(table, Rows(f32=f32) if head == "fp32" else Rows(q=q, row_scale=row_scale) if head == "int8"
+                      else Rows(q6=q, row_scale=row_scale, hidden=c.hidden))
         self._loaded(table, f"{head}, streamed in blocks of {step} rows")
 
     def pack_linear(self, layer: int, name: str, ternary: np.ndarray, scale, kernel: str = "auto") -> None:
@@ -174,12 +201,18 @@ class PackedModel:
             raise FormatError(f"{self.source}: {what} holds NaN or infinite values")
         return a
 
-    def set_rows(self, table: str, values, head: str = "int8") -> None:
+    def set_rows(self, table: str, values, head: str = DEFAULT_HEAD) -> None:
         """table: "embedding" or "lm_head"; values: float [vocab, hidden], or Rows as they are."""
         if not isinstance(values, Rows):
             values = self._finite(values, table)
-        rows = values if isinstance(values, Rows) else (Rows(f32=values) if head == "fp32" else quantize_rows_int8(values))
-        for key in ("q", "row_scale", "f32"):
+        if isinstance(values, Rows):
+            rows = values
+        else:
+            try:
+                rows = Rows(f32=values) if head == "fp32" else QUANTIZE_ROWS[head](values)
+            except KeyError:
+                raise UsageError(f"unknown head type {head!r}; expected one of {', '.join(HEADS)}") from None
+        for key in ("q", "row_scale", "f32", "q6"):
             if getattr(rows, key) is not None:
                 self._t[f"{table}.{key}"] = getattr(rows, key)
 
@@ -214,12 +247,14 @@ class PackedModel:
             table = "embedding"
         if f"{table}.f32" in self._t:
             return Rows(f32=self._t[f"{table}.f32"])
+        if f"{table}.q6" in self._t:
+            return Rows(q6=self._t[f"{table}.q6"], row_scale=self._get(f"{table}.row_scale"), hidden=self.config.hidden)
         return Rows(q=self._get(f"{table}.q"), row_scale=self._get(f"{table}.row_scale"))
 
     @property
     def head(self) -> str:
-        """"int8" or "fp32": how the embedding and LM head are stored."""
-        return "fp32" if "embedding.f32" in self._t else "int8"
+        """"int8", "int6" or "fp32": how the embedding and LM head are stored."""
+        return "fp32" if "embedding.f32" in self._t else "int6" if "embedding.q6" in self._t else "int8"
 
     def arrays(self) -> Mapping[str, np.ndarray]:
         """The stored arrays by name, read-only (to compare two packed models byte for byte)."""
@@ -234,7 +269,8 @@ class PackedModel:
         row it also reads is too small to count)."""
         linears = sum(self.linear(i, n).nbytes for i in range(self.config.layers) for n in LINEAR_NAMES)
         head = self.rows("lm_head")
-        return linears + (head.f32.nbytes if head.f32 is not None else head.q.nbytes + head.row_scale.nbytes)
+        return linears + (head.f32.nbytes if head.f32 is not None else
+                          (head.q if head.q is not None else head.q6).nbytes + head.row_scale.nbytes)
 
     # ---- the converted file ----
     def save(self, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> None:
@@ -303,6 +339,9 @@ class PackedModel:
         for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):
             if f"{table}.f32" in self._t:
                 expected[f"{table}.f32"] = (np.float32, (c.vocab, c.hidden))
+            elif f"{table}.q6" in self._t:
+                expected[f"{table}.q6"] = (np.uint8, (c.vocab, layout.int6_row_bytes(c.hidden)))
+                expected[f"{table}.row_scale"] = (np.float32, (c.vocab,))
             else:
                 expected[f"{table}.q"] = (np.int8, (c.vocab, c.hidden))
                 expected[f"{table}.row_scale"] = (np.float32, (c.vocab,))

@@ -80,6 +80,6 @@ def forward(packed: PackedModel, ids) -> np.ndarray:
     h = rmsnorm(x, packed.final_norm, c.eps)
     if head.f32 is not None:
         return h @ head.f32.T
-    q, s = quantize(h)  # int8 head: the normed hidden state is quantized like a linear's input
-    acc = q.astype(np.int64) @ head.q.astype(np.int64).T
+    q, s = quantize(h)  # int8 or 6-bit head: the normed hidden state is quantized like a linear's input
+    acc = q.astype(np.int64) @ head.integers().astype(np.int64).T
     return acc.astype(np.float32) * (s[:, None] * head.row_scale[None, :])

@@ -119,6 +119,8 @@ def test_both_kernels_give_identical_logits(bitnet_checkpoint):
 
 
 def test_int8_head_close_to_fp32_head(bitnet_checkpoint):
+    """(The 6-bit head is held to the trained model's perplexity instead, test_default_model.py:
+    these random models' near-tied logits flip far more often than a trained model's.)"""
     ids = prompt_ids(tellme.load(bitnet_checkpoint[0]), 64)
     a = tellme.load(bitnet_checkpoint[0], head="int8").logits(ids)
     b = tellme.load(bitnet_checkpoint[0], head="fp32").logits(ids)
@@ -139,6 +141,11 @@ def test_converted_file_loads_identically(bitnet_checkpoint, tmp_path):
     assert b.tokenizer.chat_template == a.tokenizer.chat_template
     with pytest.raises(ValueError, match="convert again with --head fp32"):
         tellme.load(dst, head="fp32")
+    six = tmp_path / "int6.safetensors"
+    assert main(["convert", str(src), str(six), "--head", "int6"]) == 0
+    c, d = tellme.load(src, head="int6"), tellme.load(six, head="int6")
+    np.testing.assert_array_equal(c.logits(ids), d.logits(ids))
+    assert d.packed.head == "int6"
 
 
 def test_llama3_rope_scaling_matches_transformers(tmp_path):

@@ -48,6 +48,16 @@ def test_perplexity_agrees_with_the_pytorch_model(model):
     assert abs(ours["perplexity"] / math.exp(nll / count) - 1) < 0.01
 
 
+def test_int6_head_costs_under_half_a_percent(model):
+    """The 6-bit head's price on the held-out text: perplexity within 0.5% of the int8 head's
+    (docs/benchmarks.md: the bar a cheaper head must pass)."""
+    six = tellme.load(head="int6")
+    ids = model.encode(HELD_OUT.read_text(encoding="utf-8"))
+    p8 = model.perplexity(ids, window=256, stride=256)["perplexity"]
+    p6 = six.perplexity(ids, window=256, stride=256)["perplexity"]
+    assert abs(p6 / p8 - 1) < 0.005, (p6, p8)
+
+
 def test_greedy_generation_is_deterministic(model):
     saved = tellme.get_num_threads()
     try:

@@ -274,7 +274,7 @@ def test_embedding_and_output_types(checkpoints, tmp_path, embd):
 def test_round_trip_is_lossless(checkpoints, tmp_path, fmt, wtype):
     src, path = checkpoints[fmt], tmp_path / "out.gguf"
     assert cli(["convert", str(src), str(path), "--type", wtype]) == 0
-    for head in ("int8", "fp32"):
+    for head in ("int8", "int6", "fp32"):
         assert_same_tensors(PackedModel.pack(GGUFCheckpoint(path), head), PackedModel.pack(HFCheckpoint(src), head))
     # and GGUF -> GGUF
     again = tmp_path / "again.gguf"

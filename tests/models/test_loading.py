@@ -14,7 +14,7 @@ import tellme
 from tellme.config import LINEAR_NAMES, ModelConfig
 from tellme.formats.gguf_export import write_gguf
 from tellme.errors import FormatError
-from tellme.packed import PackedModel
+from tellme.packed import DEFAULT_HEAD, PackedModel
 
 from tests.helpers import SyntheticReader
 
@@ -43,7 +43,7 @@ def test_direct_paths_equal_packing(tmp_path, arch, qtype):
         assert how["linear"] == {want: 7 * c.layers}
     else:
         assert how["linear"] == {want: 5 * c.layers, reordered: 2 * c.layers}
-    assert list(how["embedding"]) == [f"int8, streamed in blocks of {(4 << 20) // (4 * c.hidden)} rows"]
+    assert list(how["embedding"]) == [f"{DEFAULT_HEAD}, streamed in blocks of {(4 << 20) // (4 * c.hidden)} rows"]
 
     generic = PackedModel.pack(reader)
     for name, a in generic.arrays().items():
@@ -68,19 +68,26 @@ def test_direct_paths_equal_packing(tmp_path, arch, qtype):
                 assert base.nbytes == path.stat().st_size
 
 
-def test_streamed_table_blocks_equal_whole(tmp_path, monkeypatch):
-    """A vocabulary over several streaming blocks: the same int8 rows and scales as one block."""
+@pytest.mark.parametrize("head", ["int8", "int6"])
+def test_streamed_table_blocks_equal_whole(tmp_path, monkeypatch, head):
+    """A vocabulary over several streaming blocks: the same integer rows and scales as one block,
+    and as quantizing the whole float table at once."""
     c = config(vocab=2500)
     path = tmp_path / "m.gguf"
     write_gguf(SyntheticReader(c), None, path, "i2_s")
-    whole = tellme.load(path, progress=False).packed.rows("embedding")
+    whole = tellme.load(path, progress=False, head=head).packed.rows("embedding")
     monkeypatch.setattr("tellme.packed.TABLE_BLOCK_BYTES", 384 * 4 * c.hidden)
-    blocks = tellme.load(path, progress=False).packed.rows("embedding")
-    np.testing.assert_array_equal(blocks.q, whole.q)
+    blocks = tellme.load(path, progress=False, head=head).packed.rows("embedding")
+    np.testing.assert_array_equal(blocks.integers(), whole.integers())
     np.testing.assert_array_equal(blocks.row_scale, whole.row_scale)
+    assert (blocks.q if head == "int8" else blocks.q6) is not None
+    table = tellme.load(path, progress=False, head="fp32").packed.rows("embedding").f32
+    at_once = PackedModel(c)
+    at_once.set_rows("embedding", table, head)
+    np.testing.assert_array_equal(at_once.rows("embedding").integers(), whole.integers())
 
 
-@pytest.mark.parametrize("head", ["int8", "fp32"])
+@pytest.mark.parametrize("head", ["int8", "int6", "fp32"])
 def test_a_nan_in_a_streamed_table_is_named(tmp_path, head):
     c = config(vocab=2500)
     path = tmp_path / "m.gguf"

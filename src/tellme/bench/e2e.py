@@ -81,9 +81,9 @@ class SyntheticReader:
 
 def synthetic_model(name: str, layers: int | None = None, context: int = 1024, max_sequences: int | None = None):
     from ..config import LINEAR_NAMES
-    from ..kernels import TernaryWeights
+    from ..kernels import TernaryWeights, layout
     from ..model import Model
-    from ..packed import PackedModel, Rows
+    from ..packed import DEFAULT_HEAD, PackedModel, Rows
 
     c = shape_config(name, layers, context)
     rng = np.random.default_rng(0)
@@ -98,9 +98,14 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024, m
         for n in c.norm_names():
             m.set_norm(i, n, np.ones(c.norm_dim(n), np.float32))
     del protos
-    for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):  # int8 rows, built directly
-        m.set_rows(table, Rows(q=rng.integers(-127, 128, size=(c.vocab, c.hidden), dtype=np.int8),
-                               row_scale=np.full(c.vocab, 0.01, np.float32)))
+    for table in ("embedding",) if c.tied_embeddings else ("embedding", "lm_head"):  # the default head, built directly
+        scale = np.full(c.vocab, 0.01, np.float32)
+        if DEFAULT_HEAD == "int6":  # random bytes: every byte is a valid 6-bit row
+            rows = Rows(q6=rng.integers(0, 256, size=(c.vocab, layout.int6_row_bytes(c.hidden)), dtype=np.uint8),
+                        row_scale=scale, hidden=c.hidden)
+        else:
+            rows = Rows(q=rng.integers(-127, 128, size=(c.vocab, c.hidden), dtype=np.int8), row_scale=scale)
+        m.set_rows(table, rows)
     m.set_final_norm(np.ones(c.hidden, np.float32))
     return Model(m, None, context, max_sequences)
 

@@ -17,6 +17,8 @@ KB_WEIGHTS = GROUP * KB_GROUPS
 TILE_BYTES = 160    # 4 x 32 nibble-pair bytes + 32 sign bytes
 I2_BLOCK = 128      # weights per 32-byte block of 2-bit codes
 I2_K_PAD = 256      # `in` padding of the 2-bit layout
+INT6_BLOCK = 128    # weights per 96-byte block of 6-bit head rows
+INT6_MAX = 31       # 6-bit head values are -31..31, stored as u = q + 32
 
 
 def round_up(x: int, m: int) -> int:
@@ -101,6 +103,48 @@ def unpack_i2(codes: np.ndarray, out_features: int, in_features: int) -> np.ndar
     planes = np.concatenate([(b >> (6 - 2 * s)) & 3 for s in range(4)], axis=2)
     w = planes.reshape(rows, row_bytes * 4).astype(np.int8) - 1
     return w[:out_features, :in_features]
+
+
+def int6_row_bytes(k: int) -> int:
+    """Bytes of one 6-bit head row of k values: 96 per block of 128."""
+    return round_up(k, INT6_BLOCK) // INT6_BLOCK * 96
+
+
+def pack_int6(q) -> np.ndarray:
+    """6-bit LM head rows: q int8 [n, k] in [-31, 31] -> uint8 [n, k_pad / 128 * 96], k padded to
+    128 with zeros. Per block of 128 values u = q + 32 (0..63): bytes 0-31 hold the low 4 bits of
+    u[j] (low nibble) and u[j + 64] (high nibble), bytes 32-63 those of u[32 + j] and u[96 + j],
+    bytes 64-95 the top 2 bits of u[j], u[j + 32], u[j + 64], u[j + 96] in bits 0-1, 2-3, 4-5, 6-7."""
+    q = np.asarray(q)
+    if q.ndim != 2 or q.size and np.abs(q.astype(np.int32)).max() > INT6_MAX:
+        raise UsageError(f"6-bit rows must be a 2-D matrix of values in [-{INT6_MAX}, {INT6_MAX}]")
+    n, k = q.shape
+    u = np.full((n, round_up(k, INT6_BLOCK)), 32, np.uint8)
+    u[:, :k] = q.astype(np.int16) + 32
+    b = u.reshape(n, -1, 4, 32)  # [row, block, quarter, j]: quarter s holds values 32s + j
+    lo, hi = b & 15, b >> 4
+    out = np.concatenate([lo[:, :, 0] | lo[:, :, 2] << 4, lo[:, :, 1] | lo[:, :, 3] << 4,
+                          hi[:, :, 0] | hi[:, :, 1] << 2 | hi[:, :, 2] << 4 | hi[:, :, 3] << 6], axis=2)
+    return np.ascontiguousarray(out.reshape(n, -1))
+
+
+def unpack_int6(packed: np.ndarray, k: int) -> np.ndarray:
+    """Inverse of pack_int6: int8 [n, k]."""
+    n = packed.shape[0]
+    b = packed.reshape(n, -1, 3, 32)
+    n0, n1, h = b[:, :, 0], b[:, :, 1], b[:, :, 2]
+    u = np.stack([n0 & 15 | (h & 3) << 4, n1 & 15 | (h >> 2 & 3) << 4,
+                  n0 >> 4 | (h >> 4 & 3) << 4, n1 >> 4 | (h >> 6) << 4], axis=2)
+    return (u.reshape(n, -1)[:, :k].astype(np.int16) - 32).astype(np.int8)
+
+
+def quantize_int6(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float rows to 6-bit head rows: (pack_int6(q), scale float32 [n]) with one absmax scale per
+    row, q = round-half-even(e * 31 / amax), amax at least 1e-5 (float32 math, as the int8 rows)."""
+    e = np.asarray(e, dtype=np.float32)
+    amax = np.maximum(np.abs(e).max(axis=1), np.float32(1e-5))
+    q = np.clip(np.rint(e * (np.float32(INT6_MAX) / amax)[:, None]), -INT6_MAX, INT6_MAX).astype(np.int8)
+    return pack_int6(q), (amax / np.float32(INT6_MAX)).astype(np.float32)
 
 
 def i2_has_code_3(codes: np.ndarray) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import GROUP, KB_GROUPS, ROW_BLOCK, unpack_i2
+from .layout import GROUP, KB_GROUPS, ROW_BLOCK, unpack_i2, unpack_int6
 
 ACT_MAX = np.float32(127.0)
 ACT_EPS = np.float32(1e-5)
@@ -131,3 +131,9 @@ def float_to_half(x: np.ndarray) -> np.ndarray:
 def int8_gemm(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
     """x [tokens, k] times the int8 rows [n, k], exact: [tokens, n]."""
     return (x.astype(np.int64) @ rows.astype(np.int64).T).astype(np.int32)
+
+
+def int6_gemm(packed: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """x [tokens, k] times the 6-bit rows (layout.pack_int6), exact: [tokens, n]."""
+    return int8_gemm(unpack_int6(packed, x.shape[1]), x)
+
