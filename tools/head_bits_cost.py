@@ -1,9 +1,10 @@
-"""Perplexity cost of a cheaper LM head on the shipped model: int8 per row (the default) against
-4-bit heads, on the held-out last 10% of the text the model was trained on.
+"""Perplexity cost of a cheaper LM head on the shipped model: int8 per row against 6-, 5- and 4-bit
+heads, on the held-out last 10% of the text the model was trained on.
 
-The 4-bit heads are simulated: the head rows are rounded to 4-bit symmetric codes (-7..7) with
-one scale per row or per group of 32 along the hidden size, dequantized, and run through the fp32
-head; activations stay fp32. What is measured is the cost of the weights' rounding alone (the int8
+The narrower heads are simulated: the head rows are rounded to symmetric codes (-31..31 for 6
+bits, -15..15, -7..7) with one scale per row or per group of 32 or 64 along the hidden size,
+dequantized, and run through the fp32 head; activations stay fp32. The last line runs the real
+6-bit head (head="int6", tellme's default: int8 activations, integer products). What is measured is the cost of the weights' rounding alone (the int8
 activations of an integer head cost +0.005% in benchmarks.md). The model's head is tied, so the
 embedding keeps its own (fp32) copy: only the output projection is rounded.
 
@@ -53,11 +54,14 @@ def main():
     base = perplexity("int8")
     print(f"held-out characters: {len(held_out)}")
     print(f"{'head':<24} {'perplexity':>10} {'vs int8':>8}")
-    print(f"{'int8, per row (default)':<24} {base:>10.4f} {'':>8}")
-    for name, bits, group in (("fp32", None, None), ("4-bit, per row", 4, None), ("4-bit, groups of 32", 4, 32),
-                              ("4-bit, groups of 64", 4, 64)):
+    print(f"{'int8, per row':<24} {base:>10.4f} {'':>8}")
+    for name, bits, group in (("fp32", None, None), ("6-bit, per row", 6, None), ("5-bit, per row", 5, None),
+                              ("5-bit, groups of 32", 5, 32), ("4-bit, per row", 4, None),
+                              ("4-bit, groups of 32", 4, 32), ("4-bit, groups of 64", 4, 64)):
         p = perplexity("fp32") if bits is None else perplexity("fp32", round_rows(table, bits, group))
         print(f"{name:<24} {p:>10.4f} {100 * (p / base - 1):>+7.2f}%")
+    p = perplexity("int6")
+    print(f"{'int6 head (default)':<24} {p:>10.4f} {100 * (p / base - 1):>+7.2f}%")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class TellmeRunner:
 
     def describe(self) -> str:
         from ..runtime import cpu_info
-        return f"tellme, ISA {cpu_info()['isa']}"
+        return f"tellme, ISA {cpu_info()['isa']}, {self.model.packed.head} LM head (from the file's table)"
 
     def set_threads(self, n: int) -> None:
         from ..runtime import set_num_threads
