@@ -57,23 +57,32 @@ nb::object run_matmul(const W& w, const Array& act, const Array* act_scale, floa
   return result;
 }
 
-// fp16 rows (an embedding table as stored): each widened into a per-thread row, then quantized.
-std::tuple<nb::object, nb::object> quantize_f16(const Array& x) {
-  const uint16_t* hp = checked<uint16_t>(x, "x", {-1, -1});
+// The rows of an embedding table as stored, float32 or fp16 (uint16 bits, each widened into a
+// per-thread row), quantized row by row in parallel by `quantize_row(x, cols, out, scale)`
+// (false on NaN or Inf) into `row_bytes` elements of Out each.
+template <class Out, class RowFn>
+std::tuple<nb::object, nb::object> quantize_table(const Array& x, int64_t row_bytes, RowFn quantize_row) {
+  const bool f16 = x.dtype() == nb::dtype<uint16_t>();
+  const void* xp = f16 ? static_cast<const void*>(checked<uint16_t>(x, "x", {-1, -1}))
+                       : static_cast<const void*>(checked<float>(x, "x", {-1, -1}));
   const int64_t rows = x.shape(0), cols = x.shape(1);
   if (cols < 1) throw nb::value_error("x must have at least one column");
-  int8_t* q;
+  Out* q;
   float* s;
-  auto qa = new_array<int8_t>({size_t(rows), size_t(cols)}, &q);
+  auto qa = new_array<Out>({size_t(rows), size_t(row_bytes)}, &q);
   auto sa = new_array<float>({size_t(rows)}, &s);
   std::vector<char> bad(rows, 0);
   {
     nb::gil_scoped_release release;
     parallel_for(rows, [&](int64_t r) {
       thread_local std::vector<float> row;
-      row.resize(cols);
-      active_backend().half_to_float(hp + r * cols, cols, row.data());
-      bad[r] = quantize_rows(row.data(), 1, cols, q + r * cols, s + r) >= 0;
+      const float* src = static_cast<const float*>(xp) + r * cols;
+      if (f16) {
+        row.resize(cols);
+        active_backend().half_to_float(static_cast<const uint16_t*>(xp) + r * cols, cols, row.data());
+        src = row.data();
+      }
+      bad[r] = !quantize_row(src, cols, q + r * row_bytes, s + r);
     });
   }
   for (int64_t r = 0; r < rows; ++r)
@@ -82,7 +91,10 @@ std::tuple<nb::object, nb::object> quantize_f16(const Array& x) {
 }
 
 std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* gamma, double eps) {
-  if (!gamma && x.dtype() == nb::dtype<uint16_t>()) return quantize_f16(x);
+  if (!gamma && x.dtype() == nb::dtype<uint16_t>())
+    return quantize_table<int8_t>(x, x.shape(1), [](const float* row, int64_t cols, int8_t* q, float* s) {
+      return quantize_rows(row, 1, cols, q, s) < 0;
+    });
   const float* xp = checked<float>(x, "x", {-1, -1});
   const int64_t rows = x.shape(0), cols = x.shape(1);
   if (cols < 1) throw nb::value_error("x must have at least one column");
@@ -99,37 +111,6 @@ std::tuple<nb::object, nb::object> quantize_impl(const Array& x, const Array* ga
   }
   if (bad >= 0)
     throw nb::value_error(("x row " + std::to_string(bad) + " contains NaN or Inf").c_str());
-  return {nb::cast(qa), nb::cast(sa)};
-}
-
-// Float32 rows, or fp16 rows as uint16 bits, to 6-bit head rows (widened one row at a time).
-std::tuple<nb::object, nb::object> quantize_int6(const Array& x) {
-  const bool f16 = x.dtype() == nb::dtype<uint16_t>();
-  const void* xp = f16 ? static_cast<const void*>(checked<uint16_t>(x, "x", {-1, -1}))
-                       : static_cast<const void*>(checked<float>(x, "x", {-1, -1}));
-  const int64_t rows = x.shape(0), cols = x.shape(1);
-  if (cols < 1) throw nb::value_error("x must have at least one column");
-  const int64_t row_bytes = round_up(cols, INT6_BLOCK) / INT6_BLOCK * INT6_BLOCK_BYTES;
-  uint8_t* q;
-  float* s;
-  auto qa = new_array<uint8_t>({size_t(rows), size_t(row_bytes)}, &q);
-  auto sa = new_array<float>({size_t(rows)}, &s);
-  std::vector<char> bad(rows, 0);
-  {
-    nb::gil_scoped_release release;
-    parallel_for(rows, [&](int64_t r) {
-      thread_local std::vector<float> row;
-      const float* src = static_cast<const float*>(xp) + r * cols;
-      if (f16) {
-        row.resize(cols);
-        active_backend().half_to_float(static_cast<const uint16_t*>(xp) + r * cols, cols, row.data());
-        src = row.data();
-      }
-      bad[r] = !quantize_int6_row(src, cols, q + r * row_bytes, s + r);
-    });
-  }
-  for (int64_t r = 0; r < rows; ++r)
-    if (bad[r]) throw nb::value_error(("x row " + std::to_string(r) + " contains NaN or Inf").c_str());
   return {nb::cast(qa), nb::cast(sa)};
 }
 
@@ -198,7 +179,10 @@ NB_MODULE(_core, m) {
   m.def("quantize", [](const Array& x) { return quantize_impl(x, nullptr, 0.0); }, nb::arg("x"),
         "Per-row absmax int8 quantization of float32 rows, or of fp16 rows given as uint16 bits: "
         "returns (q int8 [rows, cols], scale float32 [rows]).");
-  m.def("quantize_int6", &quantize_int6, nb::arg("x"),
+  m.def("quantize_int6", [](const Array& x) {
+    const int64_t cols = x.ndim() == 2 ? static_cast<int64_t>(x.shape(1)) : 0;
+    return quantize_table<uint8_t>(x, round_up(cols, INT6_BLOCK) / INT6_BLOCK * INT6_BLOCK_BYTES, quantize_int6_row);
+  }, nb::arg("x"),
         "Per-row absmax to 6-bit head rows (layout.quantize_int6) of float32 rows, or of fp16 rows "
         "given as uint16 bits: returns (packed uint8 [rows, row bytes], scale float32 [rows]).");
   m.def("rmsnorm_quantize",
