@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "core.h"
+
 namespace tellme {
 
 // Byte j holds the codes of k = j, j+32, j+64, j+96 in bits 7-6, 5-4, 3-2, 1-0: code[s] gets k = j + 32s.
@@ -32,15 +34,15 @@ static inline void unpack_int6(const uint8_t* p, int h, int8x16_t u[4]) {
 template <class Madd>
 static void int6_gemm_with(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x, const int32_t* x_sums,
                            int64_t tokens, int32_t* out, Madd madd) {
-  const int64_t blocks = k_pad / 128;
+  const int64_t blocks = k_pad / INT6_BLOCK;
   for (int64_t r = 0; r < n_rows; ++r)
     for (int64_t t = 0; t < tokens; ++t) {
       int32x4_t acc = vdupq_n_s32(0);
       for (int64_t b = 0; b < blocks; ++b)
         for (int h = 0; h < 2; ++h) {
           int8x16_t u[4];
-          unpack_int6(rows + (r * blocks + b) * 96, h, u);
-          for (int s = 0; s < 4; ++s) acc = madd(acc, u[s], vld1q_s8(x + t * k_pad + b * 128 + 32 * s + 16 * h));
+          unpack_int6(rows + (r * blocks + b) * INT6_BLOCK_BYTES, h, u);
+          for (int s = 0; s < 4; ++s) acc = madd(acc, u[s], vld1q_s8(x + t * k_pad + b * INT6_BLOCK + 32 * s + 16 * h));
         }
       out[t * n_rows + r] = vaddvq_s32(acc) - 32 * x_sums[t];
     }

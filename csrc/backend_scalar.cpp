@@ -58,7 +58,7 @@ void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, i
 
 void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x, const int32_t* x_sums,
                int64_t tokens, int32_t* out) {
-  const int64_t row_bytes = k_pad / INT6_BLOCK * INT6_BLOCK_BYTES;
+  const int64_t row_bytes = int6_row_bytes(k_pad);
   for (int64_t r = 0; r < n_rows; ++r)
     for (int64_t t = 0; t < tokens; ++t) {
       int32_t sum = 0;
@@ -136,8 +136,7 @@ int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out) {
 
 const Backend scalar_backend = {
     "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, int6_gemm,
-    dots<float>,
-    dots<uint16_t>, axpys<float>, axpys<uint16_t>, half_to_float_row, int8_madd_loop,
+    dots<float>, dots<uint16_t>, axpys<float>, axpys<uint16_t>, half_to_float_row, int8_madd_loop,
     stream_read,
 };
 

@@ -181,7 +181,7 @@ NB_MODULE(_core, m) {
         "returns (q int8 [rows, cols], scale float32 [rows]).");
   m.def("quantize_int6", [](const Array& x) {
     const int64_t cols = x.ndim() == 2 ? static_cast<int64_t>(x.shape(1)) : 0;
-    return quantize_table<uint8_t>(x, round_up(cols, INT6_BLOCK) / INT6_BLOCK * INT6_BLOCK_BYTES, quantize_int6_row);
+    return quantize_table<uint8_t>(x, int6_row_bytes(cols), quantize_int6_row);
   }, nb::arg("x"),
         "Per-row absmax to 6-bit head rows (layout.quantize_int6) of float32 rows, or of fp16 rows "
         "given as uint16 bits: returns (packed uint8 [rows, row bytes], scale float32 [rows]).");

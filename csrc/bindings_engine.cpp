@@ -239,7 +239,7 @@ void bind_engine(nb::module_& m) {
           e.attached(name, *f32);
         } else {
           if (!(q || q6) || !row_scale) throw nb::value_error((name + ": give f32, or q (or q6) and row_scale").c_str());
-          if (q6) r.q6 = checked<uint8_t>(*q6, name.c_str(), {c.vocab, round_up(c.hidden, INT6_BLOCK) / INT6_BLOCK * INT6_BLOCK_BYTES});
+          if (q6) r.q6 = checked<uint8_t>(*q6, name.c_str(), {c.vocab, int6_row_bytes(c.hidden)});
           else r.q = checked<int8_t>(*q, name.c_str(), {c.vocab, c.hidden});
           r.row_scale = checked<float>(*row_scale, (name + " row_scale").c_str(), {c.vocab});
           e.keep_alive.push_back(nb::cast(*row_scale));
@@ -341,8 +341,8 @@ void bind_engine(nb::module_& m) {
   }, nb::arg("p"), nb::arg("rows"), nb::arg("y"),
      "y + p[0] * rows[0] + p[1] * rows[1] + ..., added in order; rows float32 or fp16 bits (uint16).");
   m.def("int8_gemm", [](const Array& rows, const Array& x) {
-    const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
     const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
+    const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
     const int8_t* pr = checked<int8_t>(rows, "rows", {-1, k});
     for (int64_t i = 0; i < tokens * k; ++i)
       if (px[i] == -128) throw nb::value_error("x must be in [-127, 127]");
@@ -352,10 +352,10 @@ void bind_engine(nb::module_& m) {
     return a;
   }, nb::arg("rows"), nb::arg("x"), "int32 x @ rows.T (the int8 LM head); x [tokens, k] in [-127, 127].");
   m.def("int6_gemm", [](const Array& rows, const Array& x) {
-    const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
     const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
+    const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
     const int64_t k_pad = round_up(k, INT6_BLOCK);
-    const uint8_t* pr = checked<uint8_t>(rows, "rows", {-1, k_pad / INT6_BLOCK * INT6_BLOCK_BYTES});
+    const uint8_t* pr = checked<uint8_t>(rows, "rows", {-1, int6_row_bytes(k)});
     std::vector<int8_t> padded(tokens * k_pad, 0);
     std::vector<int32_t> sums(tokens, 0);
     for (int64_t t = 0; t < tokens; ++t)

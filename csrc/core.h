@@ -35,6 +35,7 @@ constexpr int64_t INT6_BLOCK_BYTES = 96;
 constexpr int WIDEN_EVERY_TILES = 8;   // int16 partial sums are widened to int32 every 64 groups
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline int64_t int6_row_bytes(int64_t k) { return round_up(k, INT6_BLOCK) / INT6_BLOCK * INT6_BLOCK_BYTES; }
 
 // The kernels of one instruction set (ISA). Each backend_*.cpp file fills one of these; cpu.cpp picks one.
 struct Backend {

@@ -244,7 +244,7 @@ void Engine::head(const float* x, int64_t n, float* logits) {
   const Backend& be = active_backend();
   if (lm_head.q6) {  // the input padded with zeros to whole blocks, and its sums
     quantize_input(x, final_norm, c.eps, n, c.hidden, act_q_.data(), act_scale_.data(), "LM head input");
-    const int64_t k_pad = round_up(c.hidden, INT6_BLOCK), row_bytes = k_pad / INT6_BLOCK * INT6_BLOCK_BYTES;
+    const int64_t k_pad = round_up(c.hidden, INT6_BLOCK), row_bytes = int6_row_bytes(c.hidden);
     head_q_.assign(n * k_pad, 0);
     head_sums_.assign(n, 0);
     for (int64_t t = 0; t < n; ++t)

@@ -145,6 +145,13 @@ def test_bad_arguments():
         _core.int8_gemm(np.zeros((2, 3), np.int8), np.array([[1, -128, 0]], np.int8))
     with pytest.raises(ValueError, match="rows has shape"):
         _core.int8_gemm(np.zeros((2, 4), np.int8), np.zeros((1, 3), np.int8))
+    for gemm, rows in ((_core.int8_gemm, np.zeros((2, 3), np.int8)), (_core.int6_gemm, np.zeros((2, 96), np.uint8))):
+        with pytest.raises(ValueError, match="x must be 2-D"):
+            gemm(rows, np.zeros(3, np.int8))
+    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+        _core.int6_gemm(np.zeros((2, 96), np.uint8), np.array([[1, -128, 0]], np.int8))
+    with pytest.raises(ValueError, match="rows has shape"):  # 3 values take one 96-byte block
+        _core.int6_gemm(np.zeros((2, 95), np.uint8), np.zeros((1, 3), np.int8))
 
 
 def test_has_code_3_against_the_layout_reference(rng):

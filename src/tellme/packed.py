@@ -56,6 +56,11 @@ class Rows:
     q6: np.ndarray | None = None
     hidden: int = 0  # of q6 rows
 
+    @property
+    def stored(self) -> np.ndarray:
+        """The integer rows as stored: q, or the packed q6."""
+        return self.q if self.q is not None else self.q6
+
     def integers(self) -> np.ndarray:
         """The int8 or 6-bit rows as int8 [vocab, hidden]."""
         return self.q if self.q is not None else layout.unpack_int6(self.q6, self.hidden)
@@ -144,9 +149,9 @@ class PackedModel:
         c = self.config
         if head == "fp32":
             f32 = np.empty((c.vocab, c.hidden), np.float32)
-        else:
-            q = np.empty((c.vocab, c.hidden) if head == "int8" else (c.vocab, layout.int6_row_bytes(c.hidden)),
-                         np.int8 if head == "int8" else np.uint8)
+        else:  # the integer rows as stored, filled block by block
+            ints = (np.empty((c.vocab, c.hidden), np.int8) if head == "int8"
+                    else np.empty((c.vocab, layout.int6_row_bytes(c.hidden)), np.uint8))
             row_scale = np.empty(c.vocab, np.float32)
         step = max(1, TABLE_BLOCK_BYTES // (4 * c.hidden))
         for r0 in progress(range(0, c.vocab, step)):
@@ -160,9 +165,9 @@ class PackedModel:
                     rows = QUANTIZE_ROWS[head](block)
                 except FormatError:  # the quantizers refuse NaN and Inf
                     raise FormatError(f"{self.source}: {table} rows {r0}-{r1} hold NaN or infinite values") from None
-                q[r0:r1], row_scale[r0:r1] = rows.q if head == "int8" else rows.q6, rows.row_scale
-        self.set_rows(table, Rows(f32=f32) if head == "fp32" else Rows(q=q, row_scale=row_scale) if head == "int8"
-                      else Rows(q6=q, row_scale=row_scale, hidden=c.hidden))
+                ints[r0:r1], row_scale[r0:r1] = rows.stored, rows.row_scale
+        self.set_rows(table, Rows(f32=f32) if head == "fp32" else Rows(q=ints, row_scale=row_scale) if head == "int8"
+                      else Rows(q6=ints, row_scale=row_scale, hidden=c.hidden))
         self._loaded(table, f"{head}, streamed in blocks of {step} rows")
 
     def pack_linear(self, layer: int, name: str, ternary: np.ndarray, scale, kernel: str = "auto") -> None:
@@ -269,8 +274,7 @@ class PackedModel:
         row it also reads is too small to count)."""
         linears = sum(self.linear(i, n).nbytes for i in range(self.config.layers) for n in LINEAR_NAMES)
         head = self.rows("lm_head")
-        return linears + (head.f32.nbytes if head.f32 is not None else
-                          (head.q if head.q is not None else head.q6).nbytes + head.row_scale.nbytes)
+        return linears + (head.f32.nbytes if head.f32 is not None else head.stored.nbytes + head.row_scale.nbytes)
 
     # ---- the converted file ----
     def save(self, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> None:

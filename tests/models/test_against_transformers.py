@@ -141,11 +141,12 @@ def test_converted_file_loads_identically(bitnet_checkpoint, tmp_path):
     assert b.tokenizer.chat_template == a.tokenizer.chat_template
     with pytest.raises(ValueError, match="convert again with --head fp32"):
         tellme.load(dst, head="fp32")
-    six = tmp_path / "int6.safetensors"
-    assert main(["convert", str(src), str(six), "--head", "int6"]) == 0
-    c, d = tellme.load(src, head="int6"), tellme.load(six, head="int6")
+    assert b.packed.head == "int6"  # the default, kept by the file
+    eight = tmp_path / "int8.safetensors"
+    assert main(["convert", str(src), str(eight), "--head", "int8"]) == 0
+    c, d = tellme.load(src, head="int8"), tellme.load(eight)
+    assert d.packed.head == "int8"
     np.testing.assert_array_equal(c.logits(ids), d.logits(ids))
-    assert d.packed.head == "int6"
 
 
 def test_llama3_rope_scaling_matches_transformers(tmp_path):

@@ -156,3 +156,20 @@ def test_ordinary_qwen3_is_refused(tmp_path):
     save_file(tensors, tmp_path / "q" / "model.safetensors")
     with pytest.raises(FormatError, match="up_proj.weight.*not ternary.*Ternary Bonsai"):
         tellme.load(tmp_path / "q")
+
+
+def test_converted_file_with_a_bad_6bit_head(good, tmp_path):
+    """A 6-bit head whose rows are not the hidden size's bytes, or that comes with int8 rows too."""
+    from tellme.loading import read_packed
+    from tellme.packed import PackedModel
+
+    packed, tokenizer = read_packed(good, head="int6")
+    arrays = dict(packed.arrays())
+    arrays["embedding.q6"] = arrays["embedding.q6"][:, :-1].copy()
+    PackedModel(packed.config, arrays).save(tmp_path / "a.safetensors", tokenizer)
+    with pytest.raises(FormatError, match=r"'embedding.q6' is uint8 \[\d+, \d+\], expected uint8"):
+        tellme.load(tmp_path / "a.safetensors")
+    arrays = dict(packed.arrays(), **{"embedding.q": np.zeros((packed.config.vocab, packed.config.hidden), np.int8)})
+    PackedModel(packed.config, arrays).save(tmp_path / "b.safetensors", tokenizer)
+    with pytest.raises(FormatError, match="unexpected tensor 'embedding.q'"):
+        tellme.load(tmp_path / "b.safetensors")

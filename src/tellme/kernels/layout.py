@@ -17,7 +17,8 @@ KB_WEIGHTS = GROUP * KB_GROUPS
 TILE_BYTES = 160    # 4 x 32 nibble-pair bytes + 32 sign bytes
 I2_BLOCK = 128      # weights per 32-byte block of 2-bit codes
 I2_K_PAD = 256      # `in` padding of the 2-bit layout
-INT6_BLOCK = 128    # weights per 96-byte block of 6-bit head rows
+INT6_BLOCK = 128    # values per block of 6-bit head rows
+INT6_BLOCK_BYTES = 96
 INT6_MAX = 31       # 6-bit head values are -31..31, stored as u = q + 32
 
 
@@ -106,8 +107,8 @@ def unpack_i2(codes: np.ndarray, out_features: int, in_features: int) -> np.ndar
 
 
 def int6_row_bytes(k: int) -> int:
-    """Bytes of one 6-bit head row of k values: 96 per block of 128."""
-    return round_up(k, INT6_BLOCK) // INT6_BLOCK * 96
+    """Bytes of one 6-bit head row of k values."""
+    return round_up(k, INT6_BLOCK) // INT6_BLOCK * INT6_BLOCK_BYTES
 
 
 def pack_int6(q) -> np.ndarray:

@@ -136,4 +136,3 @@ def int8_gemm(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
 def int6_gemm(packed: np.ndarray, x: np.ndarray) -> np.ndarray:
     """x [tokens, k] times the 6-bit rows (layout.pack_int6), exact: [tokens, n]."""
     return int8_gemm(unpack_int6(packed, x.shape[1]), x)
-
