@@ -434,9 +434,18 @@ void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
+// vcvtps2ph rounds to nearest even as fp16.h's float_to_half does (finite, infinite and subnormal
+// results alike); 1.04-1.09x faster 0.73B prefill, whose K and V rows are all converted.
+void float_to_half_f16c(const float* src, int64_t n, uint16_t* dst) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 const Backend avx2_backend = {
     "avx2", false, 32, plane_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, int6_gemm, dots_avx2,
-    dots_f16_avx2, axpys_avx2, axpys_f16_avx2, half_to_float_f16c, int8_madd_loop,
+    dots_f16_avx2, axpys_avx2, axpys_f16_avx2, half_to_float_f16c, float_to_half_f16c, int8_madd_loop,
     stream_read, i2_group_block,
 };
 

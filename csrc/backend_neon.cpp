@@ -248,6 +248,13 @@ void half_to_float_neon(const uint16_t* src, int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = load1(src + i);
 }
 
+// fcvtn rounds to nearest even (FPCR's default mode; no flush to zero).
+void float_to_half_neon(const float* src, int64_t n, uint16_t* dst) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+  for (; i < n; ++i) dst[i] = vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(src[i]))), 0);
+}
+
 uint64_t stream_read_neon(const uint8_t* data, int64_t bytes) {
   uint64x2_t s[4] = {vdupq_n_u64(0), vdupq_n_u64(0), vdupq_n_u64(0), vdupq_n_u64(0)};
   for (int64_t i = 0; i + 64 <= bytes; i += 64)
@@ -258,7 +265,8 @@ uint64_t stream_read_neon(const uint8_t* data, int64_t bytes) {
 
 const Backend neon_backend = {
     "neon", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block, int8_gemm, int6_gemm, dots_neon,
-    dots_f16_neon, axpys_neon, axpys_f16_neon, half_to_float_neon, int8_madd_loop, stream_read_neon,
+    dots_f16_neon, axpys_neon, axpys_f16_neon, half_to_float_neon, float_to_half_neon,
+    int8_madd_loop, stream_read_neon,
 };
 
 }  // namespace tellme

@@ -98,6 +98,10 @@ void half_to_float_row(const uint16_t* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
+void float_to_half_row(const float* src, int64_t n, uint16_t* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = float_to_half(src[i]);
+}
+
 double int8_madd_loop(int64_t iterations) {
   int32_t acc[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   int8_t a = 3, b = -5;
@@ -136,7 +140,8 @@ int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out) {
 
 const Backend scalar_backend = {
     "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, int6_gemm,
-    dots<float>, dots<uint16_t>, axpys<float>, axpys<uint16_t>, half_to_float_row, int8_madd_loop,
+    dots<float>, dots<uint16_t>, axpys<float>, axpys<uint16_t>, half_to_float_row,
+    float_to_half_row, int8_madd_loop,
     stream_read,
 };
 

@@ -13,7 +13,6 @@
 #include <stdexcept>
 
 #include "bindings.h"
-#include "fp16.h"
 #include "engine.h"
 
 namespace tellme::bind {
@@ -295,9 +294,9 @@ void bind_engine(nb::module_& m) {
     const float* p = checked<float>(x, "x", {-1});
     uint16_t* out;
     auto a = new_array<uint16_t>({x.shape(0)}, &out);
-    for (size_t i = 0; i < x.shape(0); ++i) out[i] = float_to_half(p[i]);
+    active_backend().float_to_half(p, static_cast<int64_t>(x.shape(0)), out);
     return a;
-  }, nb::arg("x"), "fp16 bits of each float: the KV cache's conversion.");
+  }, nb::arg("x"), "fp16 bits of each float: the KV cache's conversion (the active ISA's).");
   m.def("half_to_float", [](const Array& h) {
     const uint16_t* p = checked<uint16_t>(h, "h", {-1});
     float* out;

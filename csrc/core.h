@@ -72,12 +72,14 @@ struct Backend {
   // first). `dots`: out[j] = q . row j, summed in 8 lanes (lane l takes elements i = l mod 8)
   // joined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with no fused multiply-add, so every ISA gives
   // the same bits. `axpys`: y += p[j] * row j, for j in order. Several rows per call let a
-  // backend overlap them. `half_to_float`: exact conversion of fp16.
+  // backend overlap them. `half_to_float`: exact conversion of fp16; `float_to_half`: to the
+  // nearest fp16, ties to even (the KV cache's values; the same bits on every ISA for non-NaN input).
   void (*dots)(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
   void (*dots_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
   void (*axpys)(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
   void (*axpys_f16)(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
   void (*half_to_float)(const uint16_t* src, int64_t n, float* dst);
+  void (*float_to_half)(const float* src, int64_t n, uint16_t* dst);
 
   // Benchmark loops: int8 multiply-adds with int32 accumulation on registers (returns the
   // number of multiply-adds done) and a streaming read of `bytes` bytes (returns a checksum).
@@ -104,6 +106,7 @@ void dots_f16_avx2(const float* q, const uint16_t* rows, int64_t stride, int64_t
 void axpys_avx2(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void axpys_f16_avx2(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst);
+void float_to_half_f16c(const float* src, int64_t n, uint16_t* dst);
 extern const Backend avx2_backend;
 extern const Backend avx512_backend;
 #endif
@@ -116,6 +119,7 @@ void dots_f16_neon(const float* q, const uint16_t* rows, int64_t stride, int64_t
 void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_neon(const uint16_t* src, int64_t n, float* dst);
+void float_to_half_neon(const float* src, int64_t n, uint16_t* dst);
 uint64_t stream_read_neon(const uint8_t* data, int64_t bytes);
 // What the i8mm backend shares with the dot-product one.
 void i2_block_dotprod(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,

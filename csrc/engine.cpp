@@ -6,7 +6,6 @@
 
 #include "attention.h"
 #include "core.h"
-#include "fp16.h"
 #include "parallel.h"
 #include "quantize.h"
 
@@ -54,7 +53,7 @@ void norm_rope_heads(float* x, int64_t n, int64_t heads, int64_t head_dim, const
         y[2 * j + 1] = x1 * c + x0 * sn;
       }
       if (f16)
-        for (int64_t i = 0; i < head_dim; ++i) f16[(t * heads + h) * head_dim + i] = float_to_half(y[i]);
+        active_backend().float_to_half(y.data(), head_dim, f16 + (t * heads + h) * head_dim);
       else
         std::copy(y.begin(), y.end(), row);
     }

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "core.h"
-#include "fp16.h"
 #include "parallel.h"
 
 namespace tellme {
@@ -108,8 +107,8 @@ void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t
     if (out.rope.cos) {  // row blocks start at even rows and head_dim is even: pairs stay whole
       const int64_t half = out.rope.head_dim / 2;
       const int64_t at = out.rope.positions[t0 + t] * half;
-      for (int64_t r = 0; r + 1 < rows; r += 2) {
-        const int64_t j = ((row0 + r) % out.rope.head_dim) / 2;
+      int64_t j = (row0 % out.rope.head_dim) / 2;  // the pair's index in its head, counted (no division per pair)
+      for (int64_t r = 0; r + 1 < rows; r += 2, j = j + 1 == half ? 0 : j + 1) {
         const float c = out.rope.cos[at + j], sn = out.rope.sin[at + j];
         const float x0 = y[r], x1 = y[r + 1];
         y[r] = x0 * c - x1 * sn;
@@ -117,7 +116,7 @@ void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t
       }
     }
     if (out.f16) {
-      for (int64_t r = 0; r < rows; ++r) out.f16[base + r] = float_to_half(y[r]);
+      active_backend().float_to_half(y, rows, out.f16 + base);
       continue;
     }
     float* o = out.f32 + base;

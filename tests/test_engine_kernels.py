@@ -17,7 +17,7 @@ def special_floats(rng, n):
     return np.concatenate([x, edge])
 
 
-def test_float_to_half(rng):
+def test_float_to_half(isa, rng):
     x = special_floats(rng, 20000)
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(_core.float_to_half(x), ref.float_to_half(x))
