@@ -65,11 +65,7 @@ void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t*
       for (int64_t b = 0; b < k_pad / INT6_BLOCK; ++b) {
         const uint8_t* p = rows + r * row_bytes + b * INT6_BLOCK_BYTES;
         const int8_t* a = x + t * k_pad + b * INT6_BLOCK;
-        for (int j = 0; j < 32; ++j) {
-          const int h = p[64 + j];
-          sum += ((p[j] & 15) | (h & 3) << 4) * a[j] + ((p[32 + j] & 15) | (h >> 2 & 3) << 4) * a[32 + j] +
-                 ((p[j] >> 4) | (h >> 4 & 3) << 4) * a[64 + j] + ((p[32 + j] >> 4) | (h >> 6) << 4) * a[96 + j];
-        }
+        for (int i = 0; i < INT6_BLOCK; ++i) sum += int6_code(p, i) * a[i];
       }
       out[t * n_rows + r] = sum - 32 * x_sums[t];
     }

@@ -353,16 +353,12 @@ void bind_engine(nb::module_& m) {
   m.def("int6_gemm", [](const Array& rows, const Array& x) {
     const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
     const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
-    const int64_t k_pad = round_up(k, INT6_BLOCK);
     const uint8_t* pr = checked<uint8_t>(rows, "rows", {-1, int6_row_bytes(k)});
-    std::vector<int8_t> padded(tokens * k_pad, 0);
-    std::vector<int32_t> sums(tokens, 0);
-    for (int64_t t = 0; t < tokens; ++t)
-      for (int64_t i = 0; i < k; ++i) {
-        if (px[t * k + i] == -128) throw nb::value_error("x must be in [-127, 127]");
-        padded[t * k_pad + i] = px[t * k + i];
-        sums[t] += px[t * k + i];
-      }
+    for (int64_t i = 0; i < tokens * k; ++i)
+      if (px[i] == -128) throw nb::value_error("x must be in [-127, 127]");
+    std::vector<int8_t> padded;
+    std::vector<int32_t> sums;
+    const int64_t k_pad = int6_head_input(px, tokens, k, padded, sums);
     int32_t* out;
     auto a = new_array<int32_t>({size_t(tokens), rows.shape(0)}, &out);
     active_backend().int6_gemm(pr, static_cast<int64_t>(rows.shape(0)), k_pad, padded.data(), sums.data(), tokens, out);

@@ -36,6 +36,11 @@ constexpr int WIDEN_EVERY_TILES = 8;   // int16 partial sums are widened to int3
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t int6_row_bytes(int64_t k) { return round_up(k, INT6_BLOCK) / INT6_BLOCK * INT6_BLOCK_BYTES; }
+// u = q + 32 of value i (0..127) of a 96-byte block of 6-bit rows: the layout above, one value.
+inline int int6_code(const uint8_t* block, int i) {
+  const int j = i % 32, s = i / 32;
+  return ((s & 1 ? block[32 + j] : block[j]) >> (s & 2 ? 4 : 0) & 15) | (block[64 + j] >> (2 * s) & 3) << 4;
+}
 
 // The kernels of one instruction set (ISA). Each backend_*.cpp file fills one of these; cpu.cpp picks one.
 struct Backend {

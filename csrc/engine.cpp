@@ -131,13 +131,9 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
       std::copy(embedding.f32 + id * c.hidden, embedding.f32 + (id + 1) * c.hidden, dst);
     } else if (embedding.q6) {
       const float s = embedding.row_scale[id];
-      const int64_t blocks = round_up(c.hidden, INT6_BLOCK) / INT6_BLOCK;
-      for (int64_t i = 0; i < c.hidden; ++i) {
-        const uint8_t* p = embedding.q6 + (id * blocks + i / INT6_BLOCK) * INT6_BLOCK_BYTES;
-        const int j = static_cast<int>(i % 32), s32 = static_cast<int>(i % INT6_BLOCK / 32);
-        const int low = (s32 & 1 ? p[32 + j] : p[j]) >> (s32 & 2 ? 4 : 0) & 15, top = p[64 + j] >> (2 * s32) & 3;
-        dst[i] = static_cast<float>((low | top << 4) - 32) * s;
-      }
+      const uint8_t* row = embedding.q6 + id * int6_row_bytes(c.hidden);
+      for (int64_t i = 0; i < c.hidden; ++i)
+        dst[i] = static_cast<float>(int6_code(row + i / INT6_BLOCK * INT6_BLOCK_BYTES, i % INT6_BLOCK) - 32) * s;
     } else {
       const float s = embedding.row_scale[id];
       const int8_t* src = embedding.q + id * c.hidden;
@@ -217,6 +213,19 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
   }
 }
 
+int64_t int6_head_input(const int8_t* x, int64_t n, int64_t k, std::vector<int8_t>& padded,
+                        std::vector<int32_t>& sums) {
+  const int64_t k_pad = round_up(k, INT6_BLOCK);
+  padded.assign(n * k_pad, 0);
+  sums.assign(n, 0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < k; ++i) {
+      padded[t * k_pad + i] = x[t * k + i];
+      sums[t] += x[t * k + i];
+    }
+  return k_pad;
+}
+
 // The integer heads: blocks of rows for every token (the head is read once a step), each block's
 // exact sums from `sums(r0, rows, acc)` scaled by the token's and the row's scale.
 template <class Sums>
@@ -241,25 +250,17 @@ void Engine::head_rows(int64_t n, float* logits, Sums&& sums) {
 void Engine::head(const float* x, int64_t n, float* logits) {
   const EngineConfig& c = config;
   const Backend& be = active_backend();
-  if (lm_head.q6) {  // the input padded with zeros to whole blocks, and its sums
+  if (lm_head.q || lm_head.q6) {
     quantize_input(x, final_norm, c.eps, n, c.hidden, act_q_.data(), act_scale_.data(), "LM head input");
-    const int64_t k_pad = round_up(c.hidden, INT6_BLOCK), row_bytes = int6_row_bytes(c.hidden);
-    head_q_.assign(n * k_pad, 0);
-    head_sums_.assign(n, 0);
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t i = 0; i < c.hidden; ++i) {
-        head_q_[t * k_pad + i] = act_q_[t * c.hidden + i];
-        head_sums_[t] += act_q_[t * c.hidden + i];
-      }
+    if (lm_head.q) {
+      head_rows(n, logits, [&](int64_t r0, int64_t rows, int32_t* acc) {
+        be.int8_gemm(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data(), n, acc);
+      });
+      return;
+    }
+    const int64_t k_pad = int6_head_input(act_q_.data(), n, c.hidden, head_q_, head_sums_);
     head_rows(n, logits, [&](int64_t r0, int64_t rows, int32_t* acc) {
-      be.int6_gemm(lm_head.q6 + r0 * row_bytes, rows, k_pad, head_q_.data(), head_sums_.data(), n, acc);
-    });
-    return;
-  }
-  if (lm_head.q) {
-    quantize_input(x, final_norm, c.eps, n, c.hidden, act_q_.data(), act_scale_.data(), "LM head input");
-    head_rows(n, logits, [&](int64_t r0, int64_t rows, int32_t* acc) {
-      be.int8_gemm(lm_head.q + r0 * c.hidden, rows, c.hidden, act_q_.data(), n, acc);
+      be.int6_gemm(lm_head.q6 + r0 * int6_row_bytes(c.hidden), rows, k_pad, head_q_.data(), head_sums_.data(), n, acc);
     });
     return;
   }

@@ -29,6 +29,11 @@ struct Rows {  // embedding table or LM head: int8 or 6-bit rows with per-row sc
   const float* f32 = nullptr;
 };
 
+// The input of a 6-bit head (Backend::int6_gemm): n rows of k int8 values padded with zeros to
+// whole blocks, and each row's sum. Returns the padded length.
+int64_t int6_head_input(const int8_t* x, int64_t n, int64_t k, std::vector<int8_t>& padded,
+                        std::vector<int32_t>& sums);
+
 struct EngineConfig {
   int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
   int64_t vocab = 0, context = 0;
