@@ -205,7 +205,9 @@ void dots_any(const float* q, const E* rows, int64_t stride, int64_t count, int6
 template <class E>
 void axpys_any(const float* p, const E* rows, int64_t stride, int64_t count, int64_t n, float* y) {
   int64_t d = 0;
+  // Then 4 vectors, not 4 passes of 1 (one chain of dependent adds each): as on AVX2.
   for (; d + 64 <= n; d += 64) axpys_b<16>(p, rows + d, stride, count, y + d);
+  for (; d + 16 <= n; d += 16) axpys_b<4>(p, rows + d, stride, count, y + d);
   for (; d + 4 <= n; d += 4) axpys_b<1>(p, rows + d, stride, count, y + d);
   for (; d < n; ++d)
     for (int64_t r = 0; r < count; ++r) y[d] += p[r] * load1(rows + r * stride + d);

@@ -41,14 +41,11 @@ def test_quantize_property(x):
     np.testing.assert_array_equal(s, s_ref)
 
 
-@pytest.mark.parametrize("shape", [(1, 3), (4, 1536), (33, 2560)])
+@pytest.mark.parametrize("shape", [(1, 3), (2, 13), (4, 1536), (33, 2560)])
 def test_rmsnorm_quantize(shape, isa, threads, rng):
     x = rng.standard_normal(shape).astype(np.float32) * 3
     gamma = rng.uniform(0.5, 1.5, shape[1]).astype(np.float32)
     q, s = rmsnorm_quantize(x, gamma, 1e-5)
     q_ref, s_ref = ref.rmsnorm_quantize(x, gamma, 1e-5)
-    # The float64 sum of squares may round differently in its last bit (summation order), which
-    # can move a value across a rounding boundary: allow rare off-by-one codes, nothing more.
-    np.testing.assert_allclose(s, s_ref, rtol=1e-6)
-    diff = np.abs(q.astype(np.int16) - q_ref)
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(s, s_ref)

@@ -25,9 +25,17 @@ def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rmsnorm(x: np.ndarray, gamma: np.ndarray, eps: float) -> np.ndarray:
-    """y = (x * inv_rms) * gamma, inv_rms = float32(1 / sqrt(mean(x^2) + eps)) with the sum in float64."""
+    """y = (x * inv_rms) * gamma, inv_rms = float32(1 / sqrt(mean(x^2) + eps)) with the sum in float64.
+
+    The sum in the native order, so the result is the native one bit for bit: 8 lanes (lane l
+    adds x[i]^2 for i = l mod 8, in order), joined as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
+    """
     x = np.asarray(x, dtype=np.float32)
-    ss = np.sum(x.astype(np.float64) ** 2, axis=-1)
+    sq = x.astype(np.float64) ** 2
+    sq = np.pad(sq, [(0, 0)] * (x.ndim - 1) + [(0, -x.shape[-1] % 8)])  # + 0.0 changes no lane
+    lane = np.cumsum(sq.reshape(*x.shape[:-1], -1, 8), axis=-2)[..., -1, :]  # cumsum: in order
+    ss = ((lane[..., 0] + lane[..., 1]) + (lane[..., 2] + lane[..., 3])) + \
+         ((lane[..., 4] + lane[..., 5]) + (lane[..., 6] + lane[..., 7]))
     inv_rms = (1.0 / np.sqrt(ss / x.shape[-1] + eps)).astype(np.float32)
     return (x * inv_rms[:, None]) * np.asarray(gamma, dtype=np.float32)
 
