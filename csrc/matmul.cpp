@@ -11,27 +11,10 @@
 #include <vector>
 
 #include "core.h"
+#include "exp_approx.h"
 #include "parallel.h"
 
 namespace tellme {
-
-// e^x for x in [-87, 88] (clamped outside): x = n ln2 + f, e^f by a degree-6 polynomial on
-// |f| <= ln2 / 2, times 2^n built in the exponent bits. SiLU through it stays within 4 ulp of
-// float64 math (tests/test_engine_kernels.py). Branch-free, so a loop of them vectorises, where
-// libm's expf, one per intermediate element per token, did not.
-static inline float exp_approx(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  constexpr float ROUND = 12582912.0f;  // 1.5 * 2^23: adding and subtracting rounds to an integer
-  const float n = (x * 1.44269504f + ROUND) - ROUND;
-  const float f = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 in two parts: f exact
-  const float p = ((((1.9875691500e-4f * f + 1.3981999507e-3f) * f + 8.3334519073e-3f) * f +
-                    4.1665795894e-2f) * f + 1.6666665459e-1f) * f + 5.0000001201e-1f;
-  const float e = p * (f * f) + f + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return e * scale;
-}
 
 // SiLU, x / (1 + e^-x). Below -80 the result is within 1e-33 of zero and is -0; above 20,
 // 1 + e^-x rounds to 1 and the result is x.
@@ -126,6 +109,17 @@ struct Sums {
 void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t0, int64_t nt,
                 const Sums& acc, const Sums& up_acc) {
   const int64_t rows = std::min<int64_t>(ROW_BLOCK, out_features - row0);
+  if (out.epilogue == Epilogue::Gated) {  // act(gate) * up; the activation once for the nt tokens
+    float y[TOKEN_CHUNK * ROW_BLOCK], u[ROW_BLOCK];
+    for (int64_t t = 0; t < nt; ++t) acc.scaled(t, rows, out.act_scale[t0 + t], y + t * rows);
+    activate(y, nt * rows, out.activation);
+    for (int64_t t = 0; t < nt; ++t) {
+      up_acc.scaled(t, rows, out.act_scale[t0 + t], u);
+      float* o = out.f32 + (t0 + t) * out_features + row0;
+      for (int64_t r = 0; r < rows; ++r) o[r] = y[t * rows + r] * u[r];
+    }
+    return;
+  }
   for (int64_t t = 0; t < nt; ++t) {
     const int64_t base = (t0 + t) * out_features + row0;
     if (out.i32) {
@@ -150,17 +144,10 @@ void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t
       continue;
     }
     float* o = out.f32 + base;
-    switch (out.epilogue) {
-      case Epilogue::Store: for (int64_t r = 0; r < rows; ++r) o[r] = y[r]; break;
-      case Epilogue::Add: for (int64_t r = 0; r < rows; ++r) o[r] += y[r]; break;
-      case Epilogue::Gated: {
-        float u[ROW_BLOCK];
-        up_acc.scaled(t, rows, out.act_scale[t0 + t], u);
-        activate(y, rows, out.activation);
-        for (int64_t r = 0; r < rows; ++r) o[r] = y[r] * u[r];
-        break;
-      }
-    }
+    if (out.epilogue == Epilogue::Add)
+      for (int64_t r = 0; r < rows; ++r) o[r] += y[r];
+    else
+      for (int64_t r = 0; r < rows; ++r) o[r] = y[r];
   }
 }
 

@@ -33,8 +33,8 @@ def test_half_to_float_every_value(isa):
     assert np.isnan(ours[~finite]).all()
 
 
-@pytest.mark.parametrize("n", [1, 7, 8, 64, 96, 100, 128, 200])
-@pytest.mark.parametrize("count", [1, 3, 4, 9])
+@pytest.mark.parametrize("n", [1, 7, 8, 40, 64, 96, 100, 128, 200])
+@pytest.mark.parametrize("count", [1, 3, 4, 8, 9, 13])
 def test_dots_and_axpys(isa, rng, n, count):
     q = rng.standard_normal(n).astype(np.float32)
     rows = rng.standard_normal((count, n)).astype(np.float32)
