@@ -14,6 +14,7 @@
 
 #include "bindings.h"
 #include "engine.h"
+#include "exp_approx.h"
 
 namespace tellme::bind {
 namespace {
@@ -306,14 +307,22 @@ void bind_engine(nb::module_& m) {
   }, nb::arg("h"), "fp16 bits to float (the active backend's conversion).");
   m.def("activate", [](const Array& x, const std::string& activation) {
     const Activation a = parse_activation(activation);
-    const int64_t n = static_cast<int64_t>(x.shape(0));
     const float* px = checked<float>(x, "x", {-1});
+    const int64_t n = static_cast<int64_t>(x.shape(0));
     float* out;
     auto r = new_array<float>({size_t(n)}, &out);
     std::copy(px, px + n, out);
     activate(out, n, a);
     return r;
   }, nb::arg("x"), nb::arg("activation"), "The FFN activation of the Gated epilogue: silu or relu2.");
+  m.def("exp_approx", [](const Array& x) {
+    const float* px = checked<float>(x, "x", {-1});
+    const size_t n = x.shape(0);
+    float* out;
+    auto r = new_array<float>({n}, &out);
+    for (size_t i = 0; i < n; ++i) out[i] = exp_approx(px[i]);
+    return r;
+  }, nb::arg("x"), "The e^x of SiLU and of the softmax weights (exp_approx.h).");
   m.def("dots", [](const Array& q, const Array& rows) {
     const int64_t n = static_cast<int64_t>(q.shape(0)), count = static_cast<int64_t>(rows.shape(0));
     const float* pq = checked<float>(q, "q", {-1});
