@@ -8,8 +8,10 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bindings.h"
@@ -157,6 +159,25 @@ NB_MODULE(_core, m) {
     set_num_threads(n);
   }, nb::arg("n"));
 
+  m.def("parallel_for_trace", [](int64_t tasks, int64_t slow_task, int slow_ms) {
+    if (tasks < 0 || tasks > (1 << 20)) throw nb::value_error("tasks must be in [0, 2^20]");
+    if (slow_ms < 0 || slow_ms > 1000) throw nb::value_error("slow_ms must be in [0, 1000]");
+    std::vector<std::atomic<int32_t>> runs(tasks);
+    std::vector<int32_t> by(tasks, -1);
+    {
+      nb::gil_scoped_release release;
+      parallel_for(tasks, [&](int64_t i) {
+        if (i == slow_task) std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms));
+        runs[i].fetch_add(1);
+        by[i] = thread_index();
+      });
+    }
+    std::vector<int32_t> counts(tasks);
+    for (int64_t i = 0; i < tasks; ++i) counts[i] = runs[i].load();
+    return nb::make_tuple(counts, by);
+  }, nb::arg("tasks"), nb::arg("slow_task") = -1, nb::arg("slow_ms") = 0,
+  "Test hook: runs parallel_for over `tasks` (task `slow_task` sleeping `slow_ms` ms first) and "
+  "returns how often each task ran and which thread ran it.");
   m.def("has_code_3", [](const Array& codes) {
     if (codes.dtype() != nb::dtype<uint8_t>()) throw nb::type_error("codes must be uint8");
     const uint8_t* p = checked<uint8_t>(codes, "codes", {-1, -1});
