@@ -24,8 +24,7 @@ inline int thread_index() {
 // (a decode thread's weights stay one forward stream); one that finishes early then takes what is
 // left of the others' shares, from their front. When one core runs slower (a virtual machine's
 // vCPU slowed by its host, an efficiency core) the other does not wait for it at the end of the
-// loop: 2-thread prefill 1.07-1.28x and decode 1.05-1.06x on a 2-vCPU VM whose second vCPU was
-// slowed at times, 0.98x decode when it was not (docs/kernels.md).
+// loop (docs/kernels.md, "Threads").
 template <class F>
 void parallel_for(int64_t tasks, F&& body) {
   const int threads = static_cast<int>(tasks < num_threads() ? tasks : num_threads());
