@@ -23,6 +23,19 @@ struct Partial {  // softmax state over some keys: max score, sum of exp, exp-we
   float* acc;  // [head_dim]
 };
 
+// op over v[0..n) in 8 lanes (lane l takes j = l mod 8), joined as ((l0 op l1) op (l2 op l3)) op
+// ((l4 op l5) op (l6 op l7)): 8 independent chains that vectorise, where one chain of dependent
+// adds took a third as long as the dots. The same bits on every ISA.
+template <class Op>
+float reduce8(const float* v, int64_t n, float init, Op op) {
+  float lane[8] = {init, init, init, init, init, init, init, init};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) lane[l] = op(lane[l], v[j + l]);
+  for (int l = 0; j < n; ++j, ++l) lane[l] = op(lane[l], v[j]);
+  return op(op(op(lane[0], lane[1]), op(lane[2], lane[3])), op(op(lane[4], lane[5]), op(lane[6], lane[7])));
+}
+
 // Merges `part` into `state` (both over disjoint key sets).
 void merge(Partial& state, const Partial& part, int64_t head_dim) {
   const float m = std::max(state.max, part.max);
@@ -61,24 +74,11 @@ template <class Rows>
 void chunk_partial(const Rows& rows, const float* q, int64_t count, int64_t head_dim, float scale,
                    float* scores, Partial& part) {
   rows.dots(q, count, scores);
-  // The max and the sum in 8 lanes (lane l takes j = l mod 8), joined in a fixed order: 8
-  // independent chains that vectorise, where one chain of dependent adds took a third as long as
-  // the dots. The same bits on every ISA.
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  float lane[8] = {neg_inf, neg_inf, neg_inf, neg_inf, neg_inf, neg_inf, neg_inf, neg_inf};
   for (int64_t j = 0; j < count; ++j) scores[j] *= scale;
-  int64_t j = 0;
-  for (; j + 8 <= count; j += 8)
-    for (int l = 0; l < 8; ++l) lane[l] = std::max(lane[l], scores[j + l]);
-  for (int l = 0; j < count; ++j, ++l) lane[l] = std::max(lane[l], scores[j]);
-  const float m = std::max(std::max(std::max(lane[0], lane[1]), std::max(lane[2], lane[3])),
-                           std::max(std::max(lane[4], lane[5]), std::max(lane[6], lane[7])));
-  for (j = 0; j < count; ++j) scores[j] = softmax_exp(scores[j] - m);  // the softmax weights
-  std::fill(lane, lane + 8, 0.0f);
-  for (j = 0; j + 8 <= count; j += 8)
-    for (int l = 0; l < 8; ++l) lane[l] += scores[j + l];
-  for (int l = 0; j < count; ++j, ++l) lane[l] += scores[j];
-  const float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  const float m = reduce8(scores, count, -std::numeric_limits<float>::infinity(),
+                          [](float a, float b) { return std::max(a, b); });
+  for (int64_t j = 0; j < count; ++j) scores[j] = softmax_exp(scores[j] - m);  // the softmax weights
+  const float sum = reduce8(scores, count, 0.0f, [](float a, float b) { return a + b; });
   std::fill(part.acc, part.acc + head_dim, 0.0f);
   rows.axpys(scores, count, part.acc);
   part.max = m;

@@ -19,6 +19,13 @@
 namespace tellme::bind {
 namespace {
 
+// The integer heads take quantized activations, in [-127, 127] (the int8 head's `sign` trick
+// cannot negate -128).
+void check_head_input(const int8_t* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] == -128) throw nb::value_error("x must be in [-127, 127]");
+}
+
 struct BoundEngine;
 
 // One sequence's KV cache (class tellme._core.KVCache), made for one engine.
@@ -352,8 +359,7 @@ void bind_engine(nb::module_& m) {
     const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
     const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
     const int8_t* pr = checked<int8_t>(rows, "rows", {-1, k});
-    for (int64_t i = 0; i < tokens * k; ++i)
-      if (px[i] == -128) throw nb::value_error("x must be in [-127, 127]");
+    check_head_input(px, tokens * k);
     int32_t* out;
     auto a = new_array<int32_t>({size_t(tokens), rows.shape(0)}, &out);
     active_backend().int8_gemm(pr, static_cast<int64_t>(rows.shape(0)), k, px, tokens, out);
@@ -363,8 +369,7 @@ void bind_engine(nb::module_& m) {
     const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
     const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));
     const uint8_t* pr = checked<uint8_t>(rows, "rows", {-1, int6_row_bytes(k)});
-    for (int64_t i = 0; i < tokens * k; ++i)
-      if (px[i] == -128) throw nb::value_error("x must be in [-127, 127]");
+    check_head_input(px, tokens * k);
     std::vector<int8_t> padded;
     std::vector<int32_t> sums;
     const int64_t k_pad = int6_head_input(px, tokens, k, padded, sums);

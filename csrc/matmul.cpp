@@ -110,7 +110,7 @@ void write_rows(const Output& out, int64_t out_features, int64_t row0, int64_t t
                 const Sums& acc, const Sums& up_acc) {
   const int64_t rows = std::min<int64_t>(ROW_BLOCK, out_features - row0);
   if (out.epilogue == Epilogue::Gated) {  // act(gate) * up; the activation once for the nt tokens
-    float y[TOKEN_CHUNK * ROW_BLOCK], u[ROW_BLOCK];
+    float y[TOKEN_CHUNK * ROW_BLOCK], u[ROW_BLOCK];  // nt <= TOKEN_CHUNK: matmul_group's chunks
     for (int64_t t = 0; t < nt; ++t) acc.scaled(t, rows, out.act_scale[t0 + t], y + t * rows);
     activate(y, nt * rows, out.activation);
     for (int64_t t = 0; t < nt; ++t) {
