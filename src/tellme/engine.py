@@ -42,8 +42,10 @@ def build_engine(packed: PackedModel, context: int) -> _core.Engine:
 class Sequence:
     """One sequence: its KV cache and the tokens whose keys and values are in it, in order."""
 
-    def __init__(self, engine: _core.Engine, capacity: int):
-        self.cache = _core.KVCache(engine, capacity)
+    def __init__(self, engine, capacity: int):
+        # an engine other than the native one (accel.forward.AccelEngine) makes its own caches
+        new_cache = getattr(engine, "new_cache", None)
+        self.cache = new_cache(capacity) if new_cache else _core.KVCache(engine, capacity)
         self.tokens: list[int] = []
 
     def reusable(self, ids: list[int]) -> int:

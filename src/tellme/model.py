@@ -19,6 +19,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .accel.forward import AccelEngine
+from .accel.numerics import ACCEL_NUMERICS, Numerics
 from .config import LIMITS
 from .engine import Sequence, SequencePool, build_engine
 from .errors import FormatError, UsageError
@@ -84,7 +86,7 @@ class Model:
     step at a time. A call that finds every sequence in use raises UsageError."""
 
     def __init__(self, packed: PackedModel, tokenizer: Tokenizer | None, context: int | None = None,
-                 max_sequences: int | None = None):
+                 max_sequences: int | None = None, numerics: "str | Numerics" = "native"):
         self.packed = packed
         self.config = c = packed.config
         self.tokenizer = tokenizer
@@ -101,7 +103,13 @@ class Model:
         if max_sequences is None:
             max_sequences = min(DEFAULT_SEQUENCES, room)
         self.max_sequences = _count(max_sequences, "max_sequences", 1, room)
-        self.engine = build_engine(packed, self.context)
+        self.numerics = numerics
+        if numerics == "native":
+            self.engine = build_engine(packed, self.context)
+        elif isinstance(numerics, Numerics) or numerics in ACCEL_NUMERICS:  # the accelerator's datapath in NumPy
+            self.engine = AccelEngine(packed, self.context, ACCEL_NUMERICS.get(numerics, numerics))
+        else:
+            raise UsageError(f"numerics must be 'native' or one of {', '.join(ACCEL_NUMERICS)}, got {numerics!r}")
         self.sequences = SequencePool(self.engine, self.context, self.max_sequences)
 
     # ---- numbers in, numbers out ----
