@@ -38,6 +38,13 @@ def _model_args(p) -> None:
                    help="embedding/LM head precision (default: int6, or a converted file's own)")
 
 
+def _numerics_arg(p) -> None:
+    p.add_argument("--numerics", choices=("native", "tellme-v2", "tellme-v2-ideal"), default="native",
+                   help="tellme-v2: run the TeLLMe v2 accelerator's datapath bit for bit (fp16, 24-bit TLMM "
+                        "accumulators, SiLU table; NumPy, slow: docs/accel.md); tellme-v2-ideal: its dataflow "
+                        "without the approximations (default: native)")
+
+
 def _sampling_args(p) -> None:
     p.add_argument("-n", "--max-tokens", type=_count(0), default=128)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -69,6 +76,7 @@ def _sampling(args) -> dict:
 def _load(args, **kwargs):
     from .loading import load
     start = time.perf_counter()
+    kwargs.setdefault("numerics", getattr(args, "numerics", "native"))
     model = load(args.model, threads=args.threads, context=args.context, head=args.head, **kwargs)
     args.load_s = time.perf_counter() - start
     return model
@@ -101,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="prompt text ('-' reads standard input)")
     _sampling_args(gen)
     gen.add_argument("--no-echo", action="store_true", help="print only the generated text, not the prompt first")
+    _numerics_arg(gen)
 
     chat = sub.add_parser("chat", help="interactive chat (Ctrl-C stops a reply; Ctrl-D ends the chat)")
     _model_args(chat)
@@ -113,13 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     ppl.add_argument("file")
     ppl.add_argument("--window", type=_count(2), help="tokens per window (default: the context)")
     ppl.add_argument("--stride", type=_count(1), help="new tokens per window (default: window / 2)")
+    _numerics_arg(ppl)
 
     conv = sub.add_parser("convert", help="pack a checkpoint into one ready-to-mmap file, or write it as GGUF")
     conv.add_argument("src", help=MODEL_HELP.replace("file written by `tellme convert`, ", ""))
-    conv.add_argument("dst", help="output file: .safetensors (tellme's packed layout) or .gguf")
-    conv.add_argument("--type", choices=("tq2_0", "tq1_0", "i2_s", "q2_0"),
+    conv.add_argument("dst", help="output file: .safetensors (tellme's packed layout) or .gguf; a directory "
+                                  "with --type tellme-v2")
+    conv.add_argument("--type", choices=("tq2_0", "tq1_0", "i2_s", "q2_0", "tellme-v2"),
                       help="ternary weight type of a .gguf output (default tq2_0; i2_s is bitnet.cpp's; q2_0, "
-                           "with a scale per block of 128, Ternary Bonsai's)")
+                           "with a scale per block of 128, Ternary Bonsai's); tellme-v2: the TeLLMe v2 board's "
+                           "DDR weight image and host tables, written into the directory DST (docs/accel.md)")
     conv.add_argument("--pad-ffn", action="store_true",
                       help="write a .gguf whose FFN width is not whole blocks even though the model has an FFN "
                            "sub-norm, which padding changes slightly (docs/gguf.md)")
@@ -302,6 +314,8 @@ def cmd_convert(args) -> int:
     from .packed import PackedModel
 
     src, dst = resolve(args.src), Path(args.dst)
+    if args.type == "tellme-v2":
+        return _convert_accel_image(src, dst, args.force)
     to_gguf = dst.suffix.lower() == ".gguf"
     if (args.type or args.pad_ffn) and not to_gguf:
         raise UsageError(f"--{'type' if args.type else 'pad-ffn'} applies to .gguf outputs, not {dst.name}")
@@ -316,6 +330,35 @@ def cmd_convert(args) -> int:
         PackedModel.pack(reader, args.head, args.kernel, progress_bar("converting", True)).save(dst, reader.tokenizer)
     size = dst.stat().st_size
     print(f"wrote {dst}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _convert_accel_image(src: Path, dst: Path, force: bool) -> int:
+    import shutil
+
+    from .accel import image
+    from .loading import progress_bar, read_packed
+    from .packed import PackedModel
+
+    if dst.exists() and not (force and dst.is_dir()):
+        raise UsageError(f"{dst} exists; pass --force to replace the image directory" if dst.is_dir()
+                         else f"{dst} exists and is not a directory")
+    if not dst.parent.is_dir():
+        raise UsageError(f"{dst.parent} does not exist")
+    start = time.perf_counter()
+    converted = src.is_file() and PackedModel.is_converted_file(src)  # its own head, requantized to int8 rows
+    packed, _ = read_packed(src, None if converted else "int8", "i2", progress=False)
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        image.write(packed, tmp, progress=progress_bar("writing image", True))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no partial image left behind
+        raise
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    size = sum(f.stat().st_size for f in dst.iterdir())
+    print(f"wrote {dst}/: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 
 
