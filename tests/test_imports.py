@@ -14,7 +14,7 @@ LAYERS = [  # bottom first
     {"tokenizer"},
     {"formats"},
     {"packed"},
-    {"engine", "reference"},
+    {"engine", "reference", "accel"},
     {"model"},
     {"loading", "scheduler"},
     {"server"},
