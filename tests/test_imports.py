@@ -18,7 +18,7 @@ LAYERS = [  # bottom first
     {"model"},
     {"loading", "scheduler"},
     {"server"},
-    {"__init__", "__main__", "cli", "bench", "train"},
+    {"__init__", "__main__", "cli", "cli_accel", "bench", "train"},
 ]
 
 

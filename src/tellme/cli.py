@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_arguments(bench_sub.add_parser("e2e", help="prefill/decode speed of whole models"))
     serve.add_arguments(bench_sub.add_parser("serve", help="many streams at once through the batching scheduler"))
     load.add_arguments(bench_sub.add_parser("load", help="load time, peak memory and first forward per file format"))
+    from . import cli_accel
+    cli_accel.add_arguments(sub.add_parser("accel", help="the TeLLMe v2 FPGA accelerator: predicted speed and "
+                                                         "resources on a board, design space (docs/accel.md)"))
     return parser
 
 
@@ -403,7 +406,12 @@ def cmd_bench(args) -> int:
     return {"kernels": kernels.run, "e2e": e2e.run, "serve": serve.run, "load": load.run}[args.what](args)
 
 
-COMMANDS = {"info": cmd_info, "generate": cmd_generate, "chat": cmd_chat, "perplexity": cmd_perplexity,
+def cmd_accel(args) -> int:
+    from . import cli_accel
+    return cli_accel.run(args)
+
+
+COMMANDS = {"accel": cmd_accel, "info": cmd_info, "generate": cmd_generate, "chat": cmd_chat, "perplexity": cmd_perplexity,
             "convert": cmd_convert, "serve": cmd_serve, "train": cmd_train, "bench": cmd_bench}
 
 

@@ -16,8 +16,8 @@ compute. What each unit costs, per forward of `tokens` tokens:
          cycles of 16-wide dot products, then heads x hd / rpa_update_lanes of output update [P], [C], [D]
   DA     per layer, two passes over L cached positions, heads x hd/16 cycles per position each [P], [C]
   RMS-MAX  per norm and token, two passes over d at 16 values per cycle                 [C], [D]
-  host   embedding, the int8 LM head at the A53s' NEON rate or DDR rate, and a fixed
-         overhead per accelerator call (12 calls per layer)                             [DS], [F]
+  host_head   embedding rows, and the int8 LM head at the A53s' NEON rate or DDR rate [DS]
+  host_calls  a fixed overhead per accelerator call, 12 calls per layer                  [C], [F]
 """
 
 from __future__ import annotations
@@ -156,9 +156,10 @@ class CycleModel:
         rms.add(cyc * c.layers, nbytes * c.layers)
         for u in (tlmm, wbmu, rms, att):
             u.seconds = u.cycles / self.hz
-        host = p.unit("host")
-        host.add(seconds=self.host_head_s() + tokens * c.hidden * 2 / (self.b.ddr_gbs * 1e9)
-                 + STEPS_PER_LAYER * c.layers * self.f.host_call_us * 1e-6)
+        # the host: embedding rows (fp16) in, the LM head for the last token, and every call's overhead
+        p.unit("host_head").add(ddr_bytes=c.vocab * c.hidden + tokens * c.hidden * 2,
+                                seconds=self.host_head_s() + tokens * c.hidden * 2 / (self.b.ddr_gbs * 1e9))
+        p.unit("host_calls").add(seconds=STEPS_PER_LAYER * c.layers * self.f.host_call_us * 1e-6)
         return p
 
     def prefill(self, prompt: int) -> dict:
@@ -168,7 +169,10 @@ class CycleModel:
             p.notes.append(f"the prompt passes the KV cache's {self.d.kv_positions} positions in DDR")
         t = p.seconds
         return {"prompt": prompt, "padded": n, "ttft_s": t, "prefill_tokens_per_s": prompt / t,
-                "units": p.as_dict(), "bound": p.bound, "notes": p.notes}
+                **self._per_joule(prompt / t, "prefill"), "units": p.as_dict(), "bound": p.bound, "notes": p.notes}
+
+    def _per_joule(self, rate: float, what: str) -> dict:
+        return {f"{what}_tokens_per_j": rate / self.b.power_w} if self.b.power_w else {}
 
     def decode(self, context: int) -> dict:
         p = self.forward(1, context)
@@ -176,5 +180,5 @@ class CycleModel:
             p.notes.append(f"context past the score FIFO's {self.d.score_fifo} positions: the released design "
                            "cannot run it (timed here as if the FIFO were deeper)")
         t = p.seconds
-        return {"context": context, "decode_tokens_per_s": 1 / t, "seconds": t,
+        return {"context": context, "decode_tokens_per_s": 1 / t, **self._per_joule(1 / t, "decode"), "seconds": t,
                 "units": p.as_dict(), "bound": p.bound, "notes": p.notes}

@@ -1,0 +1,77 @@
+"""`tellme accel compare`: the TeLLMe v2 board's predicted figures for a model beside tellme's
+measured on this machine, on the same model shape: TTFT at the prompt, decode tokens/s at that
+context, and tokens per joule (the board's published 4.8 W; the CPU's power as the user gives it).
+The CPU side is `bench e2e`'s synthetic model of that shape (random ternary weights, no download)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..accel import design as ds
+from ..accel.cycles import CycleModel
+from ..errors import UsageError
+from ..runtime import cpu_info, get_num_threads, physical_cores, set_num_threads
+from .e2e import SHAPES, synthetic_model
+
+
+def measure_cpu(shape: str, prompt: int, decode_tokens: int, threads: int | None, layers: int | None) -> dict:
+    """TTFT (best of 3) and decode tokens/s after the prompt, on this CPU; with `layers`, a model of
+    that many layers whose times are scaled to the full depth."""
+    full = SHAPES[shape]["layers"]
+    model = synthetic_model(shape, layers, context=prompt + decode_tokens + 1, max_sequences=1)
+    set_num_threads(threads or physical_cores())
+    cache = model.sequences.acquire().cache
+    ids = np.random.default_rng(0).integers(0, model.config.vocab, prompt + decode_tokens, dtype=np.int32)
+    model.engine.forward(cache, ids[:8], 0, False)  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        int(np.argmax(model.engine.forward(cache, ids[:prompt], 0, False)[0]))
+        best = min(best, time.perf_counter() - start)
+    start = time.perf_counter()
+    for j in range(decode_tokens):
+        int(np.argmax(model.engine.forward(cache, ids[prompt + j:prompt + j + 1], prompt + j, False)[0]))
+    decode_s = (time.perf_counter() - start) / decode_tokens
+    k = full / model.config.layers  # the head and embedding are not per layer: a small overestimate
+    return {"ttft_s": best * k, "decode_tokens_per_s": 1 / (decode_s * k), "threads": get_num_threads(),
+            "layers_measured": model.config.layers}
+
+
+def compare(model: str, board: ds.Board, prompt: int, decode_tokens: int, threads: int | None,
+            layers: int | None, cpu_watts: float | None) -> list[dict]:
+    if model not in SHAPES:
+        raise UsageError(f"compare measures bench e2e's synthetic shapes: one of {', '.join(SHAPES)}")
+    config = ds.MODELS[model][0]
+    m = CycleModel(config, board)
+    pre, dec = m.prefill(prompt), m.decode(prompt)
+    cpu = measure_cpu(model, prompt, decode_tokens, threads, layers)
+    info = cpu_info()
+    isa = next((b["name"] for b in info.get("isas", []) if b.get("runnable")), "?")
+    rows = [{"system": f"TeLLMe v2 on {board.name} (predicted)", "ttft_s": pre["ttft_s"],
+             "prefill_tokens_per_s": pre["prefill_tokens_per_s"], "decode_tokens_per_s": dec["decode_tokens_per_s"],
+             "watts": board.power_w},
+            {"system": f"tellme on this CPU ({isa}, {cpu['threads']} threads, measured)", "ttft_s": cpu["ttft_s"],
+             "prefill_tokens_per_s": prompt / cpu["ttft_s"], "decode_tokens_per_s": cpu["decode_tokens_per_s"],
+             "watts": cpu_watts, "layers_measured": cpu["layers_measured"]}]
+    for r in rows:
+        w = r["watts"]
+        r["prefill_tokens_per_j"] = r["prefill_tokens_per_s"] / w if w else None
+        r["decode_tokens_per_j"] = r["decode_tokens_per_s"] / w if w else None
+        r.update(model=model, prompt=prompt, context=prompt)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "n/a"
+
+    print(f"{rows[0]['model']}, prompt {rows[0]['prompt']} tokens, decode at context {rows[0]['context']}")
+    print(f"  {'system':52s} {'TTFT s':>8s} {'prefill t/s':>12s} {'decode t/s':>11s} {'W':>6s} "
+          f"{'prefill t/J':>12s} {'decode t/J':>11s}")
+    for r in rows:
+        print(f"  {r['system']:52s} {r['ttft_s']:8.3f} {r['prefill_tokens_per_s']:12.1f} {r['decode_tokens_per_s']:11.1f} "
+              f"{f(r['watts'], '6.1f'):>6s} {f(r['prefill_tokens_per_j'], '12.2f'):>12s} {f(r['decode_tokens_per_j'], '11.2f'):>11s}")
+    a, b = rows
+    print(f"  CPU / board: TTFT x{b['ttft_s'] / a['ttft_s']:.2f}, decode x{b['decode_tokens_per_s'] / a['decode_tokens_per_s']:.2f}")
