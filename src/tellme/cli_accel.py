@@ -41,6 +41,14 @@ def add_arguments(p) -> None:
     c.add_argument("--threads", type=int, help="tellme threads (default: physical cores)")
     c.add_argument("--decode-tokens", type=int, default=32)
     c.add_argument("--layers", type=int, help="measure a model with fewer layers and scale (quick runs)")
+    n = sub.add_parser("cost", help="what the design's approximations cost: perplexity with all, none and each alone")
+    n.add_argument("file", help="held-out text")
+    n.add_argument("-m", "--model", default="default", help="a model tellme loads, or 0.73B-synthetic (the 0.73B "
+                   "shape with random ternary weights and the shipped tokenizer); default: the shipped model")
+    n.add_argument("--tokens", type=int, default=1024, help="tokens of FILE to score (default 1024)")
+    n.add_argument("--window", type=int, default=128, help="tokens per window, half of them new (default 128)")
+    n.add_argument("--layers", type=int, help="with 0.73B-synthetic: fewer layers than 24")
+    n.add_argument("--json", metavar="FILE", help="write the result as JSON")
 
 
 def _model(name: str):
@@ -96,6 +104,10 @@ def cmd_predict(args) -> int:
     for r in out["decode"]:
         print(f"  context {r['context']:4d}: decode {r['decode_tokens_per_s']:.1f} tokens/s, bound {r['bound']} "
               f"({_units_line(r['units'])})" + "".join(f"; {n}" for n in r["notes"]))
+    tiled = {n: t for n, t in out["tiles"].items() if t > 1}
+    if tiled:
+        print("  linears that do not fit the weight buffer run in row tiles: "
+              + ", ".join(f"{n} x{t}" for n, t in tiled.items()))
     peak = out["prefill_peak"]
     print(f"  peak prefill {peak['prefill_tokens_per_s']:.1f} tokens/s at {peak['prompt']} tokens")
     t = out["resources"]["total"]
@@ -150,8 +162,35 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_cost(args) -> int:
+    from .bench import accel as bench_accel
+    from .loading import load
+
+    _positive([args.tokens, args.window - 1], "tokens")
+    if args.model == "0.73B-synthetic":
+        model = bench_accel.synthetic_073b(args.layers)
+    else:
+        model = load(args.model, head="int8", progress=False)
+    text = Path(args.file).read_text(encoding="utf-8")
+    ids = model.encode(text)[:args.tokens]
+    if len(ids) < 2:
+        raise UsageError(f"{args.file} has fewer than 2 tokens")
+    print(f"{args.model}: {len(ids)} tokens of {args.file}, windows of {args.window}")
+    print(f"  {'numerics':20s} {'perplexity':>10s} {'vs ideal':>9s} {'KL nats':>9s} {'seconds':>8s}")
+    first = []
+
+    def show(r):
+        first.append(r["perplexity"])
+        print(f"  {r['numerics']:20s} {r['perplexity']:10.3f} {100 * (r['perplexity'] / first[0] - 1):+8.2f}% "
+              f"{r['kl_from_ideal']:9.5f} {r['seconds']:8.1f}", flush=True)
+
+    rows = bench_accel.numerics_cost(model, ids, args.window, show)
+    _write_json(args.json, {"model": args.model, "file": args.file, "window": args.window, "results": rows})
+    return 0
+
+
 def run(args) -> int:
-    return {"predict": cmd_predict, "explore": cmd_explore, "compare": cmd_compare}[args.what](args)
+    return {"predict": cmd_predict, "explore": cmd_explore, "compare": cmd_compare, "cost": cmd_cost}[args.what](args)
 
 
 

@@ -76,14 +76,26 @@ def tiles_needed(c: ModelConfig, d: Design, entries: int) -> dict[str, int]:
     return out
 
 
-def evaluate(c: ModelConfig, board: Board, d: Design, prompt: int, context: int, fitted: Fitted = FITTED) -> Point:
+def sized(c: ModelConfig, board: Board, d: Design) -> tuple[dict, dict[str, int], int, float, float]:
+    """(resources, row tiles per linear, buffer entries per bank, other units' URAM and BRAM) of
+    design `d` holding model `c` on `board`."""
     d.check()
     res = resources.estimate(c, d)
     units = res["units"]
     other_uram = sum(u["uram"] for n, u in units.items() if n != "wbmu")
     other_bram = sum(u["bram36"] for u in units.values())
     entries = buffer_entries(board, d, other_uram, other_bram)
-    tiles = tiles_needed(c, d, entries)
+    return res, tiles_needed(c, d, entries), entries, other_uram, other_bram
+
+
+def tiled_model(c: ModelConfig, board: Board, d: Design = TELLME_V2, fitted: Fitted = FITTED) -> CycleModel:
+    """The cycle model of `d` running `c` on `board` as it would: linears tiled to fit its buffer."""
+    tiles = sized(c, board, d)[1]
+    return TiledCycleModel(c, board, d, fitted, tiles={n: max(1, t) for n, t in tiles.items()})
+
+
+def evaluate(c: ModelConfig, board: Board, d: Design, prompt: int, context: int, fitted: Fitted = FITTED) -> Point:
+    res, tiles, entries, other_uram, other_bram = sized(c, board, d)
     total = dict(res["total"])
     why = []
     if entries <= 0 or not all(tiles.values()):

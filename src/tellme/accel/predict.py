@@ -12,6 +12,7 @@ from ..config import ModelConfig
 from . import resources
 from .cycles import CycleModel
 from .design import FITTED, TELLME_V2, Board, Design, Fitted
+from .explore import tiled_model
 
 # The paper's figures (KV260, bitnet_b1_58-large, 250 MHz)   [P]
 PUBLISHED = {"ttft_64_s": 0.45, "ttft_128_s": 0.96, "prefill_peak_tokens_per_s": 143.0,
@@ -60,11 +61,11 @@ def validation(c: ModelConfig, board: Board, design: Design = TELLME_V2, fitted:
 
 def predict(c: ModelConfig, board: Board, prompts, contexts, design: Design = TELLME_V2,
             fitted: Fitted = FITTED, model_name: str = "") -> dict:
-    m = CycleModel(c, board, design, fitted)
+    m = tiled_model(c, board, design, fitted)
     res = resources.estimate(c, design)
     res.pop("_total")
     return {"board": board.name, "model": model_name, "clock_mhz": design.clock_mhz,
-            "design": asdict(design), "fitted": asdict(fitted),
+            "design": asdict(design), "fitted": asdict(fitted), "tiles": m.tiles,
             "prefill": [m.prefill(n) for n in prompts],
             "decode": [m.decode(L) for L in contexts],
             "prefill_peak": prefill_peak(m),

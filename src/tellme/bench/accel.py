@@ -75,3 +75,56 @@ def print_table(rows: list[dict]) -> None:
               f"{f(r['watts'], '6.1f'):>6s} {f(r['prefill_tokens_per_j'], '12.2f'):>12s} {f(r['decode_tokens_per_j'], '11.2f'):>11s}")
     a, b = rows
     print(f"  CPU / board: TTFT x{b['ttft_s'] / a['ttft_s']:.2f}, decode x{b['decode_tokens_per_s'] / a['decode_tokens_per_s']:.2f}")
+
+
+def numerics_cost(model, ids: list[int], window: int, progress=None) -> list[dict]:
+    """Perplexity of `ids` through the TeLLMe v2 datapath with all of its approximations, without
+    any (IDEAL), and with each alone; and each variant's mean KL divergence from IDEAL per token."""
+    from ..accel import numerics as nm
+    from ..model import Model
+
+    variants = {"ideal (none)": nm.IDEAL, **{f"{k} alone": v for k, v in nm.APPROXIMATIONS.items()},
+                "all (the design)": nm.HARDWARE}
+    stride = window // 2
+    results, reference = [], None
+    for name, numerics in variants.items():
+        m = Model(model.packed, model.tokenizer, context=window, numerics=numerics)
+        start = time.perf_counter()
+        logps = []
+        prev = 0
+        for begin in range(0, len(ids), stride):  # the windows of Model.perplexity, keeping log-probabilities
+            end = min(begin + window, len(ids))
+            z = m.logits(ids[begin:end]).astype(np.float64)
+            first = max(prev, begin + 1)
+            rows = z[first - begin - 1:end - begin - 1]
+            logps.append(rows - (rows.max(1, keepdims=True) + np.log(np.exp(rows - rows.max(1, keepdims=True)).sum(1, keepdims=True))))
+            prev = end
+            if end == len(ids):
+                break
+        lp = np.concatenate(logps)
+        targets = np.asarray(ids[1:1 + len(lp)])
+        nll = -lp[np.arange(len(lp)), targets].mean()
+        if reference is None:
+            reference = lp
+        kl = float((np.exp(reference) * (reference - lp)).sum(1).mean())
+        results.append({"numerics": name, "perplexity": float(np.exp(nll)), "kl_from_ideal": kl,
+                        "tokens": int(len(lp)), "seconds": time.perf_counter() - start})
+        if progress:
+            progress(results[-1])
+    return results
+
+
+def synthetic_073b(layers: int | None = None):
+    """The 0.73B shape (bitnet_b1_58-large) with random ternary weights, an int8 head, and the
+    shipped model's tokenizer (vocabulary 2048), for measuring numerics at that width and depth."""
+    from ..loading import default_model_path
+    from ..model import Model
+    from ..packed import PackedModel
+    from ..tokenizer import Tokenizer
+    from .e2e import SyntheticReader, shape_config
+
+    c = shape_config("0.73B", layers, context=4096, vocab=2048)
+    reader = SyntheticReader(c)
+    head = reader.embedding() / np.float32(np.sqrt(c.hidden))  # logits of order 1 from a unit-RMS hidden state
+    reader.lm_head = lambda: head
+    return Model(PackedModel.pack(reader, head="int8"), Tokenizer.from_dir(default_model_path()))
