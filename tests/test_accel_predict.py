@@ -114,7 +114,7 @@ def test_explore_answers_for_2b4t():
 def test_explore_cli(capsys, tmp_path):
     assert main(["accel", "explore", "--board", "kv260", "--model", "2B-4T", "--json", str(tmp_path / "e.json")]) == 0
     out = capsys.readouterr().out
-    assert "Pareto front" in out and "row tiles" in out
+    assert "Pareto front" in out and "tiles of 2304 rows" in out
     assert json.loads((tmp_path / "e.json").read_text())["front"]
 
 

@@ -80,6 +80,11 @@ def _what_if(args) -> ds.Design:
     return replace(d, **changes) if changes else d
 
 
+def _tiling(config, tiles: dict[str, int]) -> str:
+    return ", ".join(f"{n} into {t} tiles of {ds.ceil_div(config.linear_shape(n)[0], t)} rows"
+                     for n, t in tiles.items())
+
+
 def _write_json(path, obj) -> None:
     if path:
         Path(path).write_text(json.dumps(obj, indent=1, default=str))
@@ -106,8 +111,7 @@ def cmd_predict(args) -> int:
               f"({_units_line(r['units'])})" + "".join(f"; {n}" for n in r["notes"]))
     tiled = {n: t for n, t in out["tiles"].items() if t > 1}
     if tiled:
-        print("  linears that do not fit the weight buffer run in row tiles: "
-              + ", ".join(f"{n} x{t}" for n, t in tiled.items()))
+        print(f"  linears that do not fit the weight buffer run in row tiles: {_tiling(config, tiled)}")
     peak = out["prefill_peak"]
     print(f"  peak prefill {peak['prefill_tokens_per_s']:.1f} tokens/s at {peak['prompt']} tokens")
     t = out["resources"]["total"]
@@ -134,7 +138,7 @@ def cmd_explore(args) -> int:
     tiled = {n: t for n, t in rel.tiles.items() if t > 1}
     print(f"  the released parameters (T=28 Q=16 N_pe=8, 250 MHz): {'fits' if rel.feasible else 'does not fit'}"
           + (f" ({'; '.join(rel.why)})" if rel.why else "")
-          + (f", tiling {', '.join(f'{n} into {t} row tiles' for n, t in tiled.items())}" if tiled else ", no tiling")
+          + (f", tiling {_tiling(config, tiled)}" if tiled else ", no tiling")
           + f": TTFT {rel.ttft_s:.3f} s, decode {rel.decode_tokens_per_s:.1f} tokens/s")
     shown = r["points"] if args.all else r["front"]
     print(f"  {'all points' if args.all else 'Pareto front (TTFT, decode, LUT)'}:")
