@@ -118,3 +118,17 @@ def test_overflow_names_the_linear(shape_073b):
 def test_bad_numerics_name(shipped):
     with pytest.raises(tellme.errors.UsageError, match="numerics must be"):
         Model(shipped.packed, shipped.tokenizer, numerics="fpga")
+
+
+def test_cli_numerics(tmp_path, capsys):
+    from tellme.cli import main
+    assert main(["generate", "--numerics", "tellme-v2", "ROMEO:", "-n", "4", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+    text = tmp_path / "t.txt"
+    text.write_text("JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?\n")
+    ppl = {}
+    for numerics in ("native", "tellme-v2"):
+        assert main(["perplexity", "--numerics", numerics, str(text)]) == 0
+        import json
+        ppl[numerics] = json.loads(capsys.readouterr().out)["perplexity"]
+    assert ppl["tellme-v2"] == pytest.approx(ppl["native"], rel=0.05) and ppl["tellme-v2"] != ppl["native"]

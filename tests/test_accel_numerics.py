@@ -99,7 +99,7 @@ def test_quantize_per_element(rng):
             assert q[t, i] == max(-127, min(127, round(v)))  # Python's round: half to even
             assert qa[t, i] == max(-127, min(127, int(math.copysign(math.floor(abs(v) + 0.5), v))))
     # exact halves: convergent rounding goes to even, the other away from zero
-    half = np.array([[127, 0.5 * 127 / 127 * 1, 2.5, -2.5, 3.5]], np.float32)
+    half = np.array([[127, 0.5, 2.5, -2.5, 3.5]], np.float32)  # max 127: a scale of exactly 1
     assert nm.quantize(half)[0].tolist() == [[127, 0, 2, -2, 4]]
     assert nm.quantize(half, "away")[0].tolist() == [[127, 1, 3, -3, 4]]
     assert not nm.quantize(np.zeros((1, 4), H))[0].any()
@@ -237,6 +237,13 @@ def test_head_logits_per_element(rng):
         for r in range(6):
             acc = sum(int(x) * int(w) for x, w in zip(a[t], rows[r]))
             assert y[t, r] == np.float32(acc) * (np.float32(amax[t] / np.float32(127)) * scale[r])
+
+
+def test_bad_numerics():
+    from tellme.errors import UsageError
+    for bad in (dict(rounding="up"), dict(acc_bits=8), dict(acc_bits=True), dict(acc_bits=24.5)):
+        with pytest.raises(UsageError):
+            nm.Numerics(**bad)
 
 
 def test_exact_matmul_splits_large_sums(rng):

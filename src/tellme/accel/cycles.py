@@ -169,7 +169,12 @@ class CycleModel:
             p.notes.append(f"the prompt passes the KV cache's {self.d.kv_positions} positions in DDR")
         t = p.seconds
         return {"prompt": prompt, "padded": n, "ttft_s": t, "prefill_tokens_per_s": prompt / t,
-                **self._per_joule(prompt / t, "prefill"), "units": p.as_dict(), "bound": p.bound, "notes": p.notes}
+                **self._per_joule(prompt / t, "prefill"), "units": p.as_dict(), "per_layer": self._per_layer(p),
+                "bound": p.bound, "notes": p.notes}
+
+    def _per_layer(self, p: Phase) -> dict:
+        """Cycles of one layer per unit (every layer is alike; the host's share is not per layer)."""
+        return {n: round(u.cycles / self.c.layers) for n, u in p.units.items() if not n.startswith("host")}
 
     def _per_joule(self, rate: float, what: str) -> dict:
         return {f"{what}_tokens_per_j": rate / self.b.power_w} if self.b.power_w else {}
@@ -181,4 +186,4 @@ class CycleModel:
                            "cannot run it (timed here as if the FIFO were deeper)")
         t = p.seconds
         return {"context": context, "decode_tokens_per_s": 1 / t, **self._per_joule(1 / t, "decode"), "seconds": t,
-                "units": p.as_dict(), "bound": p.bound, "notes": p.notes}
+                "units": p.as_dict(), "per_layer": self._per_layer(p), "bound": p.bound, "notes": p.notes}

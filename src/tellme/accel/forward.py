@@ -51,11 +51,10 @@ class AccelEngine:
 
     # ---- weights, converted once ----
     def _weights(self, layer: int, name: str):
-        key = (layer, name)
-        if key not in self._ternary:
-            self._ternary[key] = self.packed.linear(layer, name).ternary()
         w = self.packed.linear(layer, name)
-        return self._ternary[key], w
+        if (layer, name) not in self._ternary:  # unpacked once: int8 [out, in]
+            self._ternary[layer, name] = w.ternary()
+        return self._ternary[layer, name], w
 
     def head_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The host's int8 LM head: the model's int8 rows as they are, other heads requantized per row."""

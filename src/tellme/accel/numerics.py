@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import TellmeError
+from ..errors import TellmeError, UsageError
 
 G = 3                 # weights per TLMM group: 27 patterns, a 5-bit index   [P]
 T_TABLES = 28         # tables per TLMM step: 84 activations, 140-bit index vector   [C]
@@ -43,9 +43,10 @@ class Numerics:
 
     def __post_init__(self):
         if self.rounding not in ("even", "away"):
-            raise TellmeError(f"rounding must be 'even' or 'away', got {self.rounding!r}")
-        if self.acc_bits is not None and not 12 <= self.acc_bits <= 64:
-            raise TellmeError(f"acc_bits must be from 12 to 64 or None, got {self.acc_bits!r}")
+            raise UsageError(f"rounding must be 'even' or 'away', got {self.rounding!r}")
+        if self.acc_bits is not None and (isinstance(self.acc_bits, bool) or not isinstance(self.acc_bits, int)
+                                          or not 12 <= self.acc_bits <= 64):
+            raise UsageError(f"acc_bits must be an integer from 12 to 64, or None, got {self.acc_bits!r}")
 
     @property
     def dtype(self):
