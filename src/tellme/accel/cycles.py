@@ -5,16 +5,20 @@ A forward pass runs, per layer, the dataflow steps of the released top level one
 each linear's weights are loaded into URAM (WBMU) immediately before its TLMM region runs [C],
 and the regions do not overlap one another [C]. Inside a region the stages stream (HLS dataflow),
 so a region takes as long as its slowest stage; activations stream to and from DDR beside the
-compute. What each unit costs, per forward of `tokens` tokens:
+compute. Every loop iteration of the released code that starts a new DDR read (a region, a TLMM
+block's activations, an RPA key step's K and V rows, a DA position) pays one read round trip
+(the fitted DDR latency) [D]. What each unit costs, per forward of `tokens` tokens:
 
   TLMM   per token, per 84-activation block: one DDR read round trip (the block's first read),
          84 activations read one per cycle, 27 table entries written, out/Q row steps at II = 1,
          and the row sweep's pipeline depth                                              [C], [D]
   WBMU   blocks x ceil(out / 5) 768-bit beats per linear, one per cycle at most, and no faster
          than DDR (peak x efficiency)                                                    [C], [F]
-  RPA    per layer, query blocks of N_pe sweep keys [N_pe b, N): per key step, heads x hd/16
-         cycles of 16-wide dot products, then heads x hd / rpa_update_lanes of output update [P], [C], [D]
-  DA     per layer, two passes over L cached positions, heads x hd/16 cycles per position each [P], [C]
+  RPA    per layer, query blocks of N_pe sweep keys [N_pe b, N): per key step, a read round trip,
+         heads x hd/16 cycles of 16-wide dot products, heads x hd / rpa_update_lanes of output
+         update                                                                          [P], [C], [D]
+  DA     per layer, two passes over L cached positions, a round trip and heads x hd/16
+         cycles per position each                                                        [P], [C], [D]
   RMS-MAX  per norm and token, two passes over d at 16 values per cycle                 [C], [D]
   host_head   embedding rows, and the int8 LM head at the A53s' NEON rate or DDR rate [DS]
   host_calls  a fixed overhead per accelerator call, 12 calls per layer                  [C], [F]
@@ -98,16 +102,19 @@ class CycleModel:
         return n * nb - self.d.N_pe * nb * (nb - 1) // 2
 
     def rpa(self, n: int) -> tuple[float, float]:
+        """Per key step: the K and V rows' read round trip, the scores, the output update."""
         c, d = self.c, self.d
-        per_step = c.heads * ceil_div(c.head_dim, d.dot_lanes) + c.heads * c.head_dim / d.rpa_update_lanes
+        per_step = (self.latency + c.heads * ceil_div(c.head_dim, d.dot_lanes)
+                    + c.heads * c.head_dim / d.rpa_update_lanes)
         steps = self.rpa_key_steps(n)
         kv_row = c.kv_heads * c.head_dim * d.activation_bytes
         nbytes = steps * 2 * kv_row + 2 * n * c.heads * c.head_dim * d.activation_bytes
         return self.latency + max(steps * per_step, nbytes / self.bytes_per_cycle), nbytes
 
     def da(self, L: int) -> tuple[float, float]:
+        """Two passes, each reading the cache token by token: a round trip and 16-wide steps per position."""
         c, d = self.c, self.d
-        per_pos = c.heads * ceil_div(c.head_dim, d.dot_lanes)
+        per_pos = self.latency + c.heads * ceil_div(c.head_dim, d.dot_lanes)
         kv_bytes = L * c.kv_heads * c.head_dim * d.activation_bytes
         one_pass = max(L * per_pos, kv_bytes / self.bytes_per_cycle)
         return 2 * (self.latency + one_pass), 2 * kv_bytes

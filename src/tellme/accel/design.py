@@ -110,8 +110,8 @@ class Fitted:
     """The free parameters [F]: at most three (docs/accel.md, "Free parameters")."""
 
     ddr_efficiency: float = 0.80   # share of peak DDR bandwidth reached by long bursts: assumed, not fitted
-    ddr_latency_ns: float = 428.67  # PL read round trip at the start of each region and TLMM block: fitted to TTFT(64) = 0.45 s
-    host_call_us: float = 64.785   # host overhead per accelerator call (PYNQ register writes, start, wait): fitted to decode 25 tok/s
+    ddr_latency_ns: float = 417.05  # PL read round trip of each new read request (cycles.py): fitted to TTFT(64) = 0.45 s
+    host_call_us: float = 64.893   # host overhead per accelerator call (PYNQ register writes, start, wait): fitted to decode 25 tok/s
 
 
 FITTED = Fitted()

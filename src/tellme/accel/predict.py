@@ -49,10 +49,22 @@ def fit(c: ModelConfig, board: Board, design: Design = TELLME_V2, base: Fitted =
     return replace(base, ddr_latency_ns=float(lat), host_call_us=float(call))
 
 
+RPA_PUBLISHED_MS = {"rpa_128_ms_per_layer": 7.6, "rpa_128_unordered_ms_per_layer": 14.3}  # [P] its ablation
+
+
+def rpa_ms(m: CycleModel, n: int = 128) -> dict:
+    """One layer's RPA at n tokens, and the same with every query block sweeping all n keys."""
+    per_step = (m.rpa(n)[0] - m.latency) / m.rpa_key_steps(n)
+    full_steps = (n // m.d.N_pe) * n
+    return {"rpa_128_ms_per_layer": (m.rpa(n)[0] - m.latency) / m.hz * 1e3,
+            "rpa_128_unordered_ms_per_layer": full_steps * per_step / m.hz * 1e3}
+
+
 def validation(c: ModelConfig, board: Board, design: Design = TELLME_V2, fitted: Fitted = FITTED) -> list[dict]:
-    got = figures(CycleModel(c, board, design, fitted))
+    m = CycleModel(c, board, design, fitted)
+    got = figures(m) | rpa_ms(m)
     rows = [{"figure": k, "published": v, "predicted": got[k], "error": got[k] / v - 1, "fitted": k in FITTED_TO}
-            for k, v in PUBLISHED.items()]
+            for k, v in (PUBLISHED | RPA_PUBLISHED_MS).items()]
     res = resources.estimate(c, design)["total"]
     rows += [{"figure": k, "published": v, "predicted": res[k], "error": res[k] / v - 1, "fitted": False}
              for k, v in TABLE1.items()]
