@@ -122,7 +122,7 @@ def cmd_predict(args) -> int:
         out["validation"] = pr.validation(config, board)
         print("  against the paper:")
         for r in out["validation"]:
-            print(f"    {r["figure"]:31s} published {r['published']:>10g}  predicted {r['predicted']:>12.4g}  "
+            print(f"    {r['figure']:31s} published {r['published']:>10g}  predicted {r['predicted']:>12.4g}  "
                   f"error {100 * r['error']:+6.1f}%" + ("  (fitted)" if r["fitted"] else ""))
     _write_json(args.json, out)
     return 0
