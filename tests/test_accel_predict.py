@@ -121,7 +121,7 @@ def test_explore_cli(capsys, tmp_path):
 def test_compare(capsys):
     assert main(["accel", "compare", "--layers", "1", "--decode-tokens", "2", "--prompt", "16", "--cpu-watts", "20"]) == 0
     out = capsys.readouterr().out
-    assert "(predicted)" in out and "measured" in out and "CPU / board" in out
+    assert "(predicted)" in out and "measured" in out and "tokens per joule" in out
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from ..accel import design as ds
-from ..accel.cycles import CycleModel
+from ..accel.explore import tiled_model
 from ..errors import UsageError
 from ..runtime import cpu_info, get_num_threads, physical_cores, set_num_threads
 from .e2e import SHAPES, synthetic_model
@@ -44,7 +44,7 @@ def compare(model: str, board: ds.Board, prompt: int, decode_tokens: int, thread
     if model not in SHAPES:
         raise UsageError(f"compare measures bench e2e's synthetic shapes: one of {', '.join(SHAPES)}")
     config = ds.MODELS[model][0]
-    m = CycleModel(config, board)
+    m = tiled_model(config, board)  # as the design would run it: linears that do not fit are tiled
     pre, dec = m.prefill(prompt), m.decode(prompt)
     cpu = measure_cpu(model, prompt, decode_tokens, threads, layers)
     info = cpu_info()
@@ -73,8 +73,12 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         print(f"  {r['system']:52s} {r['ttft_s']:8.3f} {r['prefill_tokens_per_s']:12.1f} {r['decode_tokens_per_s']:11.1f} "
               f"{f(r['watts'], '6.1f'):>6s} {f(r['prefill_tokens_per_j'], '12.2f'):>12s} {f(r['decode_tokens_per_j'], '11.2f'):>11s}")
-    a, b = rows
-    print(f"  CPU / board: TTFT x{b['ttft_s'] / a['ttft_s']:.2f}, decode x{b['decode_tokens_per_s'] / a['decode_tokens_per_s']:.2f}")
+    board, cpu = rows
+    print(f"  this CPU against the board: {board['ttft_s'] / cpu['ttft_s']:.2f}x the prefill speed, "
+          f"{cpu['decode_tokens_per_s'] / board['decode_tokens_per_s']:.2f}x the decode speed"
+          + (f"; the board {board['prefill_tokens_per_j'] / cpu['prefill_tokens_per_j']:.1f}x (prefill) and "
+             f"{board['decode_tokens_per_j'] / cpu['decode_tokens_per_j']:.1f}x (decode) the tokens per joule"
+             if cpu["watts"] and board["watts"] else ""))
 
 
 def numerics_cost(model, ids: list[int], window: int, progress=None) -> list[dict]:
