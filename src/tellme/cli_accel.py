@@ -98,9 +98,13 @@ def _units_line(units: dict) -> str:
 def cmd_predict(args) -> int:
     _positive(args.prompt, "prompt")
     _positive(args.context, "context")
-    board, (config, _, source) = ds.board(args.board), _model(args.model)
+    board, (config, group, _) = ds.board(args.board), _model(args.model)
     d = _what_if(args)
     out = pr.predict(config, board, args.prompt, args.context, d, model_name=args.model)
+    if group:
+        out["notes"] = [f"scales per group of {group}: costed as one scale per linear (a per-group dequantizer "
+                        "is not modelled)"]
+        print(f"note: {out['notes'][0]}")
     print(f"TeLLMe v2 on {board.name} ({board.part}), {args.model}, {d.clock_mhz:g} MHz, T={d.T} Q={d.Q} "
           f"N_pe={d.N_pe}")
     for r in out["prefill"]:
@@ -130,7 +134,7 @@ def cmd_predict(args) -> int:
 
 def cmd_explore(args) -> int:
     _positive([args.prompt, args.context], "prompt")
-    board, (config, _, source) = ds.board(args.board), _model(args.model)
+    board, (config, _, _) = ds.board(args.board), _model(args.model)
     r = ex.explore(config, board, args.prompt, args.context)
     rel = r["released"]
     print(f"{args.model} on {board.name}: {sum(p.feasible for p in r['points'])} of {len(r['points'])} design "
@@ -140,6 +144,14 @@ def cmd_explore(args) -> int:
           + (f" ({'; '.join(rel.why)})" if rel.why else "")
           + (f", tiling {_tiling(config, tiled)}" if tiled else ", no tiling")
           + f": TTFT {rel.ttft_s:.3f} s, decode {rel.decode_tokens_per_s:.1f} tokens/s")
+    reasons: dict[str, int] = {}
+    for p in r["points"]:
+        for w in p.why:
+            key = w.split()[0] if w[0].isupper() else w
+            reasons[key] = reasons.get(key, 0) + 1
+    if reasons:
+        print("  points that do not fit, by what they exceed: " + ", ".join(f"{k} {n}" for k, n in reasons.items())
+              + ("" if args.all else " (--all lists them)"))
     shown = r["points"] if args.all else r["front"]
     print(f"  {'all points' if args.all else 'Pareto front (TTFT, decode, LUT)'}:")
     print("    T   Q  N_pe   MHz  c_URAM   TTFT s  decode t/s      LUT  tiles / why")
