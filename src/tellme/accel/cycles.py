@@ -29,11 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import ModelConfig
-from .design import FITTED, TELLME_V2, Board, Design, Fitted, ceil_div
+from .design import FITTED, LINEARS, TELLME_V2, Board, Design, Fitted, ceil_div
 
 STEPS_PER_LAYER = 12          # accelerator calls per layer: the dataflow steps 0-11 of the top level   [C]
 A53_INT8_MACS_PER_CYCLE = 4   # per core: SMLAL on a 64-bit NEON datapath (8 lanes every 2 cycles)   [DS] Cortex-A53 TRM
-LINEARS = ("q", "k", "v", "o", "up", "gate", "down")
 
 
 @dataclass

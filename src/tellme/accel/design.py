@@ -8,7 +8,6 @@ says which headline figure fits each). Boards and models are data: add a row to 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 from ..config import ModelConfig
@@ -70,6 +69,7 @@ class Design:
 
 
 TELLME_V2 = Design()
+LINEARS = ("q", "k", "v", "o", "up", "gate", "down")  # in the order a layer loads and runs them   [C]
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,3 @@ def with_changes(design: Design, **changes) -> Design:
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def log2c(x: int) -> int:
-    return max(1, math.ceil(math.log2(x)))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from ..config import ModelConfig
 from . import resources
 from .cycles import CycleModel
-from .design import FITTED, TELLME_V2, Board, Design, Fitted, ceil_div
+from .design import FITTED, LINEARS, TELLME_V2, Board, Design, Fitted, ceil_div
 
 URAM_DEPTH, BRAM_PER_URAM = 4096, 8
 C_URAMS = (1, 2, 3, 4)
@@ -53,6 +53,7 @@ class TiledCycleModel(CycleModel):
         self.tiles = tiles
 
     def tlmm_cycles_per_token(self, out: int, k: int) -> float:
+        # tiles follow from the shape alone, so any linear of this shape names the right count
         name = next(n for n in self.tiles if self.linear_shape(n) == (out, k))
         t = self.tiles[name]
         return t * super().tlmm_cycles_per_token(ceil_div(out, t), k)
@@ -69,7 +70,7 @@ def buffer_entries(board: Board, d: Design, other_uram: float, other_bram: float
 
 def tiles_needed(c: ModelConfig, d: Design, entries: int) -> dict[str, int]:
     out = {}
-    for name in ("q", "k", "v", "o", "up", "gate", "down"):
+    for name in LINEARS:
         rows, k = c.linear_shape(name)
         need = ceil_div(rows, d.Q // 2) * ceil_div(k, d.block)
         out[name] = ceil_div(need, entries) if entries > 0 else 0

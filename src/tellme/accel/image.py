@@ -33,9 +33,8 @@ from ..kernels.reference import quantize as quantize_rows
 from ..packed import PackedModel
 from ..rope import rope_tables
 from . import numerics as nm
-from .design import TELLME_V2, Design, ceil_div
+from .design import LINEARS, TELLME_V2, Design, ceil_div
 
-LINEARS = ("q", "k", "v", "o", "up", "gate", "down")
 REGIONS = ("q", "k", "v", "o", "up0", "up1", "up2", "gate0", "gate1", "gate2", "down0", "down1", "down2")
 PORTS = ("hp0", "hp1", "hp3")
 VECTOR_BITS, NORM_BIT = 140, 700

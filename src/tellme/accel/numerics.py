@@ -16,15 +16,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import TellmeError, UsageError
+from .design import TELLME_V2
 
-G = 3                 # weights per TLMM group: 27 patterns, a 5-bit index   [P]
-T_TABLES = 28         # tables per TLMM step: 84 activations, 140-bit index vector   [C]
-BLOCK = G * T_TABLES  # 84: reduction dims are zero-padded to a multiple of this   [P], [C]
-ENTRY_BITS = 10       # a table entry: 8-bit activations, sums of 3   [P]
-ACT_MAX = 127         # activations saturate to -127..127   [C]
+G = TELLME_V2.G                  # weights per TLMM group: 27 patterns, a 5-bit index
+T_TABLES = TELLME_V2.T           # tables per TLMM step: 84 activations, a 140-bit index vector
+BLOCK = TELLME_V2.block          # 84: reduction dims are zero-padded to a multiple of this
+ENTRY_BITS = TELLME_V2.entry_bits  # a table entry: 8-bit activations, sums of 3
+DOT_WIDTH = TELLME_V2.dot_lanes  # fp16 lanes of one attention dot-product step (a 256-bit vector)
+SCORE_FIFO = TELLME_V2.score_fifo  # decode attention's score FIFO depth: the decode context limit
+ACT_MAX = 127                    # activations saturate to -127..127   [C]
 SILU_ENTRIES, SILU_RANGE = 64, 8.0  # SiLU table over [-8, 8], saturating outside   [C]
-DOT_WIDTH = 16        # fp16 lanes of one attention dot-product step (a 256-bit vector)   [P], [C]
-SCORE_FIFO = 1024     # decode attention's score FIFO depth: the decode context limit   [P], [C]
 
 
 class AccumulatorOverflow(TellmeError):
@@ -37,7 +38,7 @@ class Numerics:
 
     fp16: bool = True          # activations, RoPE, residuals, attention, KV cache in fp16 (else fp32)
     silu_table: bool = True    # the 64-entry SiLU table (else SiLU in fp32)
-    acc_bits: int | None = 24  # TLMM accumulator width (None: unbounded)
+    acc_bits: int | None = TELLME_V2.acc_bits  # TLMM accumulator width, 24 (None: unbounded)
     rounding: str = "even"     # quantizer rounding: "even" (convergent, the design) or "away" (from zero)
     kv_fp16: bool | None = None  # the KV cache in fp16 (None: as `fp16`; tellme's own engine keeps fp16 K/V)
 
@@ -136,7 +137,7 @@ def _check_acc(partial: np.ndarray, bits: int | None, where: str) -> None:
             f"index {first}, range {lo}..{hi}); the hardware would wrap it")
 
 
-def tlmm_lookup(indices: np.ndarray, a: np.ndarray, acc_bits: int | None = 24, where: str = "tlmm") -> np.ndarray:
+def tlmm_lookup(indices: np.ndarray, a: np.ndarray, acc_bits: int | None = TELLME_V2.acc_bits, where: str = "tlmm") -> np.ndarray:
     """TLMM as the hardware runs it: per 84-activation step, 28 tables are built; each output row
     looks up its 28 indices and adds them to its accumulator, whose width is checked after every
     step. indices [out, groups], a int8 [tokens, in <= 3 * groups]. Returns int64 [tokens, out]."""
@@ -166,7 +167,7 @@ def exact_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def tlmm(ternary: np.ndarray, a: np.ndarray, acc_bits: int | None = 24, where: str = "tlmm") -> np.ndarray:
+def tlmm(ternary: np.ndarray, a: np.ndarray, acc_bits: int | None = TELLME_V2.acc_bits, where: str = "tlmm") -> np.ndarray:
     """The same integers as `tlmm_lookup`, fast: one BLAS product. The accumulator check is exact:
     a running sum of one token never exceeds that token's sum of |a| (|w| <= 1), so the per-step
     sums are formed only for tokens where that bound passes the accumulator's range."""
