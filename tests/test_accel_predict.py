@@ -138,3 +138,17 @@ def test_bad_arguments(argv, message, capsys):
         assert rc == 0
     else:
         assert rc == 1 and message in capsys.readouterr().err
+
+
+def test_cost_command(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 3)
+    out = tmp_path / "c.json"
+    assert main(["accel", "cost", str(text), "--tokens", "40", "--window", "16", "--json", str(out)]) == 0
+    rows = {r["numerics"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"ideal (none)", "silu_table alone", "fp16 alone", "acc24 alone", "round_away alone",
+                         "all (the design)"}
+    assert rows["ideal (none)"]["kl_from_ideal"] == 0 and rows["fp16 alone"]["kl_from_ideal"] > 0
+    assert rows["acc24 alone"]["perplexity"] == rows["ideal (none)"]["perplexity"]  # no sum comes near 2**23
+    assert main(["accel", "cost", str(text), "--window", "1"]) == 1
+    assert "--window must be at least 2" in capsys.readouterr().err

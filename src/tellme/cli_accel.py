@@ -182,7 +182,9 @@ def cmd_cost(args) -> int:
     from .bench import accel as bench_accel
     from .loading import load
 
-    _positive([args.tokens, args.window - 1], "tokens")
+    _positive([args.tokens], "tokens")
+    if args.window < 2:
+        raise UsageError(f"--window must be at least 2 tokens, got {args.window}")
     if args.model == "0.73B-synthetic":
         model = bench_accel.synthetic_073b(args.layers)
     else:
