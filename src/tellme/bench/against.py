@@ -186,10 +186,12 @@ def machine_busy_s() -> float | None:
 
 
 class BusyMeter:
-    """Cores others used, on average, since start (or since the last reset)."""
+    """Cores others used, on average, since start (or since the last reset). The clock, the
+    machine's busy seconds and our own CPU seconds can be given (tests give exact ones)."""
 
-    def __init__(self, workers):
-        self.workers = workers
+    def __init__(self, workers, clock=time.perf_counter, machine=machine_busy_s, own=None):
+        self.workers, self.clock, self.machine = workers, clock, machine
+        self.own = own or self._ours
         self.reset()
 
     def _ours(self) -> float:
@@ -197,14 +199,14 @@ class BusyMeter:
         return t.user + t.system + sum(w.cpu_s() for w in self.workers)
 
     def reset(self) -> None:
-        self.start, self.busy, self.ours = time.perf_counter(), machine_busy_s(), self._ours()
+        self.start, self.busy, self.ours = self.clock(), self.machine(), self.own()
 
     def others_cores(self) -> float | None:
-        busy = machine_busy_s()
+        busy = self.machine()
         if busy is None or self.busy is None:
             return None
-        wall = time.perf_counter() - self.start
-        return max(0.0, (busy - self.busy) - (self._ours() - self.ours)) / wall
+        wall = self.clock() - self.start
+        return max(0.0, (busy - self.busy) - (self.own() - self.ours)) / wall
 
 
 def refuse_if_busy(others: float | None, allow_busy: bool, when: str) -> None:
