@@ -1,5 +1,5 @@
-"""`tellme accel predict | explore | compare`: the TeLLMe v2 accelerator model from the command
-line (the model itself is tellme/accel; docs/accel.md)."""
+"""`tellme accel predict | explore | compare | cost`: the TeLLMe v2 accelerator model from the
+command line (the model itself is tellme/accel; docs/accel.md)."""
 
 from __future__ import annotations
 
@@ -72,11 +72,12 @@ def _what_if(args) -> ds.Design:
     d = ds.TELLME_V2
     changes = {k: v for k, v in [("clock_mhz", args.clock), ("Q", args.q), ("N_pe", args.n_pe)] if v is not None}
     if args.c_uram is not None:
-        t = 72 * args.c_uram // d.index_bits
-        changes.update(c_uram=args.c_uram, T=t, rows_per_beat=(d.axi_ports * d.axi_bits - 16) // (t * d.index_bits))
+        changes["c_uram"] = args.c_uram
     for k, v in changes.items():
         if v <= 0:
             raise UsageError(f"{k} must be positive, got {v}")
+    if args.c_uram is not None:
+        d = d.with_c_uram(args.c_uram)
     return replace(d, **changes) if changes else d
 
 

@@ -57,6 +57,13 @@ class Design:
     def beat_bytes(self) -> int:
         return self.axi_ports * self.axi_bits // 8
 
+    def with_c_uram(self, c_uram: int) -> "Design":
+        """The paper's sizing: T = floor(72 c_URAM / 5) tables fill c_URAM cascaded URAMs, and a
+        beat carries as many index vectors as fit beside its norm weight."""
+        t = 72 * c_uram // self.index_bits
+        beat = self.axi_ports * self.axi_bits - 16
+        return replace(self, c_uram=c_uram, T=t, rows_per_beat=beat // max(1, t * self.index_bits))
+
     def check(self) -> None:
         if self.index_vector_bits > 72 * self.c_uram:
             raise UsageError(f"an index vector of T={self.T} tables is {self.index_vector_bits} bits; "

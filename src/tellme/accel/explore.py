@@ -121,11 +121,8 @@ def evaluate(c: ModelConfig, board: Board, d: Design, prompt: int, context: int,
 
 
 def points(board: Board, base: Design = TELLME_V2):
-    beat = base.axi_ports * base.axi_bits - 16  # bits for index vectors beside the norm weight
     for c_uram, q, n_pe, clock in itertools.product(C_URAMS, QS, N_PES, CLOCKS):
-        t = 72 * c_uram // base.index_bits
-        yield replace(base, c_uram=c_uram, T=t, rows_per_beat=beat // (t * base.index_bits), Q=q, N_pe=n_pe,
-                      clock_mhz=clock)
+        yield replace(base.with_c_uram(c_uram), Q=q, N_pe=n_pe, clock_mhz=clock)
 
 
 def pareto(pts: list[Point]) -> list[Point]:
