@@ -178,6 +178,14 @@ NB_MODULE(_core, m) {
   }, nb::arg("tasks"), nb::arg("slow_task") = -1, nb::arg("slow_ms") = 0,
   "Test hook: runs parallel_for over `tasks` (task `slow_task` sleeping `slow_ms` ms first) and "
   "returns how often each task ran and which thread ran it.");
+  m.def("set_auto_threads", &set_auto_threads, nb::arg("on"),
+        "Automatic threads: each parallel loop's team is the cores other programs leave free (at most "
+        "get_num_threads()).");
+  m.def("team", [] { return nb::make_tuple(auto_threads(), team_size(), others_cores()); },
+        "(automatic threads on, the team a loop would use now, cores other programs used at the last "
+        "measurement).");
+  m.def("set_others_for_test", &set_others_for_test, nb::arg("cores"),
+        "Test hook: automatic threads see `cores` used by other programs (< 0: measure again).");
   m.def("has_code_3", [](const Array& codes) {
     if (codes.dtype() != nb::dtype<uint8_t>()) throw nb::type_error("codes must be uint8");
     const uint8_t* p = checked<uint8_t>(codes, "codes", {-1, -1});

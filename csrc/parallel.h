@@ -20,6 +20,17 @@ inline int thread_index() {
 #endif
 }
 
+// A busy machine: when another program keeps a core, a helper thread there is descheduled and
+// every loop waits at its end until it runs again (a time slice, milliseconds: on a 2-vCPU VM with
+// one core taken, 2 threads decoded at half the 1-thread rate). With automatic threads (the
+// default, `threads="auto"`) the team is the cores other programs leave free, measured every 100
+// ms, at most num_threads() (parallel.cpp; docs/kernels.md, "Threads").
+int team_size();
+void set_auto_threads(bool on);
+bool auto_threads();
+double others_cores();               // cores other programs used at the last measurement
+void set_others_for_test(double cores);  // a test's stand-in for the measurement (< 0: measure again)
+
 // Each thread starts on its own contiguous share of the tasks, in order, as schedule(static) would
 // (a decode thread's weights stay one forward stream); one that finishes early then takes what is
 // left of the others' shares, from their front. When one core runs slower (a virtual machine's
@@ -27,7 +38,8 @@ inline int thread_index() {
 // loop (docs/kernels.md, "Threads").
 template <class F>
 void parallel_for(int64_t tasks, F&& body) {
-  const int threads = static_cast<int>(tasks < num_threads() ? tasks : num_threads());
+  const int team = team_size();
+  const int threads = static_cast<int>(tasks < team ? tasks : team);
   if (threads <= 1) {
     for (int64_t i = 0; i < tasks; ++i) body(i);
     return;

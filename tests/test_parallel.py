@@ -1,5 +1,8 @@
 """parallel_for, the loop under every native kernel: each task runs exactly once, whichever thread
-takes it, and a thread that finishes its share takes what is left of a slower thread's."""
+takes it, and a thread that finishes its share takes what is left of a slower thread's; with
+automatic threads the team is the cores other programs leave free."""
+
+import os
 
 import numpy as np
 import pytest
@@ -38,3 +41,29 @@ def test_bad_arguments():
         _core.parallel_for_trace(-1)
     with pytest.raises(ValueError, match="slow_ms"):
         _core.parallel_for_trace(4, 0, 5000)
+
+
+def test_auto_threads_use_the_cores_others_leave():
+    """Automatic threads see other programs' load (a stand-in here, so that what else runs on the
+    machine cannot change the result): with all but one core taken, every loop runs on the calling
+    thread; with all free, the team is back (the other thread takes tasks while task 0 sleeps)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    before = tellme.runtime.thread_setting()
+    _core.set_num_threads(2)
+    _core.set_auto_threads(True)
+    try:
+        _core.set_others_for_test(cpus - 1.0)
+        counts, by = _core.parallel_for_trace(64, slow_task=0, slow_ms=20)
+        assert set(by) == {0} and _core.team()[1] == 1
+        np.testing.assert_array_equal(counts, np.ones(64, np.int32))
+        _core.set_others_for_test(cpus - 1.5)  # half a core left is not a core
+        assert list(_core.parallel_for_trace(8)[1]) == [0] * 8
+        _core.set_others_for_test(0.0)
+        counts, by = _core.parallel_for_trace(64, slow_task=0, slow_ms=50)
+        assert 1 in set(by) and _core.team()[1] == 2
+        _core.set_auto_threads(False)  # a fixed count ignores the load
+        _core.set_others_for_test(cpus - 1.0)
+        assert 1 in set(_core.parallel_for_trace(64, slow_task=0, slow_ms=50)[1])
+    finally:
+        _core.set_others_for_test(-1)
+        tellme.set_num_threads(before)

@@ -35,9 +35,26 @@ def test_cpu_info_reports_detection_and_choice():
     assert run_python("import tellme; print(tellme.get_isa())").stdout.strip() == best
 
 
-def test_default_threads_are_physical_cores():
-    out = run_python("import tellme; print(tellme.get_num_threads())", TELLME_NUM_THREADS="")
-    assert int(out.stdout) == tellme.runtime.physical_cores()
+def test_default_threads_are_auto_up_to_physical_cores():
+    code = "import tellme; i = tellme.cpu_info(); print(tellme.get_num_threads(), i['threads'])"
+    for env in ("", "auto"):
+        out = run_python(code, TELLME_NUM_THREADS=env)
+        assert out.stdout.split() == [str(tellme.runtime.physical_cores()), "auto"], out.stderr
+
+
+def test_set_num_threads_auto_and_fixed():
+    before = tellme.runtime.thread_setting()
+    try:
+        tellme.set_num_threads("auto")
+        assert tellme.runtime.threads_auto() and tellme.cpu_info()["threads"] == "auto"
+        assert tellme.get_num_threads() == tellme.runtime.physical_cores()
+        tellme.set_num_threads(1)
+        assert not tellme.runtime.threads_auto() and tellme.cpu_info()["threads"] == 1
+        for bad in ("many", 0, 1.5, True):
+            with pytest.raises(tellme.errors.UsageError, match="positive integer or 'auto'"):
+                tellme.set_num_threads(bad)
+    finally:
+        tellme.set_num_threads(before)
 
 
 def test_environment_forces_isa_and_threads():

@@ -30,9 +30,20 @@ def _count(low: int):
     return parse
 
 
+def _threads(text: str):
+    """argparse type of --threads: a count >= 1, or auto."""
+    if text == "auto":
+        return text
+    try:
+        return _count(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") from None
+
+
 def _model_args(p) -> None:
     p.add_argument("-m", "--model", default="default", help=MODEL_HELP + "; default: default")
-    p.add_argument("--threads", type=_count(1), help="native threads (default: physical cores)")
+    p.add_argument("--threads", type=_threads, help="native threads, or auto: up to the physical cores, as many "
+                   "as other programs leave free (default: auto)")
     p.add_argument("--context", type=_count(1), help="KV cache length in tokens (default: the model's)")
     p.add_argument("--head", choices=("int8", "int6", "fp32"),
                    help="embedding/LM head precision (default: int6, or a converted file's own)")
@@ -157,11 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="what", required=True)
-    from .bench import e2e, kernels, load, serve
+    from .bench import busy, e2e, kernels, load, serve
     kernels.add_arguments(bench_sub.add_parser("kernels", help="kernel throughput against the machine's limits"))
     e2e.add_arguments(bench_sub.add_parser("e2e", help="prefill/decode speed of whole models"))
     serve.add_arguments(bench_sub.add_parser("serve", help="many streams at once through the batching scheduler"))
     load.add_arguments(bench_sub.add_parser("load", help="load time, peak memory and first forward per file format"))
+    busy.add_arguments(bench_sub.add_parser("busy", help="1 thread, all cores and auto threads, quiet and with "
+                                                         "one core taken by another program"))
     from . import cli_accel
     cli_accel.add_arguments(sub.add_parser("accel", help="the TeLLMe v2 FPGA accelerator: predicted speed and "
                                                          "resources on a board, design space (docs/accel.md)"))
@@ -402,8 +415,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import e2e, kernels, load, serve
-    return {"kernels": kernels.run, "e2e": e2e.run, "serve": serve.run, "load": load.run}[args.what](args)
+    from .bench import busy, e2e, kernels, load, serve
+    return {"kernels": kernels.run, "e2e": e2e.run, "serve": serve.run, "load": load.run,
+            "busy": busy.run}[args.what](args)
 
 
 def cmd_accel(args) -> int:

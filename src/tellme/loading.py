@@ -105,14 +105,15 @@ def read_packed(path: Path, head: str | None = None, kernel: str = "auto",
     return PackedModel.pack(reader, head or DEFAULT_HEAD, kernel, progress_bar("packing", progress)), reader.tokenizer
 
 
-def load(path: str | os.PathLike = "default", threads: int | None = None, context: int | None = None,
+def load(path: str | os.PathLike = "default", threads: int | str | None = None, context: int | None = None,
          head: str | None = None, kernel: str = "auto", progress: bool | None = None,
          max_sequences: int | None = None, numerics: str = "native") -> Model:
     """Load a model: a Hugging Face checkpoint directory, a GGUF file (llama.cpp's TQ1_0/TQ2_0 or
     bitnet.cpp's I2_S), a file written by `tellme convert`, a Hugging Face model id already in the
     local cache, or "default" for the small model shipped with tellme.
 
-    threads: native threads (default: physical cores); context: KV cache length in tokens
+    threads: native threads, or "auto" (the default: up to the physical cores, as many as other programs
+    leave free); context: KV cache length in tokens
     (default: the model's max_position_embeddings; memory is committed only as it fills);
     head: the embedding and LM head, "int6" (6-bit rows with per-row scales, 3/4 of the int8
     head's bytes: the default, or a converted file's own), "int8" (per-row scales) or "fp32"; kernel: "auto",

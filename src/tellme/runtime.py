@@ -1,7 +1,9 @@
 """Process-wide native settings: the instruction set (ISA) the kernels use, and the thread count.
 
 Both are read once from the environment at import (`TELLME_ISA`, `TELLME_NUM_THREADS`) and can
-be changed later with `set_isa` / `set_num_threads`.
+be changed later with `set_isa` / `set_num_threads`. Threads are "auto" unless set: up to the
+physical cores, each parallel loop using the cores other programs leave free (measured every 100
+ms), so that a busy machine does not make every loop wait for a descheduled thread.
 """
 
 from __future__ import annotations
@@ -29,15 +31,31 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def set_num_threads(n: int) -> None:
-    """Threads used by every native kernel. Results are identical for any count."""
+def set_num_threads(n: int | str) -> None:
+    """Threads used by every native kernel: a count, or "auto" (up to the physical cores, as many
+    as other programs leave free). Results are identical for any count."""
+    if n == "auto":
+        _core.set_num_threads(physical_cores())
+        _core.set_auto_threads(True)
+        return
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UsageError(f"number of threads must be a positive integer, got {n!r}")
+        raise UsageError(f"number of threads must be a positive integer or 'auto', got {n!r}")
+    _core.set_auto_threads(False)
     _core.set_num_threads(n)
 
 
 def get_num_threads() -> int:
+    """The thread count set, or with "auto" the most it uses (the physical cores)."""
     return _core.get_num_threads()
+
+
+def threads_auto() -> bool:
+    return _core.team()[0]
+
+
+def thread_setting() -> int | str:
+    """What set_num_threads was given: "auto" or a count (to restore it after a benchmark)."""
+    return "auto" if threads_auto() else get_num_threads()
 
 
 def set_isa(name: str) -> None:
@@ -62,7 +80,9 @@ def cpu_info() -> dict:
         "features": _core.cpu_features(),
         "isas": _core.isas(),
         "isa": get_isa(),
-        "threads": get_num_threads(),
+        "threads": "auto" if threads_auto() else get_num_threads(),
+        "threads_now": _core.team()[1],  # the team a loop would use now
+        "others_cores": round(_core.team()[2], 2),  # cores other programs used (auto threads' last look)
         "physical_cores": physical_cores(),
     }
 
@@ -72,11 +92,11 @@ def _configure_from_environment() -> None:
     make `import tellme` (and so `tellme --help`) fail."""
     threads, isa = os.environ.get("TELLME_NUM_THREADS"), os.environ.get("TELLME_ISA")
     try:
-        set_num_threads(int(threads))
+        set_num_threads(threads if threads == "auto" else int(threads))
     except (TypeError, ValueError):
         if threads:
-            _warn(f"TELLME_NUM_THREADS={threads!r} ignored: expected a positive integer")
-        set_num_threads(physical_cores())
+            _warn(f"TELLME_NUM_THREADS={threads!r} ignored: expected a positive integer or 'auto'")
+        set_num_threads("auto")
     if isa:
         try:
             set_isa(isa)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ..runtime import get_num_threads, set_num_threads
+from ..runtime import get_num_threads, set_num_threads, thread_setting
 
 SHAPES = {  # name: (config fields, real checkpoint it mirrors)
     "0.73B": dict(architecture="bitnet-1bitllm", hidden=1536, intermediate=4096, layers=24, heads=16, kv_heads=16,
@@ -220,7 +220,7 @@ def run(args) -> int:
         return against.run(args)
     specs = ([{"path": args.model, "shape": None}] if args.model else [{"path": None, "shape": s} for s in args.shape])
     ctx = mp.get_context("spawn")
-    records, saved = [], get_num_threads()
+    records, saved = [], thread_setting()
     print(f"machine: {cpu_name()}")
     print(f"{'model':>8} {'thr':>3} {'load s':>7} {'pf128 t/s':>10} {'pf512 t/s':>10} {'ttft128 s':>9} "
           f"{'decode t/s':>10} {'%read bw':>8} {'py %':>5} {'RSS MB':>7} {'w+kv MB':>7}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _core
 from ..kernels import KERNELS, TernaryWeights
-from ..runtime import available_isas, get_isa, get_num_threads, set_isa, set_num_threads
+from ..runtime import available_isas, get_isa, set_isa, set_num_threads, thread_setting
 
 # what `--kernel` measures: the two layouts, and i2 with a scale per 128 weights (Ternary Bonsai)
 VARIANTS = (*KERNELS, "i2-g128")
@@ -108,7 +108,7 @@ def run(args) -> int:
     for isa in isas:
         if isa not in available_isas():
             raise SystemExit(f"tellme bench kernels: ISA {isa!r} cannot run here (available: {', '.join(available_isas())})")
-    saved_isa, saved_threads = get_isa(), get_num_threads()
+    saved_isa, saved_threads = get_isa(), thread_setting()
     llc = last_level_cache_bytes()
     rng = np.random.default_rng(0)
 
