@@ -116,8 +116,9 @@ def test_overflow_names_the_linear(shape_073b):
 
 
 def test_bad_numerics_name(shipped):
-    with pytest.raises(tellme.errors.UsageError, match="numerics must be"):
-        Model(shipped.packed, shipped.tokenizer, numerics="fpga")
+    for bad in ("fpga", ["tellme-v2"], None):
+        with pytest.raises(tellme.errors.UsageError, match="numerics must be"):
+            Model(shipped.packed, shipped.tokenizer, numerics=bad)
 
 
 def test_cli_numerics(tmp_path, capsys):

@@ -106,7 +106,8 @@ class Model:
         self.numerics = numerics
         if numerics == "native":
             self.engine = build_engine(packed, self.context)
-        elif isinstance(numerics, Numerics) or numerics in ACCEL_NUMERICS:  # the accelerator's datapath in NumPy
+        elif isinstance(numerics, Numerics) or (isinstance(numerics, str) and numerics in ACCEL_NUMERICS):
+            # the accelerator's datapath in NumPy: a golden model, slow (docs/accel.md)
             self.engine = AccelEngine(packed, self.context, ACCEL_NUMERICS.get(numerics, numerics))
         else:
             raise UsageError(f"numerics must be 'native' or one of {', '.join(ACCEL_NUMERICS)}, got {numerics!r}")
