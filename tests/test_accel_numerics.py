@@ -176,8 +176,9 @@ def test_dot16_per_element(rng):
         assert nm.dot16(q, k) == _dot_by_loop(q, k, hd)
 
 
-def test_prefill_attention_per_element(rng):
-    n, heads, kvh, hd = 5, 4, 2, 16
+@pytest.mark.parametrize("n", [5, 8, 11])  # padded to 8, 8, 16 rows by the host
+def test_prefill_attention_per_element(rng, n):
+    heads, kvh, hd = 4, 2, 16
     q = rng.standard_normal((n, heads * hd)).astype(H)
     k = rng.standard_normal((n, kvh * hd)).astype(H)
     v = rng.standard_normal((n, kvh * hd)).astype(H)
@@ -195,6 +196,13 @@ def test_prefill_attention_per_element(rng):
                 o = np.array([H(H(o[d] * c) + H(p * v[j, g * hd + d])) for d in range(hd)], H)
                 m = mn
             assert np.array_equal(out[i, h * hd:(h + 1) * hd], (o / l).astype(H)), (i, h)
+
+
+def test_host_layout_for_rpa():
+    x = np.arange(1, 12, dtype=np.float16).reshape(11, 1)  # positions 0..10
+    r = nm.host_reverse(x)
+    assert r.shape == (16, 1) and not r[:5].any()  # padded to 2 blocks of 8, the padding first
+    assert r[5:, 0].tolist() == list(range(11, 0, -1))  # then positions 10..0
 
 
 def test_decode_attention_per_element(rng):

@@ -24,6 +24,7 @@ BLOCK = TELLME_V2.block          # 84: reduction dims are zero-padded to a multi
 ENTRY_BITS = TELLME_V2.entry_bits  # a table entry: 8-bit activations, sums of 3
 DOT_WIDTH = TELLME_V2.dot_lanes  # fp16 lanes of one attention dot-product step (a 256-bit vector)
 SCORE_FIFO = TELLME_V2.score_fifo  # decode attention's score FIFO depth: the decode context limit
+N_PE = TELLME_V2.N_pe            # RPA's query block: the host pads prompts to a multiple of it
 ACT_MAX = 127                    # activations saturate to -127..127   [C]
 SILU_ENTRIES, SILU_RANGE = 64, 8.0  # SiLU table over [-8, 8], saturating outside   [C]
 
@@ -281,23 +282,34 @@ def _group(x: np.ndarray, heads: int, kv_heads: int) -> np.ndarray:
     return np.repeat(x.reshape(n, kv_heads, -1), heads // kv_heads, axis=1)
 
 
-def prefill_attention(q, k, v, heads: int, kv_heads: int, dtype=np.float16) -> np.ndarray:
-    """RPA: FlashAttention with block size 1 for a prompt from position 0. Query i visits keys
-    i, i-1, ..., 0 (the reversed order: its diagonal first, then older keys in increasing
-    reversed-index order), updating its running max m, denominator l and output o per key.
-    q [n, heads * hd], k and v [n, kv_heads * hd] in `dtype`. Returns [n, heads * hd]."""
+def host_reverse(x: np.ndarray, n_pe: int = N_PE) -> np.ndarray:
+    """The host's prompt layout for RPA: zero rows pad the prompt to a multiple of N_pe, and the
+    token order is reversed with the padding first (row r holds position n_padded - 1 - r)."""
+    pad = -x.shape[0] % n_pe
+    return np.concatenate([np.zeros((pad,) + x.shape[1:], x.dtype), x[::-1]])
+
+
+def prefill_attention(q, k, v, heads: int, kv_heads: int, dtype=np.float16, n_pe: int = N_PE) -> np.ndarray:
+    """RPA: FlashAttention with block size 1 for a prompt from position 0, on the host's reversed,
+    padded layout. Query block b (rows [n_pe b, n_pe b + n_pe)) sweeps the keys from row n_pe b to
+    the end in increasing order, so a query's first key is its own (its diagonal), then older ones;
+    within the diagonal block, keys above a query's row are masked. Each query keeps a running max
+    m, denominator l and output o. q [n, heads * hd], k and v [n, kv_heads * hd] in position order;
+    returns [n, heads * hd] in position order (the padding queries' rows are dropped)."""
     n = q.shape[0]
-    qh = np.asarray(q, dtype).reshape(n, heads, -1)
+    qh = host_reverse(np.asarray(q, dtype), n_pe).reshape(-1, heads, np.shape(q)[1] // heads)
     hd = qh.shape[-1]
-    kh, vh = _group(np.asarray(k, dtype), heads, kv_heads), _group(np.asarray(v, dtype), heads, kv_heads)
+    kh = _group(host_reverse(np.asarray(k, dtype), n_pe), heads, kv_heads)
+    vh = _group(host_reverse(np.asarray(v, dtype), n_pe), heads, kv_heads)
+    rows_total = qh.shape[0]
     scale = dtype(1 / np.sqrt(hd))
-    m = np.full((n, heads), -np.inf, dtype)
-    l = np.zeros((n, heads), dtype)
-    o = np.zeros((n, heads, hd), dtype)
-    rows = np.arange(n)
-    for j in range(n):                      # key offset from the diagonal
-        live = rows[j:]                     # queries that still have a key j positions back
-        kj, vj = kh[live - j], vh[live - j]
+    m = np.full((rows_total, heads), -np.inf, dtype)
+    l = np.zeros((rows_total, heads), dtype)
+    o = np.zeros((rows_total, heads, hd), dtype)
+    rows = np.arange(rows_total)
+    for j in range(rows_total):             # the key j rows past each query's own
+        live = rows[:rows_total - j]
+        kj, vj = kh[live + j], vh[live + j]
         s = dot16(qh[live], kj, dtype) * scale
         m_new = np.maximum(m[live], s)
         c = np.exp(m[live] - m_new)
@@ -305,7 +317,8 @@ def prefill_attention(q, k, v, heads: int, kv_heads: int, dtype=np.float16) -> n
         l[live] = l[live] * c + p
         o[live] = o[live] * c[..., None] + p[..., None] * vj
         m[live] = m_new
-    return (o / l[..., None]).reshape(n, heads * hd).astype(dtype)
+    out = (o / l[..., None]).reshape(rows_total, heads * hd).astype(dtype)
+    return out[::-1][:n]                    # back to position order, padding (now last) dropped
 
 
 def decode_attention(q, k_cache, v_cache, heads: int, kv_heads: int, dtype=np.float16) -> np.ndarray:
