@@ -3,7 +3,6 @@ thread setting it found (no speed is asserted: the machine may be busy)."""
 
 import pytest
 
-import tellme
 from tellme.cli import main
 from tellme.runtime import physical_cores, thread_setting
 
@@ -21,4 +20,3 @@ def test_bench_busy_prints_every_setting(capsys):
 def test_bench_busy_bad_arguments(capsys):
     assert main(["bench", "busy", "--repeats", "0"]) == 1
     assert "at least 1" in capsys.readouterr().err
-    tellme.set_num_threads("auto")
