@@ -42,6 +42,7 @@ class AccelEngine:
         cos, sin = rope_tables(self.config, context)
         self.cos, self.sin = cos.astype(dt), sin.astype(dt)
         self._ternary: dict[tuple[int, str], np.ndarray] = {}
+        self._embedding: np.ndarray | None = None
         self._head: tuple[np.ndarray, np.ndarray] | None = None
         self._lock = threading.Lock()  # one step at a time, as on the board
 
@@ -55,6 +56,12 @@ class AccelEngine:
         if (layer, name) not in self._ternary:  # unpacked once: int8 [out, in]
             self._ternary[layer, name] = w.ternary()
         return self._ternary[layer, name], w
+
+    def embedding(self) -> np.ndarray:
+        """The host's embedding table in the activation dtype (fp16), dequantized once."""
+        if self._embedding is None:
+            self._embedding = self.packed.rows("embedding").float32().astype(self.numerics.dtype)
+        return self._embedding
 
     def head_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The host's int8 LM head: the model's int8 rows as they are, other heads requantized per row."""
@@ -119,7 +126,7 @@ class AccelEngine:
         return x + self.linear(i, "down", f)
 
     def _step(self, cache: AccelCache, ids: np.ndarray, position: int) -> np.ndarray:
-        x = self.packed.rows("embedding").float32()[ids].astype(self.numerics.dtype)
+        x = self.embedding()[ids]
         for i in range(self.config.layers):
             x = self.layer(i, x, cache, position)
         h = self._norm(x, self.packed.final_norm)
