@@ -37,7 +37,7 @@ from .design import LINEARS, TELLME_V2, Design, ceil_div
 
 REGIONS = ("q", "k", "v", "o", "up0", "up1", "up2", "gate0", "gate1", "gate2", "down0", "down1", "down2")
 PORTS = ("hp0", "hp1", "hp3")
-VECTOR_BITS, NORM_BIT = 140, 700
+NORM_BIT = 700                   # after five 140-bit index vectors
 LAYERS = 24                      # the DDR arrays' first dimension   [C]
 
 
@@ -64,7 +64,7 @@ def fits(c: ModelConfig, group: int = 0, d: Design = TELLME_V2) -> list[str]:
     return why
 
 
-def _slots(name: str, out: int, k: int, d: Design):
+def _slots(name: str, d: Design):
     """(rows, block) ranges of each region of linear `name`."""
     if name in ("up", "gate"):
         return [(range(s * d.slot_rows, (s + 1) * d.slot_rows), range(d.slot_blocks)) for s in range(d.slots)]
@@ -73,14 +73,22 @@ def _slots(name: str, out: int, k: int, d: Design):
     return [(range(d.slot_rows), range(d.slot_blocks))]
 
 
-def _norm_of(packed: PackedModel, layer: int, name: str) -> np.ndarray | None:
-    c = packed.config
-    if name == "q":
-        return packed.norm(0, "attn_norm") if layer == 0 else None
+def carried_norm(name: str, layer: int, layers: int) -> tuple[int, str] | None:
+    """The norm linear `name` of `layer` carries in its load: (its layer, its name), "final_norm"
+    for the last layer's down, or None."""
     if name == "down":
-        return packed.final_norm if layer == c.layers - 1 else packed.norm(layer + 1, "attn_norm")
+        return (layer + 1, "attn_norm") if layer + 1 < layers else (layer, "final_norm")
+    if name == "q":
+        return (0, "attn_norm") if layer == 0 else None
     carried = {"o": "attn_sub_norm", "up": "ffn_norm", "gate": "ffn_sub_norm"}.get(name)
-    return packed.norm(layer, carried) if carried else None
+    return (layer, carried) if carried else None
+
+
+def _norm_of(packed: PackedModel, layer: int, name: str) -> np.ndarray | None:
+    where = carried_norm(name, layer, packed.config.layers)
+    if where is None:
+        return None
+    return packed.final_norm if where[1] == "final_norm" else packed.norm(*where)
 
 
 def encode_region(indices: np.ndarray, norm: np.ndarray | None, d: Design = TELLME_V2) -> np.ndarray:
@@ -136,7 +144,7 @@ def write(packed: PackedModel, out_dir: str | os.PathLike, d: Design = TELLME_V2
                 idx = nm.encode_indices(w.ternary())                       # [out, groups]
                 idx = idx.reshape(w.out_features, -1, d.T)                  # [out, blocks, T]
                 norm = _norm_of(packed, layer, name)
-                for s, (rows, blocks) in enumerate(_slots(name, w.out_features, w.in_features, d)):
+                for s, (rows, blocks) in enumerate(_slots(name, d)):
                     part = np.zeros((d.slot_rows, d.slot_blocks, d.T), np.uint8)
                     r = idx[rows.start:min(rows.stop, w.out_features), blocks.start:min(blocks.stop, idx.shape[1])]
                     part[:r.shape[0], :r.shape[1]] = r
@@ -195,10 +203,10 @@ def read(image_dir: str | os.PathLike, d: Design = TELLME_V2) -> dict:
         r = 0
         for name in LINEARS:
             out, k = c.linear_shape(name)
-            slots = _slots(name, out, k, d)
+            slots = _slots(name, d)
             idx = np.zeros((len(slots) * d.slot_rows, 3 * d.slot_blocks, d.T), np.uint8)
             norm = []
-            for s, (rows, blocks) in enumerate(slots):
+            for rows, blocks in slots:
                 part, nrm = decode_region(words[layer, r], d)
                 r += 1
                 idx[rows.start:rows.stop, blocks.start:blocks.stop] = part[:d.slot_rows]
@@ -207,16 +215,13 @@ def read(image_dir: str | os.PathLike, d: Design = TELLME_V2) -> dict:
             if idx[out:].any() or idx[:, nb:].any():
                 raise FormatError(f"{src}: layer {layer} {name} has indices outside its {out} x {k} matrix")
             linears[layer, name] = nm.decode_indices(idx[:out, :nb].reshape(out, -1), k)
+            where = carried_norm(name, layer, c.layers)
+            if where is None:
+                continue
             norm = np.concatenate(norm)
-            key = {"q": "attn_norm", "o": "attn_sub_norm", "up": "ffn_norm", "gate": "ffn_sub_norm",
-                   "down": "attn_norm"}.get(name)
-            if name == "down":
-                dim = c.hidden
-                if layer == c.layers - 1:
-                    final = norm[:dim]
-                else:
-                    norms[layer + 1, key] = norm[:dim]
-            elif key and (name != "q" or layer == 0):
-                norms[layer, key] = norm[:c.norm_dim(key)]
+            if where[1] == "final_norm":
+                final = norm[:c.hidden]
+            else:
+                norms[where] = norm[:c.norm_dim(where[1])]
     scales = np.load(src / "linear_scales_fp32.npy")
     return {"config": c, "linears": linears, "norms": norms, "final_norm": final, "scales": scales}
