@@ -69,21 +69,25 @@ class Phase:
 
 
 class CycleModel:
-    def __init__(self, config: ModelConfig, board: Board, design: Design = TELLME_V2, fitted: Fitted = FITTED):
+    """tiles: row tiles per linear where its indices do not fit the weight buffer at once
+    (explore.py sizes them): each tile is loaded and swept on its own, so every token pays each
+    block's fixed work once per tile."""
+
+    def __init__(self, config: ModelConfig, board: Board, design: Design = TELLME_V2, fitted: Fitted = FITTED,
+                 tiles: dict[str, int] | None = None):
         design.check()
         self.c, self.b, self.d, self.f = config, board, design, fitted
+        self.tiles = {n: 1 for n in LINEARS} | (tiles or {})
         self.hz = design.hz
         self.bytes_per_cycle = board.ddr_gbs * 1e9 * fitted.ddr_efficiency / self.hz
         self.latency = fitted.ddr_latency_ns * 1e-9 * self.hz
 
     # ---- per unit ----
-    def linear_shape(self, name: str) -> tuple[int, int]:
-        return self.c.linear_shape(name)
-
-    def tlmm_cycles_per_token(self, out: int, k: int) -> float:
+    def tlmm_cycles_per_token(self, out: int, k: int, tiles: int = 1) -> float:
         d = self.d
         blocks = ceil_div(k, d.block)
-        return blocks * (self.latency + d.block + d.table_write_cycles + ceil_div(out, d.Q) + d.sweep_depth)
+        return tiles * blocks * (self.latency + d.block + d.table_write_cycles + ceil_div(ceil_div(out, tiles), d.Q)
+                                 + d.sweep_depth)
 
     def load_beats(self, out: int, k: int) -> int:
         return ceil_div(k, self.d.block) * ceil_div(out, self.d.rows_per_beat)
@@ -148,10 +152,10 @@ class CycleModel:
         tlmm, wbmu, rms, act = p.unit("tlmm"), p.unit("wbmu"), p.unit("rms_max"), p.unit("activations")
         att = p.unit("rpa" if context is None else "da")
         for name in LINEARS:
-            out, k = self.linear_shape(name)
+            out, k = c.linear_shape(name)
             cyc, nbytes = self.wbmu(out, k)
             wbmu.add(cyc * c.layers, nbytes * c.layers)
-            compute = self.latency + tokens * self.tlmm_cycles_per_token(out, k)
+            compute = self.latency + tokens * self.tlmm_cycles_per_token(out, k, self.tiles[name])
             io_bytes = tokens * (k + out * (2 if name in ("o", "down", "gate") else 1)) * d.activation_bytes
             io = io_bytes / self.bytes_per_cycle
             tlmm.add(max(compute, io) * c.layers)

@@ -44,21 +44,6 @@ class Point:
                 "resources": self.resources}
 
 
-class TiledCycleModel(CycleModel):
-    """CycleModel with linears split into `tiles[name]` row tiles: each tile is loaded and swept
-    on its own, so every token pays each block's fixed work once per tile."""
-
-    def __init__(self, *a, tiles: dict[str, int], **k):
-        super().__init__(*a, **k)
-        self.tiles = tiles
-
-    def tlmm_cycles_per_token(self, out: int, k: int) -> float:
-        # tiles follow from the shape alone, so any linear of this shape names the right count
-        name = next(n for n in self.tiles if self.linear_shape(n) == (out, k))
-        t = self.tiles[name]
-        return t * super().tlmm_cycles_per_token(ceil_div(out, t), k)
-
-
 def buffer_entries(board: Board, d: Design, other_uram: float, other_bram: float) -> int:
     """Index vectors per bank the weight buffer can hold (Q/2 dual-ported banks, c_URAM wide)."""
     uram = board.uram - other_uram
@@ -92,7 +77,7 @@ def sized(c: ModelConfig, board: Board, d: Design) -> tuple[dict, dict[str, int]
 def tiled_model(c: ModelConfig, board: Board, d: Design = TELLME_V2, fitted: Fitted = FITTED) -> CycleModel:
     """The cycle model of `d` running `c` on `board` as it would: linears tiled to fit its buffer."""
     tiles = sized(c, board, d)[1]
-    return TiledCycleModel(c, board, d, fitted, tiles={n: max(1, t) for n, t in tiles.items()})
+    return CycleModel(c, board, d, fitted, tiles={n: max(1, t) for n, t in tiles.items()})
 
 
 def evaluate(c: ModelConfig, board: Board, d: Design, prompt: int, context: int, fitted: Fitted = FITTED) -> Point:
@@ -115,7 +100,7 @@ def evaluate(c: ModelConfig, board: Board, d: Design, prompt: int, context: int,
         cap = getattr(board, key) * UTILIZATION
         if total[key] > cap:
             why.append(f"{key.upper()} {total[key]:,.0f} > {cap:,.0f}")
-    m = TiledCycleModel(c, board, d, fitted, tiles=tiles)
+    m = CycleModel(c, board, d, fitted, tiles=tiles)
     return Point(d, tiles, m.prefill(prompt)["ttft_s"], m.decode(context)["decode_tokens_per_s"], total,
                  not why, why)
 
