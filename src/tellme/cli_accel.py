@@ -8,6 +8,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from .accel import design as ds
 from .accel import explore as ex
 from .accel import predict as pr
@@ -52,14 +54,23 @@ def add_arguments(p) -> None:
 
 
 def _model(name: str):
-    """A model of accel's table, or any model tellme loads ('default', a path, a cached model id)."""
+    """(config, weights per group scale or 0, source) of a model of accel's table, or of any model
+    tellme loads ('default', a path, a cached model id): only its configuration and first linear
+    are read (a converted file is mapped, not read)."""
     if name in ds.MODELS:
-        return ds.model_config(name)
-    from .loading import resolve
+        return ds.MODELS[name]
+    from .loading import open_checkpoint, resolve
+    from .packed import PackedModel
     try:
-        return ds.model_config(str(resolve(name)))
+        path = resolve(name)
     except FileNotFoundError:
         raise UsageError(f"unknown model {name!r}: one of {', '.join(ds.MODELS)}, or a model path") from None
+    if path.is_file() and PackedModel.is_converted_file(path):
+        packed, _ = PackedModel.open(path)
+        return packed.config, packed.linear(0, "q").group, str(path)
+    reader = open_checkpoint(path)
+    scale = reader.linear(0, "q")[1]
+    return reader.config, reader.config.hidden // scale.shape[1] if np.ndim(scale) == 2 else 0, str(path)
 
 
 def _positive(values, name):

@@ -146,29 +146,6 @@ MODELS = {  # name -> (config, group size of its scales or 0, source)
 }
 
 
-def model_config(name_or_path: str) -> tuple[ModelConfig, int, str]:
-    """A model of the table, or the configuration of any model tellme loads (a path)."""
-    if name_or_path in MODELS:
-        return MODELS[name_or_path]
-    from pathlib import Path
-    if not Path(name_or_path).exists():
-        raise UsageError(f"unknown model {name_or_path!r}: one of {', '.join(MODELS)}, or a model path")
-    from ..formats.gguf_file import is_gguf
-    from ..formats.gguf_model import GGUFCheckpoint
-    from ..formats.hf import HFCheckpoint
-    from ..packed import PackedModel
-    p = Path(name_or_path)
-    if p.is_file() and not is_gguf(p):
-        packed, _ = PackedModel.open(p)
-        cfg, grouped = packed.config, packed.linear(0, "q").group
-    else:
-        reader = GGUFCheckpoint(p) if is_gguf(p) else HFCheckpoint(p)
-        cfg = reader.config
-        scale = reader.linear(0, "q")[1]
-        grouped = cfg.hidden // scale.shape[1] if getattr(scale, "ndim", 0) == 2 else 0
-    return cfg, grouped, str(p)
-
-
 def board(name: str) -> Board:
     try:
         return BOARDS[name]
