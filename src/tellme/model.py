@@ -267,6 +267,19 @@ class Model:
                     ids.add(t)
         return ids
 
+    def scored_windows(self, ids: list[int], window: int, stride: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """perplexity's sliding windows: per window of `window` tokens (starting every `stride`), the
+        float64 logits rows that predict the tokens it adds beyond the previous window, and those tokens."""
+        prev_end = 0
+        for begin in range(0, len(ids), stride):
+            end = min(begin + window, len(ids))
+            logits = self.logits(ids[begin:end])
+            first = max(prev_end, begin + 1)  # first token scored here (token 0 has no context)
+            yield logits[first - begin - 1:end - begin - 1].astype(np.float64), np.asarray(ids[first:end])
+            prev_end = end
+            if end == len(ids):
+                return
+
     def perplexity(self, text: str | Iterable[int], window: int | None = None, stride: int | None = None,
                    progress: Callable[[int, int, float], None] | None = None) -> dict:
         """Sliding-window perplexity: each window of `window` tokens is scored on the tokens it
@@ -280,22 +293,13 @@ class Model:
         if not (1 <= stride <= window):
             raise UsageError(f"stride must be in [1, window={window}], got {stride}")
         nll, scored, start_t = 0.0, 0, time.perf_counter()
-        prev_end = 0
-        for begin in range(0, len(ids), stride):
-            end = min(begin + window, len(ids))
-            logits = self.logits(ids[begin:end])
-            first = max(prev_end, begin + 1)  # first token scored here (token 0 has no context)
-            targets = np.asarray(ids[first:end])
-            rows = logits[first - begin - 1:end - begin - 1].astype(np.float64)
+        for rows, targets in self.scored_windows(ids, window, stride):
             m = rows.max(axis=1)
             lse = m + np.log(np.exp(rows - m[:, None]).sum(axis=1))
             nll += float((lse - rows[np.arange(targets.size), targets]).sum())
             scored += targets.size
-            prev_end = end
             if progress is not None:
                 progress(scored, len(ids) - 1, math.exp(nll / scored))
-            if end == len(ids):
-                break
         seconds = time.perf_counter() - start_t
         return {"perplexity": math.exp(nll / scored), "tokens": scored, "seconds": seconds,
                 "tokens_per_s": len(ids) / seconds if seconds > 0 else float("inf")}

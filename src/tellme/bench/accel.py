@@ -89,24 +89,16 @@ def numerics_cost(model, ids: list[int], window: int, progress=None) -> list[dic
 
     variants = {"ideal (none)": nm.IDEAL, **{f"{k} alone": v for k, v in nm.APPROXIMATIONS.items()},
                 "all (the design)": nm.HARDWARE}
-    stride = window // 2
     results, reference = [], None
     for name, numerics in variants.items():
         m = Model(model.packed, model.tokenizer, context=window, numerics=numerics)
         start = time.perf_counter()
-        logps = []
-        prev = 0
-        for begin in range(0, len(ids), stride):  # the windows of Model.perplexity, keeping log-probabilities
-            end = min(begin + window, len(ids))
-            z = m.logits(ids[begin:end]).astype(np.float64)
-            first = max(prev, begin + 1)
-            rows = z[first - begin - 1:end - begin - 1]
-            logps.append(rows - (rows.max(1, keepdims=True) + np.log(np.exp(rows - rows.max(1, keepdims=True)).sum(1, keepdims=True))))
-            prev = end
-            if end == len(ids):
-                break
-        lp = np.concatenate(logps)
-        targets = np.asarray(ids[1:1 + len(lp)])
+        logps, targets = [], []
+        for rows, t in m.scored_windows(ids, window, window // 2):  # Model.perplexity's windows
+            top = rows.max(1, keepdims=True)
+            logps.append(rows - (top + np.log(np.exp(rows - top).sum(1, keepdims=True))))
+            targets.append(t)
+        lp, targets = np.concatenate(logps), np.concatenate(targets)
         nll = -lp[np.arange(len(lp)), targets].mean()
         if reference is None:
             reference = lp
