@@ -12,8 +12,8 @@ import numpy as np
 from ..accel import design as ds
 from ..accel.explore import tiled_model
 from ..errors import UsageError
-from ..runtime import cpu_info, get_num_threads, physical_cores, set_num_threads
-from .e2e import SHAPES, synthetic_model
+from ..runtime import cpu_info, get_num_threads, physical_cores, set_num_threads, thread_setting
+from .e2e import SHAPES, decode_s, prefill_s, synthetic_model
 
 
 def measure_cpu(shape: str, prompt: int, decode_tokens: int, threads: int | None, layers: int | None) -> dict:
@@ -21,21 +21,19 @@ def measure_cpu(shape: str, prompt: int, decode_tokens: int, threads: int | None
     that many layers whose times are scaled to the full depth."""
     full = SHAPES[shape]["layers"]
     model = synthetic_model(shape, layers, context=prompt + decode_tokens + 1, max_sequences=1)
+    saved = thread_setting()
     set_num_threads(threads or physical_cores())
-    cache = model.sequences.acquire().cache
-    ids = np.random.default_rng(0).integers(0, model.config.vocab, prompt + decode_tokens, dtype=np.int32)
-    model.engine.forward(cache, ids[:8], 0, False)  # warm-up
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        int(np.argmax(model.engine.forward(cache, ids[:prompt], 0, False)[0]))
-        best = min(best, time.perf_counter() - start)
-    start = time.perf_counter()
-    for j in range(decode_tokens):
-        int(np.argmax(model.engine.forward(cache, ids[prompt + j:prompt + j + 1], prompt + j, False)[0]))
-    decode_s = (time.perf_counter() - start) / decode_tokens
+    try:
+        cache = model.sequences.acquire().cache
+        ids = np.random.default_rng(0).integers(0, model.config.vocab, prompt + decode_tokens, dtype=np.int32)
+        model.engine.forward(cache, ids[:8], 0, False)  # warm-up
+        ttft = prefill_s(model, cache, ids[:prompt], repeats=3)
+        step = decode_s(model, cache, ids[prompt:], prompt) / decode_tokens
+        used = get_num_threads()
+    finally:
+        set_num_threads(saved)
     k = full / model.config.layers  # the head and embedding are not per layer: a small overestimate
-    return {"ttft_s": best * k, "decode_tokens_per_s": 1 / (decode_s * k), "threads": get_num_threads(),
+    return {"ttft_s": ttft * k, "decode_tokens_per_s": 1 / (step * k), "threads": used,
             "layers_measured": model.config.layers}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..runtime import physical_cores, set_num_threads, thread_setting
-from .e2e import SHAPES, synthetic_model
+from .e2e import SHAPES, decode_s, prefill_s, synthetic_model
 
 SPINNER = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"  # stops by itself
 
@@ -28,13 +28,8 @@ def add_arguments(p) -> None:
 def measure(model, cache, decode_tokens: int) -> dict:
     """Prefill of 128 tokens, then decode steps after them, on `cache` (rewritten from position 0)."""
     ids = np.arange(128 + decode_tokens, dtype=np.int32) % model.config.vocab
-    start = time.perf_counter()
-    model.engine.forward(cache, ids[:128], 0, False)
-    prefill = 128 / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for j in range(decode_tokens):
-        model.engine.forward(cache, ids[128 + j:129 + j], 128 + j, False)
-    return {"prefill": prefill, "decode": decode_tokens / (time.perf_counter() - start)}
+    return {"prefill": 128 / prefill_s(model, cache, ids[:128]),
+            "decode": decode_tokens / decode_s(model, cache, ids[128:], 128)}
 
 
 def rounds(model, settings, repeats: int, decode_tokens: int) -> dict:
