@@ -149,3 +149,16 @@ def test_other_architectures_through_the_datapath(kw):
     assert np.median(per_position) < 1e-3 and per_position.max() < 0.25 * want.std()
     hw = Model(native.packed, None, numerics="tellme-v2").logits(ids)
     assert np.corrcoef(hw.ravel(), want.ravel())[0, 1] > 0.98
+
+
+def test_shared_between_threads(shipped):
+    """One accelerator-numerics Model used by several threads at once gives each caller what it
+    gets alone (the engine runs one step at a time; its caches of weights fill once)."""
+    from concurrent.futures import ThreadPoolExecutor
+    accel = Model(shipped.packed, shipped.tokenizer, numerics="tellme-v2", max_sequences=4)
+    prompts = [_ids(shipped, 6, seed=s) for s in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(accel.logits, prompts))
+    alone = Model(shipped.packed, shipped.tokenizer, numerics="tellme-v2")
+    for ids, got in zip(prompts, together):
+        assert np.array_equal(got, alone.logits(ids))

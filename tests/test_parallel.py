@@ -67,3 +67,17 @@ def test_auto_threads_use_the_cores_others_leave():
     finally:
         _core.set_others_for_test(-1)
         tellme.set_num_threads(before)
+
+
+def test_auto_threads_from_several_callers():
+    """Loops started by several threads at once, while automatic threads measure the load: every
+    task of every loop runs once."""
+    from concurrent.futures import ThreadPoolExecutor
+    before = tellme.runtime.thread_setting()
+    tellme.set_num_threads("auto")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            for counts, _ in pool.map(lambda n: _core.parallel_for_trace(n), [64, 100, 257, 1000] * 4):
+                np.testing.assert_array_equal(counts, np.ones(len(counts), np.int32))
+    finally:
+        tellme.set_num_threads(before)
