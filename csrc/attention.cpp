@@ -46,28 +46,45 @@ void merge(Partial& state, const Partial& part, int64_t head_dim) {
   state.max = m;
 }
 
+// The backend's row arithmetic for each element type.
+void dots(const Backend& be, const float* q, const float* r, int64_t c, int64_t n, float* o) { be.dots(q, r, n, c, n, o); }
+void dots(const Backend& be, const float* q, const uint16_t* r, int64_t c, int64_t n, float* o) { be.dots_f16(q, r, n, c, n, o); }
+void dots(const Backend& be, const float* q, const int8_t* r, int64_t c, int64_t n, float* o) { be.dots_i8(q, r, n, c, n, o); }
+void axpys(const Backend& be, const float* p, const float* r, int64_t c, int64_t n, float* y) { be.axpys(p, r, n, c, n, y); }
+void axpys(const Backend& be, const float* p, const uint16_t* r, int64_t c, int64_t n, float* y) { be.axpys_f16(p, r, n, c, n, y); }
+void axpys(const Backend& be, const float* p, const int8_t* r, int64_t c, int64_t n, float* y) { be.axpys_i8(p, r, n, c, n, y); }
+
+// Key/value rows of one chunk of one kv head: the cache's rows read in place (decode: each row is
+// read once) or a converted fp32 copy (prefill: a tile of queries shares it). With q8 scales a
+// score is dot(q, k8) * k_scale and a value row is weighted p * v_scale: the same bits whether the
+// int8 rows are read in place or converted (exactly) first.
+template <class E>
+struct ChunkRows {
+  const Backend& be;
+  const E *k, *v;                    // the chunk's first row
+  const float *k_scale, *v_scale;    // q8: the rows' scales; null otherwise
+  int64_t head_dim;
+  void dots(const float* q, int64_t count, float* out) const {
+    tellme::dots(be, q, k, count, head_dim, out);
+    if (k_scale)
+      for (int64_t j = 0; j < count; ++j) out[j] *= k_scale[j];
+  }
+  void axpys(const float* p, int64_t count, float* acc) const {
+    if (!v_scale) return tellme::axpys(be, p, v, count, head_dim, acc);
+    float w[ATTN_CHUNK];
+    for (int64_t j = 0; j < count; ++j) w[j] = p[j] * v_scale[j];
+    tellme::axpys(be, w, v, count, head_dim, acc);
+  }
+};
+
 // Converts rows [start, start + count) of one kv head (contiguous in the head-major cache) to fp32.
-void load_chunk(const Backend& be, const uint16_t* head, int64_t start, int64_t count, int64_t head_dim,
-                float* dst) {
+void load_chunk(const Backend& be, const uint16_t* head, int64_t start, int64_t count, int64_t head_dim, float* dst) {
   be.half_to_float(head + start * head_dim, count * head_dim, dst);
 }
-
-// Key/value rows of one chunk: converted fp32 rows (prefill: a tile of queries shares them) or
-// the fp16 cache rows read in place (decode: each row is read once).
-struct F32Rows {
-  const Backend& be;
-  const float *k, *v;
-  int64_t head_dim;
-  void dots(const float* q, int64_t count, float* out) const { be.dots(q, k, head_dim, count, head_dim, out); }
-  void axpys(const float* p, int64_t count, float* acc) const { be.axpys(p, v, head_dim, count, head_dim, acc); }
-};
-struct F16Rows {
-  const Backend& be;
-  const uint16_t *k, *v;  // first row of the chunk
-  int64_t stride, head_dim;
-  void dots(const float* q, int64_t count, float* out) const { be.dots_f16(q, k, stride, count, head_dim, out); }
-  void axpys(const float* p, int64_t count, float* acc) const { be.axpys_f16(p, v, stride, count, head_dim, acc); }
-};
+void load_chunk(const Backend&, const int8_t* head, int64_t start, int64_t count, int64_t head_dim, float* dst) {
+  const int8_t* src = head + start * head_dim;
+  for (int64_t i = 0; i < count * head_dim; ++i) dst[i] = static_cast<float>(src[i]);
+}
 
 // The partial of one query over `count` keys of a chunk.
 template <class Rows>
@@ -90,10 +107,15 @@ void decode_partial(const Backend& be, const AttentionQuery& a, int64_t h, int64
                     int64_t head_dim, float scale, float* acc, float* stats) {
   const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, a.first_position + 1 - start);
   float scores[ATTN_CHUNK];
-  const int64_t off = ((h / group) * a.capacity + start) * head_dim;
+  const int64_t row = (h / group) * a.capacity + start, off = row * head_dim;
   Partial part{0, 0, acc};
-  chunk_partial(F16Rows{be, a.k_cache + off, a.v_cache + off, head_dim, head_dim}, a.q + h * head_dim,
-                count, head_dim, scale, scores, part);
+  const float* q = a.q + h * head_dim;
+  if (a.kv.k8)
+    chunk_partial(ChunkRows<int8_t>{be, a.kv.k8 + off, a.kv.v8 + off, a.kv.k_scale + row, a.kv.v_scale + row, head_dim},
+                  q, count, head_dim, scale, scores, part);
+  else
+    chunk_partial(ChunkRows<uint16_t>{be, a.kv.k16 + off, a.kv.v16 + off, nullptr, nullptr, head_dim}, q, count,
+                  head_dim, scale, scores, part);
   stats[0] = part.max;
   stats[1] = part.sum;
 }
@@ -111,19 +133,27 @@ void prefill_tile(const Backend& be, const AttentionQuery& a, int64_t h, int64_t
   state_max.assign(ATTN_QUERY_TILE, neg_inf);
   state_sum.assign(ATTN_QUERY_TILE, 0.0f);
   for (int64_t i = i0; i < i1; ++i) std::fill(a.out + i * q_stride + h * head_dim, a.out + i * q_stride + (h + 1) * head_dim, 0.0f);
-  const int64_t off = (h / group) * a.capacity * head_dim;
+  const int64_t head_row = (h / group) * a.capacity, off = head_row * head_dim;
   const int64_t last = a.first_position + i1 - 1;
   for (int64_t c = last / ATTN_CHUNK; c >= 0; --c) {
     const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, last + 1 - start);
-    load_chunk(be, a.k_cache + off, start, count, head_dim, kv.data());
-    load_chunk(be, a.v_cache + off, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+    const bool q8 = a.kv.k8;
+    if (q8) {
+      load_chunk(be, a.kv.k8 + off, start, count, head_dim, kv.data());
+      load_chunk(be, a.kv.v8 + off, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+    } else {
+      load_chunk(be, a.kv.k16 + off, start, count, head_dim, kv.data());
+      load_chunk(be, a.kv.v16 + off, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+    }
+    const ChunkRows<float> rows{be, kv.data(), kv.data() + ATTN_CHUNK * head_dim,
+                                q8 ? a.kv.k_scale + head_row + start : nullptr,
+                                q8 ? a.kv.v_scale + head_row + start : nullptr, head_dim};
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t position = a.first_position + i;
       if (position < start) continue;  // this chunk is entirely in the query's future
       const int64_t visible = std::min(count, position + 1 - start);
       Partial part{0, 0, part_acc.data()};
-      chunk_partial(F32Rows{be, kv.data(), kv.data() + ATTN_CHUNK * head_dim, head_dim},
-                    a.q + i * q_stride + h * head_dim, visible, head_dim, scale, scores.data(), part);
+      chunk_partial(rows, a.q + i * q_stride + h * head_dim, visible, head_dim, scale, scores.data(), part);
       Partial state{state_max[i - i0], state_sum[i - i0], a.out + i * q_stride + h * head_dim};
       merge(state, part, head_dim);
       state_max[i - i0] = state.max;

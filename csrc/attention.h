@@ -3,8 +3,21 @@
 
 namespace tellme {
 
-// Causal attention for `tokens` new queries at positions first_position + i, over the fp16 KV
-// cache rows [0, first_position + tokens) of one layer (per kv head, row = position).
+// The KV cache's formats: fp16 values, or int8 values with one scale per (kv head, position):
+// amax / 127 of the row, as a linear's input is quantized. A position's row is quantized once,
+// when its step writes it, so later tokens never change it (a per-block scale would, or clip).
+enum class KVFormat { F16, Q8 };
+
+// One layer of a sequence's cache: values [kv_heads, capacity, head_dim] (k16/v16 or k8/v8 by
+// format) and, for q8, scales [kv_heads, capacity].
+struct KVLayer {
+  const uint16_t *k16 = nullptr, *v16 = nullptr;
+  const int8_t *k8 = nullptr, *v8 = nullptr;
+  const float *k_scale = nullptr, *v_scale = nullptr;
+};
+
+// Causal attention for `tokens` new queries at positions first_position + i, over the KV cache
+// rows [0, first_position + tokens) of one layer (per kv head, row = position).
 // q and out are [tokens, heads * head_dim]. GQA: query head h reads kv head h / (heads / kv_heads).
 //
 // Keys are visited in chunks of ATTN_CHUNK positions aligned to absolute positions, diagonal
@@ -17,7 +30,7 @@ constexpr int64_t ATTN_QUERY_TILE = 32;
 
 struct AttentionQuery {
   const float* q;                       // [tokens, heads * head_dim]
-  const uint16_t *k_cache, *v_cache;    // one layer of the sequence's cache: [kv_heads, capacity, head_dim]
+  KVLayer kv;                           // one layer of the sequence's cache
   int64_t capacity, tokens, first_position;
   float* out;                           // [tokens, heads * head_dim]
 };

@@ -218,6 +218,26 @@ double int8_madd_loop(int64_t iterations) {
   return 8.0 * 32.0 * static_cast<double>(iterations);
 }
 
+}  // namespace
+
+// 10 independent chains: enough to cover the FMA latency (4-5 cycles) on two pipes.
+double fp32_fma_loop_avx2(int64_t iterations) {
+  constexpr int CHAINS = 10;
+  __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-3f), acc[CHAINS];
+  for (int j = 0; j < CHAINS; ++j) acc[j] = _mm256_set1_ps(static_cast<float>(j));
+  for (int64_t i = 0; i < iterations; ++i) {
+    asm volatile("" : "+x"(a));
+    for (int j = 0; j < CHAINS; ++j) acc[j] = _mm256_fmadd_ps(a, acc[j], b);
+  }
+  __m256 s = acc[0];
+  for (int j = 1; j < CHAINS; ++j) s = _mm256_add_ps(s, acc[j]);
+  volatile float sink = _mm_cvtss_f32(_mm256_castps256_ps128(s));
+  (void)sink;
+  return CHAINS * 8.0 * static_cast<double>(iterations);
+}
+
+namespace {
+
 uint64_t stream_read(const uint8_t* data, int64_t bytes) {
   __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                   _mm256_setzero_si256()};
@@ -362,8 +382,12 @@ void i2_group_block(const uint8_t* codes, int64_t in_pad, int64_t group, int64_t
 
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 load8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
 inline float load1(const float* p) { return *p; }
 inline float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
+inline float load1(const int8_t* p) { return static_cast<float>(*p); }
 
 // R rows at once (independent add chains); per row the same lanes and joining order as the scalar
 // dot, mul and add separate (no FMA).
@@ -439,6 +463,12 @@ void axpys_avx2(const float* p, const float* rows, int64_t stride, int64_t count
 void axpys_f16_avx2(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
   axpys_any(p, rows, stride, count, n, y);
 }
+void dots_i8_avx2(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out) {
+  dots_any(q, rows, stride, count, n, out);
+}
+void axpys_i8_avx2(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
+  axpys_any(p, rows, stride, count, n, y);
+}
 
 void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst) {
   int64_t i = 0;
@@ -458,8 +488,8 @@ void float_to_half_f16c(const float* src, int64_t n, uint16_t* dst) {
 
 const Backend avx2_backend = {
     "avx2", false, 32, plane_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, int6_gemm, dots_avx2,
-    dots_f16_avx2, axpys_avx2, axpys_f16_avx2, half_to_float_f16c, float_to_half_f16c, int8_madd_loop,
-    stream_read, i2_group_block,
+    dots_f16_avx2, axpys_avx2, axpys_f16_avx2, dots_i8_avx2, axpys_i8_avx2, half_to_float_f16c, float_to_half_f16c, int8_madd_loop,
+    fp32_fma_loop_avx2, stream_read, i2_group_block,
 };
 
 }  // namespace tellme

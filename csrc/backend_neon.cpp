@@ -11,6 +11,7 @@
 #include <arm_neon.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "core.h"
 #include "arm_common.h"
@@ -158,7 +159,13 @@ void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t*
 
 inline float32x4_t load4(const float* p) { return vld1q_f32(p); }
 inline float32x4_t load4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+inline float32x4_t load4(const int8_t* p) {
+  int32_t four;  // 4 bytes: no read past the row
+  std::memcpy(&four, p, 4);
+  return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four))))));
+}
 inline float load1(const float* p) { return *p; }
+inline float load1(const int8_t* p) { return static_cast<float>(*p); }
 inline float load1(const uint16_t* p) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_dup_u16(p))), 0); }
 
 // The 8 lanes of the scalar dot as two vectors (lanes 0-3, 4-7); mul and add separate, no FMA.
@@ -243,6 +250,12 @@ void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count
 void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
   axpys_any(p, rows, stride, count, n, y);
 }
+void dots_i8_neon(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out) {
+  dots_any(q, rows, stride, count, n, out);
+}
+void axpys_i8_neon(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
+  axpys_any(p, rows, stride, count, n, y);
+}
 
 void half_to_float_neon(const uint16_t* src, int64_t n, float* dst) {
   int64_t i = 0;
@@ -257,6 +270,21 @@ void float_to_half_neon(const float* src, int64_t n, uint16_t* dst) {
   for (; i < n; ++i) dst[i] = vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(src[i]))), 0);
 }
 
+double fp32_fma_loop_neon(int64_t iterations) {
+  constexpr int CHAINS = 8;
+  float32x4_t a = vdupq_n_f32(0.999f), b = vdupq_n_f32(1e-3f), acc[CHAINS];
+  for (int j = 0; j < CHAINS; ++j) acc[j] = vdupq_n_f32(static_cast<float>(j));
+  for (int64_t i = 0; i < iterations; ++i) {
+    asm volatile("" : "+w"(a));
+    for (int j = 0; j < CHAINS; ++j) acc[j] = vfmaq_f32(b, a, acc[j]);
+  }
+  float32x4_t s = acc[0];
+  for (int j = 1; j < CHAINS; ++j) s = vaddq_f32(s, acc[j]);
+  volatile float sink = vaddvq_f32(s);
+  (void)sink;
+  return CHAINS * 4.0 * static_cast<double>(iterations);
+}
+
 uint64_t stream_read_neon(const uint8_t* data, int64_t bytes) {
   uint64x2_t s[4] = {vdupq_n_u64(0), vdupq_n_u64(0), vdupq_n_u64(0), vdupq_n_u64(0)};
   for (int64_t i = 0; i + 64 <= bytes; i += 64)
@@ -267,8 +295,8 @@ uint64_t stream_read_neon(const uint8_t* data, int64_t bytes) {
 
 const Backend neon_backend = {
     "neon", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block, int8_gemm, int6_gemm, dots_neon,
-    dots_f16_neon, axpys_neon, axpys_f16_neon, half_to_float_neon, float_to_half_neon,
-    int8_madd_loop, stream_read_neon,
+    dots_f16_neon, axpys_neon, axpys_f16_neon, dots_i8_neon, axpys_i8_neon, half_to_float_neon, float_to_half_neon,
+    int8_madd_loop, fp32_fma_loop_neon, stream_read_neon,
 };
 
 }  // namespace tellme

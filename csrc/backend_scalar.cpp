@@ -1,4 +1,5 @@
 // Portable C kernels: the readable version of every SIMD kernel, and the fallback ISA.
+#include <cmath>
 #include <cstring>
 
 #include "core.h"
@@ -73,6 +74,7 @@ void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t*
 
 inline float value(float x) { return x; }
 inline float value(uint16_t h) { return half_to_float(h); }
+inline float value(int8_t x) { return static_cast<float>(x); }
 
 template <class E>
 void dots(const float* q, const E* rows, int64_t stride, int64_t count, int64_t n, float* out) {
@@ -110,6 +112,17 @@ double int8_madd_loop(int64_t iterations) {
   return 8.0 * static_cast<double>(iterations);
 }
 
+double fp32_fma_loop(int64_t iterations) {
+  float acc[8] = {1, 2, 3, 4, 5, 6, 7, 8}, a = 0.999f, b = 1e-3f;
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int j = 0; j < 8; ++j) acc[j] = std::fma(a, acc[j], b);
+    asm volatile("" : "+m"(acc));
+  }
+  volatile float sink = acc[0] + acc[7];
+  (void)sink;
+  return 8.0 * static_cast<double>(iterations);
+}
+
 uint64_t stream_read(const uint8_t* data, int64_t bytes) {
   uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   const int64_t words = bytes / 8;
@@ -136,8 +149,8 @@ int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out) {
 
 const Backend scalar_backend = {
     "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, int6_gemm,
-    dots<float>, dots<uint16_t>, axpys<float>, axpys<uint16_t>, half_to_float_row,
-    float_to_half_row, int8_madd_loop,
+    dots<float>, dots<uint16_t>, axpys<float>, axpys<uint16_t>, dots<int8_t>, axpys<int8_t>, half_to_float_row,
+    float_to_half_row, int8_madd_loop, fp32_fma_loop,
     stream_read,
 };
 

@@ -296,6 +296,16 @@ NB_MODULE(_core, m) {
     for (double d : done) total += d;
     return total;
   }, nb::arg("iterations"), "Runs the int8 multiply-add loop on every thread; returns the multiply-adds done.");
+  m.def("fp32_fma_loop", [](int64_t iterations) {
+    if (iterations < 1) throw nb::value_error("iterations must be >= 1");
+    nb::gil_scoped_release release;
+    const Backend& be = active_backend();
+    std::vector<double> done(num_threads());
+    parallel_for(num_threads(), [&](int64_t i) { done[i] = be.fp32_fma_loop(iterations); });
+    double total = 0;
+    for (double d : done) total += d;
+    return total;
+  }, nb::arg("iterations"), "Runs the fp32 FMA loop on every thread; returns the FMAs done.");
   m.def("stream_read", [](const Array& buffer) {
     const uint8_t* p = checked<uint8_t>(buffer, "buffer", {-1});
     const int64_t bytes = buffer.shape(0);

@@ -103,6 +103,12 @@ struct BoundEngine {
   }
 };
 
+KVFormat parse_kv_format(const std::string& kv) {
+  if (kv == "q8") return KVFormat::Q8;
+  if (kv != "f16") throw nb::value_error(("unsupported KV cache format '" + kv + "' (expected f16 or q8)").c_str());
+  return KVFormat::F16;
+}
+
 Activation parse_activation(const std::string& activation) {
   if (activation == "relu2") return Activation::ReLU2;
   if (activation != "silu")
@@ -142,9 +148,11 @@ void bind_engine(nb::module_& m) {
       .def("__init__", [](BoundEngine* self, int64_t hidden, int64_t intermediate, int64_t layers,
                           int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t vocab,
                           int64_t context, double eps, const std::string& activation,
-                          bool sub_norms, const Array& rope_cos, const Array& rope_sin, bool qk_norm) {
-        const EngineConfig c = make_config(hidden, intermediate, layers, heads, kv_heads, head_dim,
-                                           vocab, context, eps, activation, sub_norms, qk_norm);
+                          bool sub_norms, const Array& rope_cos, const Array& rope_sin, bool qk_norm,
+                          const std::string& kv) {
+        EngineConfig c = make_config(hidden, intermediate, layers, heads, kv_heads, head_dim,
+                                     vocab, context, eps, activation, sub_norms, qk_norm);
+        c.kv = parse_kv_format(kv);
         const float* cp = checked<float>(rope_cos, "rope_cos", {context, head_dim / 2});
         const float* sp = checked<float>(rope_sin, "rope_sin", {context, head_dim / 2});
         const size_t n = static_cast<size_t>(context * head_dim / 2);
@@ -152,7 +160,7 @@ void bind_engine(nb::module_& m) {
       }, nb::arg("hidden"), nb::arg("intermediate"), nb::arg("layers"), nb::arg("heads"),
          nb::arg("kv_heads"), nb::arg("head_dim"), nb::arg("vocab"), nb::arg("context"),
          nb::arg("eps"), nb::arg("activation"), nb::arg("sub_norms"), nb::arg("rope_cos"), nb::arg("rope_sin"),
-         nb::arg("qk_norm") = false)
+         nb::arg("qk_norm") = false, nb::arg("kv") = "f16")
       .def("set_linear", [](BoundEngine& e, int64_t l, const std::string& name, const std::string& kernel,
                             const Array& data, std::optional<Array> neg_count, float scale,
                             std::optional<Array> group_scale, int64_t group) {
@@ -293,6 +301,10 @@ void bind_engine(nb::module_& m) {
          "sequence's results are bit-identical to running it alone.")
       .def_prop_ro("cache_bytes_per_position", [](const BoundEngine& e) { return e.engine.cache_bytes_per_position(); })
       .def_prop_ro("context", [](const BoundEngine& e) { return e.engine.config.context; })
+      .def_prop_ro("attention_seconds", [](const BoundEngine& e) { return 1e-9 * static_cast<double>(e.engine.attention_ns); },
+                   "Wall seconds spent in attention, summed over every step so far (for benchmarks).")
+      .def_prop_ro("kv", [](const BoundEngine& e) { return e.engine.config.kv == KVFormat::Q8 ? "q8" : "f16"; },
+                   "The KV cache format of this engine's sequences: f16 or q8.")
       .def_prop_ro("missing", [](const BoundEngine& e) { return e.missing; },
                    "What forward() still needs, e.g. 'layer 0 attn_sub_norm'.");
 
@@ -337,10 +349,12 @@ void bind_engine(nb::module_& m) {
     auto r = new_array<float>({size_t(count)}, &out);
     if (rows.dtype() == nb::dtype<uint16_t>())
       active_backend().dots_f16(pq, checked<uint16_t>(rows, "rows", {-1, n}), n, count, n, out);
+    else if (rows.dtype() == nb::dtype<int8_t>())
+      active_backend().dots_i8(pq, checked<int8_t>(rows, "rows", {-1, n}), n, count, n, out);
     else
       active_backend().dots(pq, checked<float>(rows, "rows", {-1, n}), n, count, n, out);
     return r;
-  }, nb::arg("q"), nb::arg("rows"), "8-lane float32 dot of q with each row; rows float32 or fp16 bits (uint16).");
+  }, nb::arg("q"), nb::arg("rows"), "8-lane float32 dot of q with each row; rows float32, fp16 bits (uint16) or int8.");
   m.def("axpys", [](const Array& p, const Array& rows, const Array& y) {
     const int64_t n = static_cast<int64_t>(y.shape(0)), count = static_cast<int64_t>(p.shape(0));
     const float* pp = checked<float>(p, "p", {-1});
@@ -350,11 +364,13 @@ void bind_engine(nb::module_& m) {
     std::copy(py, py + n, out);
     if (rows.dtype() == nb::dtype<uint16_t>())
       active_backend().axpys_f16(pp, checked<uint16_t>(rows, "rows", {count, n}), n, count, n, out);
+    else if (rows.dtype() == nb::dtype<int8_t>())
+      active_backend().axpys_i8(pp, checked<int8_t>(rows, "rows", {count, n}), n, count, n, out);
     else
       active_backend().axpys(pp, checked<float>(rows, "rows", {count, n}), n, count, n, out);
     return r;
   }, nb::arg("p"), nb::arg("rows"), nb::arg("y"),
-     "y + p[0] * rows[0] + p[1] * rows[1] + ..., added in order; rows float32 or fp16 bits (uint16).");
+     "y + p[0] * rows[0] + p[1] * rows[1] + ..., added in order; rows float32, fp16 bits (uint16) or int8.");
   m.def("int8_gemm", [](const Array& rows, const Array& x) {
     const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
     const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));

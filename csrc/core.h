@@ -83,12 +83,17 @@ struct Backend {
   void (*dots_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
   void (*axpys)(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
   void (*axpys_f16)(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+  // The same over int8 rows (the q8 KV cache, read in place): each value converted exactly to fp32.
+  void (*dots_i8)(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+  void (*axpys_i8)(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
   void (*half_to_float)(const uint16_t* src, int64_t n, float* dst);
   void (*float_to_half)(const float* src, int64_t n, uint16_t* dst);
 
   // Benchmark loops: int8 multiply-adds with int32 accumulation on registers (returns the
   // number of multiply-adds done) and a streaming read of `bytes` bytes (returns a checksum).
   double (*int8_madd_loop)(int64_t iterations);
+  // fp32 fused multiply-adds on registers, at the vector width attention uses (returns the FMAs done).
+  double (*fp32_fma_loop)(int64_t iterations);
   uint64_t (*stream_read)(const uint8_t* data, int64_t bytes);
 
   // Optional: weights with a scale per `group` (64 or 128) weights along a row, for one 32-row
@@ -110,8 +115,11 @@ void dots_avx2(const float* q, const float* rows, int64_t stride, int64_t count,
 void dots_f16_avx2(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
 void axpys_avx2(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void axpys_f16_avx2(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void dots_i8_avx2(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void axpys_i8_avx2(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst);
 void float_to_half_f16c(const float* src, int64_t n, uint16_t* dst);
+double fp32_fma_loop_avx2(int64_t iterations);
 extern const Backend avx2_backend;
 extern const Backend avx512_backend;
 #endif
@@ -123,9 +131,12 @@ void dots_neon(const float* q, const float* rows, int64_t stride, int64_t count,
 void dots_f16_neon(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
 void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void dots_i8_neon(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void axpys_i8_neon(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_neon(const uint16_t* src, int64_t n, float* dst);
 void float_to_half_neon(const float* src, int64_t n, uint16_t* dst);
 uint64_t stream_read_neon(const uint8_t* data, int64_t bytes);
+double fp32_fma_loop_neon(int64_t iterations);
 // What the i8mm backend shares with the dot-product one.
 void i2_block_dotprod(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
                       const int32_t* act_sums, int64_t tokens, int32_t* acc);

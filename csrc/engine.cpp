@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +26,14 @@ Output to_f32(float* dst, const float* act_scale, Epilogue e) {
   return o;
 }
 
+Output to_f16(uint16_t* dst, const float* act_scale, const Rope& rope) {
+  Output o;
+  o.f16 = dst;
+  o.act_scale = act_scale;
+  o.rope = rope;
+  return o;
+}
+
 // Quantizes rows of x (after RMSNorm when gamma is given); NaN or Inf means the model diverged.
 void quantize_input(const float* x, const float* gamma, double eps, int64_t rows, int64_t cols,
                     int8_t* q, float* scale, const char* where) {
@@ -35,10 +44,10 @@ void quantize_input(const float* x, const float* gamma, double eps, int64_t rows
                              std::to_string(bad) + " of the chunk)");
 }
 
-// Per-head RMSNorm, then RoPE on adjacent row pairs, for `n` tokens of `heads` heads: q in place,
-// or k written to the fp16 cache rows (f16 non-null). The order of the matmul epilogue's RoPE.
+// Per-head RMSNorm, then RoPE on adjacent row pairs, for `n` tokens of `heads` heads, in place.
+// The order of the matmul epilogue's RoPE.
 void norm_rope_heads(float* x, int64_t n, int64_t heads, int64_t head_dim, const float* gamma, double eps,
-                     const Rope& rope, uint16_t* f16) {
+                     const Rope& rope) {
   parallel_for(n, [&](int64_t t) {
     thread_local std::vector<float> y;
     y.resize(head_dim);
@@ -52,10 +61,7 @@ void norm_rope_heads(float* x, int64_t n, int64_t heads, int64_t head_dim, const
         y[2 * j] = x0 * c - x1 * sn;
         y[2 * j + 1] = x1 * c + x0 * sn;
       }
-      if (f16)
-        active_backend().float_to_half(y.data(), head_dim, f16 + (t * heads + h) * head_dim);
-      else
-        std::copy(y.begin(), y.end(), row);
+      std::copy(y.begin(), y.end(), row);
     }
   });
 }
@@ -63,11 +69,41 @@ void norm_rope_heads(float* x, int64_t n, int64_t heads, int64_t head_dim, const
 }  // namespace
 
 KVCache::KVCache(const EngineConfig& c, int64_t capacity_)
-    : capacity(capacity_), layers(c.layers), kv_dim(c.kv_heads * c.head_dim) {
+    : format(c.kv), capacity(capacity_), layers(c.layers), kv_heads(c.kv_heads), head_dim(c.head_dim) {
   // new[] without value-initialisation: pages are only touched as the cache fills
-  const size_t n = static_cast<size_t>(layers * capacity * kv_dim);
-  k.reset(new uint16_t[n]);
-  v.reset(new uint16_t[n]);
+  const size_t rows = static_cast<size_t>(layers * kv_heads * capacity), n = rows * head_dim;
+  if (format == KVFormat::Q8) {
+    k8.reset(new int8_t[n]);
+    v8.reset(new int8_t[n]);
+    k_scale.reset(new float[rows]);
+    v_scale.reset(new float[rows]);
+  } else {
+    k16.reset(new uint16_t[n]);
+    v16.reset(new uint16_t[n]);
+  }
+}
+
+KVLayer KVCache::layer(int64_t l) const {
+  const int64_t rows = l * kv_heads * capacity, at = rows * head_dim;
+  if (format == KVFormat::Q8) return {nullptr, nullptr, k8.get() + at, v8.get() + at, k_scale.get() + rows, v_scale.get() + rows};
+  return {k16.get() + at, v16.get() + at, nullptr, nullptr, nullptr, nullptr};
+}
+
+void KVCache::store(int64_t l, int64_t position, int64_t count, const NewKV& kv, int64_t first) {
+  const int64_t d = head_dim;
+  for (int64_t i = 0; i < count; ++i)
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const int64_t from = (first + i) * kv_heads + h, to = (l * kv_heads + h) * capacity + position + i;
+      if (format == KVFormat::Q8) {
+        std::copy(kv.k8 + from * d, kv.k8 + (from + 1) * d, k8.get() + to * d);
+        std::copy(kv.v8 + from * d, kv.v8 + (from + 1) * d, v8.get() + to * d);
+        k_scale[to] = kv.k_scale[from];
+        v_scale[to] = kv.v_scale[from];
+      } else {
+        std::copy(kv.k16 + from * d, kv.k16 + (from + 1) * d, k16.get() + to * d);
+        std::copy(kv.v16 + from * d, kv.v16 + (from + 1) * d, v16.get() + to * d);
+      }
+    }
 }
 
 Engine::Engine(const EngineConfig& c, std::vector<float> rope_cos, std::vector<float> rope_sin)
@@ -111,8 +147,17 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
   ffn_.resize(n * c.intermediate);
   act_q_.resize(n * widest);
   act_scale_.resize(n);
-  k_new_.resize(n * kvd);
-  v_new_.resize(n * kvd);
+  k_f32_.resize(n * kvd);
+  v_f32_.resize(n * kvd);
+  if (c.kv == KVFormat::Q8) {
+    k8_new_.resize(n * kvd);
+    v8_new_.resize(n * kvd);
+    k_scale_.resize(n * c.kv_heads);
+    v_scale_.resize(n * c.kv_heads);
+  } else {
+    k_new_.resize(n * kvd);
+    v_new_.resize(n * kvd);
+  }
   positions_.resize(n);
   tokens_.resize(n);
   for (int64_t s = 0, t = 0; s < nsegs; ++s)
@@ -145,39 +190,36 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
   for (int64_t li = 0; li < c.layers; ++li) {
     const Layer& L = layers[li];
     quantize_input(x, L.attn_norm, c.eps, n, c.hidden, aq, as, "attention input");
-    MatmulJob qkv[3] = {{&L.q, nullptr, to_f32(q_.data(), as, Epilogue::Store)}, {&L.k, nullptr, {}}, {&L.v, nullptr, {}}};
-    if (c.qk_norm) {  // q and k are normed per head before RoPE: rotated after the matmul
-      k_f32_.resize(n * kvd);
-      qkv[1].out = to_f32(k_f32_.data(), as, Epilogue::Store);
-    } else {
-      qkv[0].out.rope = rope;
-      qkv[1].out.f16 = k_new_.data();
-      qkv[1].out.act_scale = as;
-      qkv[1].out.rope = rope;
-    }
-    qkv[2].out.f16 = v_new_.data();
-    qkv[2].out.act_scale = as;
+    // q and k leave the matmul rotated, k and v as fp16; or in fp32, to be normed per head and
+    // then rotated (qk_norm), or quantized (q8), here.
+    const bool q8 = c.kv == KVFormat::Q8, k_f32 = c.qk_norm || q8;
+    MatmulJob qkv[3] = {{&L.q, nullptr, to_f32(q_.data(), as, Epilogue::Store)},
+                        {&L.k, nullptr, to_f32(k_f32_.data(), as, Epilogue::Store)},
+                        {&L.v, nullptr, to_f32(v_f32_.data(), as, Epilogue::Store)}};
+    if (!c.qk_norm) qkv[0].out.rope = qkv[1].out.rope = rope;
+    if (!k_f32) qkv[1].out = to_f16(k_new_.data(), as, rope);
+    if (!q8) qkv[2].out = to_f16(v_new_.data(), as, Rope{});
     matmul_group(qkv, 3, aq, n);
     if (c.qk_norm) {
-      norm_rope_heads(q_.data(), n, c.heads, c.head_dim, L.q_norm, c.eps, rope, nullptr);
-      norm_rope_heads(k_f32_.data(), n, c.kv_heads, c.head_dim, L.k_norm, c.eps, rope, k_new_.data());
+      norm_rope_heads(q_.data(), n, c.heads, c.head_dim, L.q_norm, c.eps, rope);
+      norm_rope_heads(k_f32_.data(), n, c.kv_heads, c.head_dim, L.k_norm, c.eps, rope);
+      if (!q8) active_backend().float_to_half(k_f32_.data(), n * kvd, k_new_.data());
     }
+    if (q8) {  // each (token, kv head) row quantized as a linear's input is
+      quantize_input(k_f32_.data(), nullptr, c.eps, n * c.kv_heads, c.head_dim, k8_new_.data(), k_scale_.data(), "keys");
+      quantize_input(v_f32_.data(), nullptr, c.eps, n * c.kv_heads, c.head_dim, v8_new_.data(), v_scale_.data(), "values");
+    }
+    const NewKV fresh{k_new_.data(), v_new_.data(), k8_new_.data(), v8_new_.data(), k_scale_.data(), v_scale_.data()};
 
     queries_.clear();
     for (int64_t s = 0, t = 0; s < nsegs; t += segs[s].count, ++s) {  // each sequence: its own cache
       const Segment& g = segs[s];
-      uint16_t* kc = g.cache->k_layer(li);
-      uint16_t* vc = g.cache->v_layer(li);
-      const int64_t cap = g.cache->capacity, d = c.head_dim;
-      for (int64_t i = 0; i < g.count; ++i)
-        for (int64_t h = 0; h < c.kv_heads; ++h) {
-          const int64_t from = (t + i) * kvd + h * d, to = (h * cap + g.position + i) * d;
-          std::copy(k_new_.data() + from, k_new_.data() + from + d, kc + to);
-          std::copy(v_new_.data() + from, v_new_.data() + from + d, vc + to);
-        }
-      queries_.push_back({q_.data() + t * qd, kc, vc, cap, g.count, g.position, attn_.data() + t * qd});
+      g.cache->store(li, g.position, g.count, fresh, t);
+      queries_.push_back({q_.data() + t * qd, g.cache->layer(li), g.cache->capacity, g.count, g.position, attn_.data() + t * qd});
     }
+    const auto start = std::chrono::steady_clock::now();
     attention(queries_.data(), nsegs, c.heads, c.kv_heads, c.head_dim);
+    attention_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
     quantize_input(attn_.data(), L.attn_sub_norm, c.eps, n, qd, aq, as, "o_proj input");
     run_linear(L.o, aq, n, to_f32(x, as, Epilogue::Add));
 

@@ -3,6 +3,7 @@
 // sub-norms before o_proj and down_proj, optional per-head RMSNorm of q and k before RoPE
 // (Qwen3), GQA, RoPE, SiLU or ReLU^2 gated FFN.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -41,18 +42,32 @@ struct EngineConfig {
   Activation activation = Activation::SiLU;
   bool sub_norms = true;  // RMSNorm before o_proj and down_proj (BitNet); LLaMA has none
   bool qk_norm = false;   // RMSNorm of each head of q and k before RoPE (Qwen3)
+  KVFormat kv = KVFormat::F16;
 };
 
-// One sequence's keys and values: fp16 [layers, kv_heads, capacity, head_dim] each. Head-major:
-// attention reads one head's rows as one contiguous run, which the hardware prefetches. Allocated
-// without being touched, so memory is committed only as positions fill.
+// A step's new keys and values, [tokens, kv_heads, head_dim] in the cache's format (and q8's scales
+// [tokens, kv_heads]).
+struct NewKV {
+  const uint16_t *k16, *v16;
+  const int8_t *k8, *v8;
+  const float *k_scale, *v_scale;
+};
+
+// One sequence's keys and values: [layers, kv_heads, capacity, head_dim] each, fp16 or int8 (with
+// q8's scales [layers, kv_heads, capacity]). Head-major: attention reads one head's rows as one
+// contiguous run, which the hardware prefetches. Allocated without being touched, so memory is
+// committed only as positions fill.
 struct KVCache {
   KVCache(const EngineConfig& c, int64_t capacity);
-  int64_t capacity, layers, kv_dim;
+  KVFormat format;
+  int64_t capacity, layers, kv_heads, head_dim;
   int64_t filled = 0;  // positions [0, filled) hold keys and values written by a completed step
-  std::unique_ptr<uint16_t[]> k, v;
-  uint16_t* k_layer(int64_t l) { return k.get() + l * capacity * kv_dim; }
-  uint16_t* v_layer(int64_t l) { return v.get() + l * capacity * kv_dim; }
+  std::unique_ptr<uint16_t[]> k16, v16;
+  std::unique_ptr<int8_t[]> k8, v8;
+  std::unique_ptr<float[]> k_scale, v_scale;
+  KVLayer layer(int64_t l) const;
+  // Writes `count` rows of `kv` (from row `first` on) at positions [position, position + count) of layer l.
+  void store(int64_t l, int64_t position, int64_t count, const NewKV& kv, int64_t first);
 };
 
 // One sequence's part of a batched step: `count` tokens at positions [position, position + count).
@@ -81,9 +96,13 @@ class Engine {
   // A sequence's results do not depend on what else is in the batch (per-token quantization,
   // exact integer matmuls). Long segments are cut into steps of at most MAX_STEP_TOKENS tokens.
   void forward(const Segment* segments, int64_t count);
-  int64_t cache_bytes_per_position() const { return 2 * config.layers * kv_dim() * 2; }
+  int64_t cache_bytes_per_position() const {
+    const int64_t row = config.kv == KVFormat::Q8 ? config.head_dim + 4 : 2 * config.head_dim;
+    return 2 * config.layers * config.kv_heads * row;
+  }
 
   static constexpr int64_t MAX_STEP_TOKENS = 256;  // bounds the scratch memory for long prompts
+  std::atomic<int64_t> attention_ns{0};  // wall time inside attention(), summed over every step (bench/depth.py)
 
  private:
   int64_t kv_dim() const { return config.kv_heads * config.head_dim; }
@@ -94,8 +113,10 @@ class Engine {
 
   std::vector<float> rope_cos_, rope_sin_;                   // [context, head_dim / 2]
   std::vector<float> x_, q_, attn_, ffn_, act_scale_, head_in_, logits_;  // scratch, grown on demand
-  std::vector<uint16_t> k_new_, v_new_;
-  std::vector<float> k_f32_;  // k before its norm (qk_norm)
+  std::vector<uint16_t> k_new_, v_new_;  // f16 cache: the step's new rows
+  std::vector<int8_t> k8_new_, v8_new_;  // q8 cache: the same quantized, with their scales
+  std::vector<float> k_scale_, v_scale_;
+  std::vector<float> k_f32_, v_f32_;     // k before its norm (qk_norm) or its quantization (q8); v too
   std::vector<int64_t> positions_;
   std::vector<int32_t> tokens_;
   std::vector<int8_t> act_q_, head_q_;  // head_q_: the head's input padded for 6-bit rows

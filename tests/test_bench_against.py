@@ -53,6 +53,15 @@ def test_compare_alternates_and_reports_ratios(gguf):
         assert r["ratio"] == pytest.approx(r["tellme_tokens_per_s"] / r["llama_cpp_tokens_per_s"])
 
 
+def test_compare_at_depths(gguf):
+    """--depth: a prompt of D tokens, then decode after it (past the default context), with tellme's q8 cache."""
+    records = against.compare(gguf, "0.73B", 32002, threads=[1], repeats=1, decode_tokens=2, allow_busy=True,
+                              log=lambda *_: None, depths=[0, 600], kv="q8")
+    assert [r["phase"] for r in records] == ["decode_0", "prefill_600", "decode_600"]
+    assert "q8 KV cache" in records[0]["engines"]["tellme"]
+    assert all(r["tellme_tokens_per_s"] > 0 and r["llama_cpp_tokens_per_s"] > 0 for r in records)
+
+
 def test_busy_machine_is_measured():
     """Others' cores = (the machine's busy seconds - our own) / wall seconds, from exact sources: a
     test that no other load on the machine can change."""
@@ -91,7 +100,8 @@ def test_cli_prints_and_writes_json(tmp_path):
 
 def test_refusals():
     def args(**fields):
-        return type("A", (), {**dict(model=None, repeats=3, decode_tokens=8, threads=[1, 2]), **fields})()
+        return type("A", (), {**dict(model=None, repeats=3, decode_tokens=8, threads=[1, 2], depth=None, kv="f16"),
+                              **fields})()
 
     with pytest.raises(UsageError, match="takes no --model"):
         against.run(args(model="x.gguf"))

@@ -5,17 +5,20 @@ these run under the sanitizer build too. Tolerance as in test_against_transforme
 import numpy as np
 import pytest
 
+import tellme
+
 from tellme import reference
 from tellme.config import ModelConfig
 from tellme.kernels import TernaryWeights
 from tellme.model import Model
 from tellme.packed import PackedModel
+from tellme.runtime import available_isas
 
 pytestmark = pytest.mark.kernels
 
 
 def random_model(act="relu2", kv_heads=2, head="int8", kernel="auto", sub_norms=True, tied=True, seed=0,
-                 qwen3=False):
+                 qwen3=False, kv="f16"):
     """qwen3: q/k norms and a scale per 32 weights along each row (Ternary Bonsai's layout)."""
     c = ModelConfig(architecture="qwen3" if qwen3 else "bitnet-2b4t", hidden=96, intermediate=136 if not qwen3 else 128,
                     layers=2, heads=4, kv_heads=kv_heads, head_dim=24, vocab=101, context=160, eps=1e-5,
@@ -38,27 +41,45 @@ def random_model(act="relu2", kv_heads=2, head="int8", kernel="auto", sub_norms=
     if not tied:
         m.set_rows("lm_head", rng.standard_normal((101, 96)).astype(np.float32), head)
     m.set_final_norm(np.ones(96, np.float32))
-    return Model(m, None)
+    return Model(m, None, kv=kv)
 
 
 @pytest.mark.parametrize("kw", [
     dict(), dict(act="silu", kv_heads=4), dict(head="fp32", tied=False), dict(sub_norms=False, kernel="tlmm"),
     dict(kernel="i2", act="silu"), dict(qwen3=True, act="silu", tied=False), dict(head="int6"),
-    dict(head="int6", tied=False, act="silu"),
+    dict(head="int6", tied=False, act="silu"), dict(kv="q8"), dict(kv="q8", qwen3=True, act="silu", tied=False),
 ], ids=["gqa-relu2-int8", "mha-silu", "fp32-untied", "llama-tlmm", "i2-silu", "qwen3-grouped", "int6-tied",
-        "int6-untied"])
+        "int6-untied", "q8-kv", "q8-kv-qwen3"])
 def test_forward_matches_numpy_reference(kw, isa):
     model = random_model(**kw)
     ids = np.random.default_rng(1).integers(0, 101, 150)   # crosses attention chunks and query tiles
     ours = model.logits(ids)
-    ref = reference.forward(model.packed, ids)
+    ref = reference.forward(model.packed, ids, kw.get("kv", "f16"))
     per_position = np.abs(ours - ref).max(axis=1)
     assert np.median(per_position) < 1e-3
     assert per_position.max() < 0.25 * ref.std()
 
 
-def test_decode_steps_equal_prefill(isa):
-    model = random_model()
+@pytest.mark.parametrize("kv", ["f16", "q8"])
+def test_same_bits_at_every_isa_and_thread_count(kv):
+    """The attention arithmetic is fixed in lanes and order (core.h), so every ISA and thread
+    count computes the same logits, in each KV format."""
+    model, ids = random_model(kv=kv), np.random.default_rng(4).integers(0, 101, 150)
+    previous = tellme.get_isa(), tellme.get_num_threads()
+    try:
+        tellme.set_isa("scalar"), tellme.set_num_threads(1)
+        want = model.logits(ids)
+        for isa in available_isas():
+            for threads in (1, 2, 3):
+                tellme.set_isa(isa), tellme.set_num_threads(threads)
+                np.testing.assert_array_equal(model.logits(ids), want, err_msg=f"{isa}, {threads} threads")
+    finally:
+        tellme.set_isa(previous[0]), tellme.set_num_threads(previous[1])
+
+
+@pytest.mark.parametrize("kv", ["f16", "q8"])
+def test_decode_steps_equal_prefill(isa, kv):
+    model = random_model(kv=kv)
     ids = list(np.random.default_rng(2).integers(0, 101, 80))
     full = model.logits(ids)
     cache = model.sequences.acquire().cache
@@ -75,10 +96,11 @@ def run_alone(model, prompt, decode):
     return out
 
 
-def test_batched_steps_are_bit_identical_to_running_alone(isa, threads):
+@pytest.mark.parametrize("kv", ["f16", "q8"])
+def test_batched_steps_are_bit_identical_to_running_alone(isa, threads, kv):
     """Continuous batching: sequences join while others decode, with prefill in chunks; every
     sequence's logits equal its logits alone, bit for bit."""
-    model = random_model(kernel="auto")
+    model = random_model(kernel="auto", kv=kv)
     rng = np.random.default_rng(3)
     jobs = [(list(rng.integers(0, 101, n)), list(rng.integers(0, 101, 6))) for n in (5, 40, 1, 23)]
     alone = [run_alone(model, p, d) for p, d in jobs]

@@ -39,16 +39,20 @@ def test_dots_and_axpys(isa, rng, n, count):
     q = rng.standard_normal(n).astype(np.float32)
     rows = rng.standard_normal((count, n)).astype(np.float32)
     rows16 = ref.float_to_half(rows)
+    rows8 = rng.integers(-127, 128, (count, n), dtype=np.int8)  # the q8 KV cache's values
     np.testing.assert_array_equal(_core.dots(q, rows), [ref.lane_dot(q, r) for r in rows])
     np.testing.assert_array_equal(_core.dots(q, rows16), [ref.lane_dot(q, r) for r in ref.half_to_float(rows16)])
+    np.testing.assert_array_equal(_core.dots(q, rows8), [ref.lane_dot(q, r) for r in rows8.astype(np.float32)])
     p = rng.random(count).astype(np.float32)
     y = rng.standard_normal(n).astype(np.float32)
-    want, want16 = y, y
+    want, want16, want8 = y, y, y
     for j in range(count):  # in order: each row's products rounded, then added
         want = ref.axpy(p[j], rows[j], want)
         want16 = ref.axpy(p[j], ref.half_to_float(rows16[j]), want16)
+        want8 = ref.axpy(p[j], rows8[j], want8)
     np.testing.assert_array_equal(_core.axpys(p, rows, y), want)
     np.testing.assert_array_equal(_core.axpys(p, rows16, y), want16)
+    np.testing.assert_array_equal(_core.axpys(p, rows8, y), want8)
 
 
 @pytest.mark.parametrize("k", [1, 31, 32, 64, 100, 200, 1536])

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from .config import DEFAULT_KV, KV_FORMATS
 from .errors import UsageError
 
 MODEL_HELP = ("Hugging Face checkpoint directory, GGUF file, file written by `tellme convert`, Hugging Face "
@@ -47,6 +48,8 @@ def _model_args(p) -> None:
     p.add_argument("--context", type=_count(1), help="KV cache length in tokens (default: the model's)")
     p.add_argument("--head", choices=("int8", "int6", "fp32"),
                    help="embedding/LM head precision (default: int6, or a converted file's own)")
+    p.add_argument("--kv", choices=KV_FORMATS, help=f"KV cache format: f16, or q8 (int8 with a scale per head "
+                   f"and position: half the bytes; docs/kernels.md) (default: {DEFAULT_KV})")
 
 
 def _numerics_arg(p) -> None:
@@ -88,7 +91,7 @@ def _load(args, **kwargs):
     from .loading import load
     start = time.perf_counter()
     kwargs.setdefault("numerics", getattr(args, "numerics", "native"))
-    model = load(args.model, threads=args.threads, context=args.context, head=args.head, **kwargs)
+    model = load(args.model, threads=args.threads, context=args.context, head=args.head, kv=args.kv, **kwargs)
     args.load_s = time.perf_counter() - start
     return model
 

@@ -30,6 +30,8 @@ ROPE_KEYS = {  # rope_type -> the keys it needs (numbers)
     "factors": ("factors",),
 }
 ACTIVATIONS = ("silu", "relu2")
+KV_FORMATS = ("f16", "q8")  # the KV cache: fp16, or int8 with a scale per (kv head, position)
+DEFAULT_KV = "f16"
 _RENAMED = {"bitnet": "bitnet-2b4t"}  # architecture ids in files written before the rename
 # Sizes beyond these are refused before anything is allocated: far past every model of this field,
 # small enough that no product of them overflows or asks for absurd memory unchecked.

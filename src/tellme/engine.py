@@ -9,19 +9,19 @@ from __future__ import annotations
 import threading
 
 from . import _core
-from .config import LINEAR_NAMES, NORM_NAMES
+from .config import DEFAULT_KV, LINEAR_NAMES, NORM_NAMES
 from .errors import FormatError
 from .packed import PackedModel
 from .rope import rope_tables
 
 
-def build_engine(packed: PackedModel, context: int) -> _core.Engine:
+def build_engine(packed: PackedModel, context: int, kv: str = DEFAULT_KV) -> _core.Engine:
     """An engine over `packed` for sequences of up to `context` positions (its RoPE tables; each
-    sequence's KV cache is a `Sequence` of its own)."""
+    sequence's KV cache, in format `kv`, is a `Sequence` of its own)."""
     c = packed.config
     cos, sin = rope_tables(c, context)
     e = _core.Engine(c.hidden, c.intermediate, c.layers, c.heads, c.kv_heads, c.head_dim, c.vocab, context,
-                     c.eps, c.activation, c.sub_norms, cos, sin, c.qk_norm)
+                     c.eps, c.activation, c.sub_norms, cos, sin, c.qk_norm, kv)
     for i in range(c.layers):
         for name in LINEAR_NAMES:
             w = packed.linear(i, name)

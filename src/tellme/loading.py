@@ -107,7 +107,7 @@ def read_packed(path: Path, head: str | None = None, kernel: str = "auto",
 
 def load(path: str | os.PathLike = "default", threads: int | str | None = None, context: int | None = None,
          head: str | None = None, kernel: str = "auto", progress: bool | None = None,
-         max_sequences: int | None = None, numerics: str = "native") -> Model:
+         max_sequences: int | None = None, numerics: str = "native", kv: str | None = None) -> Model:
     """Load a model: a Hugging Face checkpoint directory, a GGUF file (llama.cpp's TQ1_0/TQ2_0 or
     bitnet.cpp's I2_S), a file written by `tellme convert`, a Hugging Face model id already in the
     local cache, or "default" for the small model shipped with tellme.
@@ -121,7 +121,9 @@ def load(path: str | os.PathLike = "default", threads: int | str | None = None, 
     generations may run at once (each has its own KV cache; default 8, fewer if memory is short);
     numerics: "native" (the fast engine), or "tellme-v2" to run the TeLLMe v2 accelerator's datapath
     in NumPy (fp16, 24-bit TLMM accumulators, the SiLU table: a golden model, slow; docs/accel.md)
-    or "tellme-v2-ideal" (the same dataflow with none of its approximations).
+    or "tellme-v2-ideal" (the same dataflow with none of its approximations); kv: the KV cache format,
+    "f16" (the default) or "q8" (int8 values with a scale per head and position: half the bytes that
+    decode reads at depth; native numerics only).
     """
     if head is not None and head not in HEADS:
         raise UsageError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -135,4 +137,4 @@ def load(path: str | os.PathLike = "default", threads: int | str | None = None, 
     if progress is None:
         progress = sys.stderr.isatty()
     packed, tokenizer = read_packed(resolved, head, kernel, progress)
-    return Model(packed, tokenizer, context, max_sequences, numerics)
+    return Model(packed, tokenizer, context, max_sequences, numerics, kv)

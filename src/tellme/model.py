@@ -21,7 +21,7 @@ import numpy as np
 
 from .accel.forward import AccelEngine
 from .accel.numerics import ACCEL_NUMERICS, Numerics
-from .config import LIMITS
+from .config import DEFAULT_KV, KV_FORMATS, LIMITS
 from .engine import Sequence, SequencePool, build_engine
 from .errors import FormatError, UsageError
 from .packed import PackedModel
@@ -86,14 +86,20 @@ class Model:
     step at a time. A call that finds every sequence in use raises UsageError."""
 
     def __init__(self, packed: PackedModel, tokenizer: Tokenizer | None, context: int | None = None,
-                 max_sequences: int | None = None, numerics: "str | Numerics" = "native"):
+                 max_sequences: int | None = None, numerics: "str | Numerics" = "native", kv: str | None = None):
         self.packed = packed
         self.config = c = packed.config
         self.tokenizer = tokenizer
         self.source = packed.source
         self.context = _count(c.context if context is None else context, "context", 1, LIMITS["context"])
+        if kv is not None and kv not in KV_FORMATS:
+            raise UsageError(f"kv must be one of {', '.join(KV_FORMATS)}, got {kv!r}")
+        if kv not in (None, "f16") and numerics != "native":
+            raise UsageError(f"kv={kv!r} needs numerics='native' (the accelerator's numerics keep their own fp16 cache)")
+        self.kv = kv or DEFAULT_KV
         # each sequence reserves (without touching) a KV cache for the whole context
-        per_sequence = 2 * c.layers * self.context * c.kv_heads * c.head_dim * 2
+        row = c.head_dim + 4 if self.kv == "q8" else 2 * c.head_dim  # int8 values and a scale, or fp16
+        per_sequence = 2 * c.layers * self.context * c.kv_heads * row
         tables = self.context * c.head_dim * 4  # RoPE cos/sin
         room = (physical_memory_bytes() - tables) // per_sequence
         if room < 1:
@@ -105,7 +111,7 @@ class Model:
         self.max_sequences = _count(max_sequences, "max_sequences", 1, room)
         self.numerics = numerics
         if numerics == "native":
-            self.engine = build_engine(packed, self.context)
+            self.engine = build_engine(packed, self.context, self.kv)
         elif isinstance(numerics, Numerics) or (isinstance(numerics, str) and numerics in ACCEL_NUMERICS):
             # the accelerator's datapath in NumPy: a golden model, slow (docs/accel.md)
             self.engine = AccelEngine(packed, self.context, ACCEL_NUMERICS.get(numerics, numerics))

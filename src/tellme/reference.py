@@ -5,7 +5,8 @@ rotate_half, softmax over the whole score row). Slow; for tests.
 Per layer, with Q(x) = per-token absmax int8 quantization and lin(T, s)(x) = (Q(x) @ T.T) * s:
     h = x + o(subnorm_a(attention(rope(q(n)), rope(k(n)), v(n))))          n = rmsnorm_a(x)
     x = h + down(subnorm_f(act(gate(m)) * up(m)))                          m = rmsnorm_f(h)
-K and V are rounded to fp16, as the KV cache stores them. Qwen3 normalises each head of q and k
+K and V are rounded to fp16, as the KV cache stores them, or (kv="q8") quantized per (token, kv
+head) row like a linear's input and dequantized. Qwen3 normalises each head of q and k
 (q_norm, k_norm) before RoPE; a linear with group scales is kernels.reference.grouped_matmul.
 """
 
@@ -27,7 +28,15 @@ def _apply(t: np.ndarray, scale, x: np.ndarray) -> np.ndarray:
     return acc.astype(np.float32) * (s[:, None] * np.float32(scale))
 
 
-def forward(packed: PackedModel, ids) -> np.ndarray:
+def _cached(x: np.ndarray, kv: str, heads: int, hd: int) -> np.ndarray:
+    """K or V [n, heads * hd] as the KV cache holds them, in float64."""
+    if kv == "f16":
+        return x.astype(np.float16).astype(np.float64)
+    q, s = quantize(x.reshape(-1, hd))
+    return (q.astype(np.float64) * s[:, None]).reshape(-1, heads * hd)
+
+
+def forward(packed: PackedModel, ids, kv: str = "f16") -> np.ndarray:
     """Logits [len(ids), vocab] for a fresh sequence."""
     c = packed.config
     ids = np.asarray(ids)
@@ -60,8 +69,8 @@ def forward(packed: PackedModel, ids) -> np.ndarray:
         if c.qk_norm:
             q, k = head_norm(q, "q_norm", c.heads), head_norm(k, "k_norm", c.kv_heads)
         q = rope(q, c.heads)
-        k = rope(k, c.kv_heads).astype(np.float16).astype(np.float64)
-        v = _apply(*lin["v"], h).astype(np.float16).astype(np.float64)
+        k = _cached(rope(k, c.kv_heads), kv, c.kv_heads, hd)
+        v = _cached(_apply(*lin["v"], h), kv, c.kv_heads, hd)
         out = np.empty((n, qd), np.float32)
         for head in range(c.heads):
             g = head // (c.heads // c.kv_heads)

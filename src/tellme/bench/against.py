@@ -9,8 +9,9 @@ tokenizer is the shipped model's, padded to the vocabulary (llama.cpp refuses a 
 Each engine runs in a worker process of its own, so that neither's threads compete with the
 other's idle-spinning ones; the parent alternates them, and which goes first alternates too. Per
 repetition and thread count: a 128-token prefill (one batched eval, then picking the first token)
-and a greedy decode of one token per eval after a 128-token prompt. Reported per (shape, threads,
-phase): each engine's median and range, and tellme / llama.cpp of the medians.
+and a greedy decode of one token per eval after it. With --depth D ...: a D-token prompt and the
+decode after it, for each D. Reported per (shape, threads, phase): each engine's median and range,
+and tellme / llama.cpp of the medians. tellme's KV cache is --kv's; llama.cpp's its default (fp16).
 
 The machine must be quiet: the CPU time other processes take during the run is counted from
 /proc/stat (all CPU time less this run's own), and the run refuses to report above 10% of a core.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import DEFAULT_KV
 from ..errors import UsageError
 
 ENGINES = ("tellme", "llama.cpp")
@@ -36,7 +38,7 @@ BUSY_LIMIT = 0.10  # cores other processes may use, on average, while we measure
 CONTEXT = 512
 
 
-def write_synthetic_gguf(shape: str, path: Path, layers: int | None = None) -> None:
+def write_synthetic_gguf(shape: str, path: Path, layers: int | None = None, context: int = CONTEXT) -> None:
     """`shape` as llama.cpp's `bitnet` graph runs it (sub-norms, SiLU, tied head), in TQ2_0 with a
     Q8_0 table; the scale 1/64 is exact in fp16, so it goes into the block scales."""
     from ..formats.gguf_export import write_gguf
@@ -44,7 +46,7 @@ def write_synthetic_gguf(shape: str, path: Path, layers: int | None = None) -> N
     from ..tokenizer import Tokenizer
     from .e2e import SyntheticReader, shape_config
 
-    config = shape_config(shape, layers, CONTEXT, architecture="bitnet-1bitllm", activation="silu",
+    config = shape_config(shape, layers, context, architecture="bitnet-1bitllm", activation="silu",
                           tied_embeddings=True, bos_token_id=0, eos_token_ids=(0,))
     write_gguf(SyntheticReader(config, scale=1 / 64), Tokenizer.from_dir(default_model_path()), path, "tq2_0",
                embedding_type="q8_0")
@@ -53,15 +55,16 @@ def write_synthetic_gguf(shape: str, path: Path, layers: int | None = None) -> N
 # ---- the engines, each behind the same calls, each in its own process
 
 class TellmeRunner:
-    def __init__(self, path: str):
+    def __init__(self, path: str, context: int = CONTEXT, kv: str = DEFAULT_KV):
         from ..loading import load
 
-        self.model = load(path, context=CONTEXT, progress=False)
+        self.model = load(path, context=context, progress=False, kv=kv)
         self.cache = self.model.sequences.acquire().cache
 
     def describe(self) -> str:
         from ..runtime import cpu_info
-        return f"tellme, ISA {cpu_info()['isa']}, {self.model.packed.head} LM head (from the file's table)"
+        return (f"tellme, ISA {cpu_info()['isa']}, {self.model.packed.head} LM head (from the file's table), "
+                f"{self.model.kv} KV cache")
 
     def set_threads(self, n: int) -> None:
         from ..runtime import set_num_threads
@@ -76,14 +79,15 @@ class TellmeRunner:
 
 
 class LlamaRunner:
-    def __init__(self, path: str):
+    def __init__(self, path: str, context: int = CONTEXT, kv: str = DEFAULT_KV):
         try:
             import llama_cpp
         except ImportError:
             raise UsageError("--against llama.cpp needs llama-cpp-python: pip install 'tellme[bench]' "
                              "(it builds llama.cpp for this machine; see docs/benchmarks.md)") from None
         self.lib = llama_cpp
-        self.llm = llama_cpp.Llama(model_path=path, n_ctx=CONTEXT, n_batch=CONTEXT, n_ubatch=CONTEXT,
+        batch = min(context, CONTEXT)  # longer prompts go in batches of 512, as llama-bench's ubatch
+        self.llm = llama_cpp.Llama(model_path=path, n_ctx=context, n_batch=batch, n_ubatch=batch,
                                    n_threads=1, n_threads_batch=1, verbose=False)
 
     def describe(self) -> str:
@@ -108,28 +112,25 @@ class LlamaRunner:
         return self._last_logits(tokens, 0).copy()
 
 
-def prefill_s(runner, tokens: np.ndarray) -> float:
+def prompt_then_decode(runner, prompt: np.ndarray, steps: int) -> tuple[float, float]:
+    """Seconds for the prefill of `prompt` (its first token picked), then for `steps` greedy steps
+    of one token each after it."""
     start = time.perf_counter()
-    runner.next_token(tokens, 0)
-    return time.perf_counter() - start
-
-
-def decode_s(runner, prompt: np.ndarray, steps: int) -> float:
-    """Seconds for `steps` greedy steps of one token each, after `prompt` (not timed)."""
     token = runner.next_token(prompt, 0)
+    prefill = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(steps):
         token = runner.next_token(np.array([token], np.int32), len(prompt) + i)
-    return time.perf_counter() - start
+    return prefill, time.perf_counter() - start
 
 
-def _serve(engine: str, path: str, conn) -> None:
+def _serve(engine: str, path: str, context: int, kv: str, conn) -> None:
     """A worker: builds its engine, then answers (function name, args) until told None."""
     try:
-        runner = (TellmeRunner if engine == "tellme" else LlamaRunner)(path)
+        runner = (TellmeRunner if engine == "tellme" else LlamaRunner)(path, context, kv)
         conn.send(("ok", runner.describe()))
-        calls = {"set_threads": runner.set_threads, "prefill_s": lambda *a: prefill_s(runner, *a),
-                 "decode_s": lambda *a: decode_s(runner, *a), "logits": runner.logits}
+        calls = {"set_threads": runner.set_threads, "prompt_then_decode": lambda *a: prompt_then_decode(runner, *a),
+                 "logits": runner.logits}
         while (msg := conn.recv()) is not None:
             name, args = msg
             conn.send(("ok", calls[name](*args)))
@@ -138,10 +139,11 @@ def _serve(engine: str, path: str, conn) -> None:
 
 
 class Worker:
-    def __init__(self, engine: str, path: Path):
+    def __init__(self, engine: str, path: Path, context: int = CONTEXT, kv: str = DEFAULT_KV):
         self.engine = engine
         self.conn, child = mp.Pipe()
-        self.process = mp.get_context("spawn").Process(target=_serve, args=(engine, str(path), child), daemon=True)
+        self.process = mp.get_context("spawn").Process(target=_serve, args=(engine, str(path), context, kv, child),
+                                                       daemon=True)
         self.process.start()
         self.description = self._answer()
 
@@ -221,38 +223,43 @@ def _key(engine: str) -> str:
 
 
 def compare(path: Path, shape: str, vocab: int, threads: list[int], repeats: int, decode_tokens: int,
-            allow_busy: bool, log=print) -> list[dict]:
-    """Alternate the engines on `path`; one record per (threads, phase)."""
-    workers = [Worker(e, path) for e in ENGINES]
+            allow_busy: bool, log=print, depths: list[int] | None = None, kv: str = DEFAULT_KV) -> list[dict]:
+    """Alternate the engines on `path`; one record per (threads, phase). Phases: prefill_128 and
+    decode (after it), or with `depths`, prefill_D and decode_D (after it) for each depth D."""
+    prompts = depths or [PROMPT]
+    workers = [Worker(e, path, max(CONTEXT, max(prompts) + decode_tokens + 1), kv) for e in ENGINES]
     try:
         engines = {w.engine: w.description for w in workers}
         for w in workers:
             log(f"  {w.description}")
         meter = BusyMeter(workers)
-        tokens = np.random.default_rng(1).integers(0, vocab, size=PROMPT, dtype=np.int32)
+        tokens = np.random.default_rng(1).integers(0, vocab, size=max(prompts), dtype=np.int32)
         records = []
         for t in threads:
-            times = {(e, p): [] for e in ENGINES for p in ("prefill", "decode")}
+            times = {(e, d): [] for e in ENGINES for d in prompts}  # (prefill s, decode s) per repetition
             for w in workers:
                 w("set_threads", t)
-                w("prefill_s", tokens[:16])  # warm-up: page the weights in, start the threads
+                w("prompt_then_decode", tokens[:16], 2)  # warm-up: page the weights in, start the threads
             meter.reset()
             for rep in range(repeats):
                 order = workers if rep % 2 == 0 else workers[::-1]
-                for w in order:
-                    times[w.engine, "prefill"].append(w("prefill_s", tokens))
-                for w in order:
-                    times[w.engine, "decode"].append(w("decode_s", tokens, decode_tokens))
+                for d in prompts:
+                    for w in order:
+                        times[w.engine, d].append(w("prompt_then_decode", tokens[:max(d, 1)], decode_tokens))
             others = meter.others_cores()
             refuse_if_busy(others, allow_busy, f"while {shape} ran at {t} thread(s)")
-            for phase, n in (("prefill", PROMPT), ("decode", decode_tokens)):
-                rate = {e: sorted(n / s for s in times[e, phase]) for e in ENGINES}
-                med = {e: statistics.median(r) for e, r in rate.items()}
-                records.append({"shape": shape, "threads": t, "phase": f"prefill_{PROMPT}" if phase == "prefill" else phase,
-                                "repeats": repeats, "others_cores": others, "engines": engines,
-                                **{f"{_key(e)}_tokens_per_s": med[e] for e in ENGINES},
-                                **{f"{_key(e)}_range": [rate[e][0], rate[e][-1]] for e in ENGINES},
-                                "ratio": med["tellme"] / med["llama.cpp"]})
+            for d in prompts:
+                phases = [("decode" if not depths else f"decode_{d}", 1, decode_tokens)]
+                if d:
+                    phases.insert(0, (f"prefill_{d}", 0, d))
+                for phase, which, n in phases:
+                    rate = {e: sorted(n / s[which] for s in times[e, d]) for e in ENGINES}
+                    med = {e: statistics.median(r) for e, r in rate.items()}
+                    records.append({"shape": shape, "threads": t, "phase": phase, "repeats": repeats,
+                                    "others_cores": others, "engines": engines,
+                                    **{f"{_key(e)}_tokens_per_s": med[e] for e in ENGINES},
+                                    **{f"{_key(e)}_range": [rate[e][0], rate[e][-1]] for e in ENGINES},
+                                    "ratio": med["tellme"] / med["llama.cpp"]})
         return records
     finally:
         for w in workers:
@@ -278,16 +285,16 @@ def run(args) -> int:
         for shape in args.shape:
             path = Path(tmp) / f"{shape}-tq2_0.gguf"
             start = time.perf_counter()
-            write_synthetic_gguf(shape, path, args.layers)
+            write_synthetic_gguf(shape, path, args.layers, max(CONTEXT, max(args.depth or [0]) + args.decode_tokens + 1))
             print(f"{shape}: wrote {path.stat().st_size / 2**20:.0f} MiB of TQ2_0 in {time.perf_counter() - start:.0f} s")
             records += compare(path, shape, SHAPES[shape]["vocab"], args.threads, args.repeats, args.decode_tokens,
-                               args.allow_busy)
+                               args.allow_busy, depths=args.depth, kv=args.kv)
             path.unlink()
-    print(f"{'shape':>6} {'thr':>3} {'phase':>11} {'tellme t/s (range)':>24} {'llama.cpp t/s (range)':>24} {'ratio':>6}")
+    print(f"{'shape':>6} {'thr':>3} {'phase':>12} {'tellme t/s (range)':>24} {'llama.cpp t/s (range)':>24} {'ratio':>6}")
     for r in records:
         cells = [f"{r[_key(e) + '_tokens_per_s']:.1f} ({r[_key(e) + '_range'][0]:.1f}-{r[_key(e) + '_range'][1]:.1f})"
                  for e in ENGINES]
-        print(f"{r['shape']:>6} {r['threads']:>3} {r['phase']:>11} {cells[0]:>24} {cells[1]:>24} {r['ratio']:>6.2f}")
+        print(f"{r['shape']:>6} {r['threads']:>3} {r['phase']:>12} {cells[0]:>24} {cells[1]:>24} {r['ratio']:>6.2f}")
     if args.json:
         with open(args.json, "w") as f:
             machine = {"kind": "machine", "cpu": cpu_name(), "engines": records[0]["engines"] if records else {},

@@ -17,7 +17,9 @@ import time
 
 import numpy as np
 
-from ..runtime import get_num_threads, set_num_threads, thread_setting
+from ..config import DEFAULT_KV, KV_FORMATS
+from ..errors import UsageError
+from ..runtime import get_isa, get_num_threads, set_num_threads, thread_setting
 
 SHAPES = {  # name: (config fields, real checkpoint it mirrors)
     "0.73B": dict(architecture="bitnet-1bitllm", hidden=1536, intermediate=4096, layers=24, heads=16, kv_heads=16,
@@ -39,6 +41,10 @@ def add_arguments(p) -> None:
                    help="time llama.cpp (llama-cpp-python: the bench extra) and tellme on the same TQ2_0 files")
     p.add_argument("--repeats", type=int, default=3, help="with --against: alternations per thread count")
     p.add_argument("--allow-busy", action="store_true", help="with --against: report even if other processes ran")
+    p.add_argument("--kv", choices=KV_FORMATS, default=DEFAULT_KV, help=f"KV cache format (default {DEFAULT_KV})")
+    p.add_argument("--depth", type=int, nargs="+", metavar="D",
+                   help="prefill a D-token prompt and decode after it, for each D, with the shares of the machine's "
+                        "limits that attention reaches there (bench/depth.py); with --against, llama.cpp's too")
 
 
 def shape_config(name: str, layers: int | None = None, context: int = 1024, rope_theta: float = 10000.0,
@@ -79,7 +85,8 @@ class SyntheticReader:
         return np.ones(self.config.hidden, np.float32)
 
 
-def synthetic_model(name: str, layers: int | None = None, context: int = 1024, max_sequences: int | None = None):
+def synthetic_model(name: str, layers: int | None = None, context: int = 1024, max_sequences: int | None = None,
+                    kv: str = DEFAULT_KV):
     from ..config import LINEAR_NAMES
     from ..kernels import TernaryWeights, layout
     from ..model import Model
@@ -107,7 +114,7 @@ def synthetic_model(name: str, layers: int | None = None, context: int = 1024, m
             rows = Rows(q=rng.integers(-127, 128, size=(c.vocab, c.hidden), dtype=np.int8), row_scale=scale)
         m.set_rows(table, rows)
     m.set_final_norm(np.ones(c.hidden, np.float32))
-    return Model(m, None, context, max_sequences)
+    return Model(m, None, context, max_sequences, kv=kv)
 
 
 def prefill_s(model, cache, ids: np.ndarray, repeats: int = 1) -> float:
@@ -193,10 +200,10 @@ def _child(spec: dict, out) -> None:
         start = time.perf_counter()
         if spec["path"]:
             from ..loading import load
-            model = load(spec["path"], context=1024, progress=False)
+            model = load(spec["path"], context=1024, progress=False, kv=spec["kv"])
             name = spec["path"]
         else:
-            model = synthetic_model(spec["shape"], spec["layers"])
+            model = synthetic_model(spec["shape"], spec["layers"], kv=spec["kv"])
             name = spec["shape"]
         load_s = time.perf_counter() - start
         load_rss = _peak_rss_mb()
@@ -224,17 +231,27 @@ def run(args) -> int:
         set_isa(args.isa)  # inherited by the spawned child through TELLME_ISA below
         import os
         os.environ["TELLME_ISA"] = args.isa
+    if args.depth and min(args.depth) < 0:
+        raise UsageError(f"--depth must be 0 or more, got {min(args.depth)}")
     if args.against:
         from . import against
         return against.run(args)
     specs = ([{"path": args.model, "shape": None}] if args.model else [{"path": None, "shape": s} for s in args.shape])
+    if args.depth:
+        from . import depth
+        print(f"machine: {cpu_name()}, ISA {get_isa()}")
+        records = depth.run(args, specs)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump([{"kind": "machine", "cpu": cpu_name(), "isa": get_isa()}] + records, f, indent=2)
+        return 0
     ctx = mp.get_context("spawn")
     records, saved = [], thread_setting()
     print(f"machine: {cpu_name()}")
     print(f"{'model':>8} {'thr':>3} {'load s':>7} {'pf128 t/s':>10} {'pf512 t/s':>10} {'ttft128 s':>9} "
           f"{'decode t/s':>10} {'%read bw':>8} {'py %':>5} {'RSS MB':>7} {'w+kv MB':>7}")
     for spec in specs:
-        spec.update(threads=args.threads, decode_tokens=args.decode_tokens, layers=args.layers)
+        spec.update(threads=args.threads, decode_tokens=args.decode_tokens, layers=args.layers, kv=args.kv)
         q = ctx.Queue()
         p = ctx.Process(target=_child, args=(spec, q))
         p.start()

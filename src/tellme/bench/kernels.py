@@ -67,17 +67,27 @@ def read_bandwidth_gb_s(buffer: np.ndarray, repeats: int = 5) -> float:
     return buffer.nbytes / best / 1e9
 
 
-def int8_peak_gops(seconds: float = 0.1, repeats: int = 5) -> float:
-    """Best of `repeats` runs of the int8 multiply-add loop on every thread, in GMAC/s."""
+def _peak(loop, seconds: float, repeats: int) -> float:
+    """Best of `repeats` runs of a native register loop on every thread, in G operations/s."""
     iterations = 1 << 16
-    while _timed(lambda: _core.int8_madd_loop(iterations)) < seconds:
+    while _timed(lambda: loop(iterations)) < seconds:
         iterations *= 2
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        macs = _core.int8_madd_loop(iterations)
+        ops = loop(iterations)
         best = min(best, time.perf_counter() - start)
-    return macs / best / 1e9
+    return ops / best / 1e9
+
+
+def int8_peak_gops(seconds: float = 0.1, repeats: int = 5) -> float:
+    """The int8 multiply-add loop on every thread, in GMAC/s."""
+    return _peak(_core.int8_madd_loop, seconds, repeats)
+
+
+def fp32_peak_gflops(seconds: float = 0.1, repeats: int = 5) -> float:
+    """The fp32 FMA loop on every thread, in GFLOP/s (an FMA is two)."""
+    return 2 * _peak(_core.fp32_fma_loop, seconds, repeats)
 
 
 def _timed(fn) -> float:
