@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core.h"
 #include "exp_approx.h"
 #include "parallel.h"
+#include "quantize.h"
 
 namespace tellme {
 namespace {
@@ -49,25 +52,36 @@ void merge(Partial& state, const Partial& part, int64_t head_dim) {
 // The backend's row arithmetic for each element type.
 void dots(const Backend& be, const float* q, const float* r, int64_t c, int64_t n, float* o) { be.dots(q, r, n, c, n, o); }
 void dots(const Backend& be, const float* q, const uint16_t* r, int64_t c, int64_t n, float* o) { be.dots_f16(q, r, n, c, n, o); }
-void dots(const Backend& be, const float* q, const int8_t* r, int64_t c, int64_t n, float* o) { be.dots_i8(q, r, n, c, n, o); }
 void axpys(const Backend& be, const float* p, const float* r, int64_t c, int64_t n, float* y) { be.axpys(p, r, n, c, n, y); }
 void axpys(const Backend& be, const float* p, const uint16_t* r, int64_t c, int64_t n, float* y) { be.axpys_f16(p, r, n, c, n, y); }
 void axpys(const Backend& be, const float* p, const int8_t* r, int64_t c, int64_t n, float* y) { be.axpys_i8(p, r, n, c, n, y); }
 
+// One head of one query token: fp32, and against a q8 cache its int8 quantization and scale.
+struct QueryRow {
+  const float* f32;
+  const int8_t* q8;
+  float scale;
+};
+
 // Key/value rows of one chunk of one kv head: the cache's rows read in place (decode: each row is
-// read once) or a converted fp32 copy (prefill: a tile of queries shares it). With q8 scales a
-// score is dot(q, k8) * k_scale and a value row is weighted p * v_scale: the same bits whether the
-// int8 rows are read in place or converted (exactly) first.
-template <class E>
+// read once) or a converted fp32 copy (prefill: a tile of queries shares it). Against q8 keys a
+// score is the exact integer q8 . k8 times q_scale * k_scale; a q8 value row is weighted
+// p * v_scale, and gives the same bits read in place or converted (exactly) to fp32 first.
+template <class KE, class VE>
 struct ChunkRows {
   const Backend& be;
-  const E *k, *v;                    // the chunk's first row
+  const KE* k;                       // the chunk's first rows
+  const VE* v;
   const float *k_scale, *v_scale;    // q8: the rows' scales; null otherwise
   int64_t head_dim;
-  void dots(const float* q, int64_t count, float* out) const {
-    tellme::dots(be, q, k, count, head_dim, out);
-    if (k_scale)
-      for (int64_t j = 0; j < count; ++j) out[j] *= k_scale[j];
+  void dots(const QueryRow& q, int64_t count, float* out) const {
+    if constexpr (std::is_same_v<KE, int8_t>) {
+      int32_t sums[ATTN_CHUNK];
+      be.int8_gemm(k, count, head_dim, q.q8, 1, sums);
+      for (int64_t j = 0; j < count; ++j) out[j] = static_cast<float>(sums[j]) * (q.scale * k_scale[j]);
+    } else {
+      tellme::dots(be, q.f32, k, count, head_dim, out);
+    }
   }
   void axpys(const float* p, int64_t count, float* acc) const {
     if (!v_scale) return tellme::axpys(be, p, v, count, head_dim, acc);
@@ -77,7 +91,7 @@ struct ChunkRows {
   }
 };
 
-// Converts rows [start, start + count) of one kv head (contiguous in the head-major cache) to fp32.
+// Rows [start, start + count) of one kv head (contiguous in the head-major cache) as fp32, exactly.
 void load_chunk(const Backend& be, const uint16_t* head, int64_t start, int64_t count, int64_t head_dim, float* dst) {
   be.half_to_float(head + start * head_dim, count * head_dim, dst);
 }
@@ -86,43 +100,115 @@ void load_chunk(const Backend&, const int8_t* head, int64_t start, int64_t count
   for (int64_t i = 0; i < count * head_dim; ++i) dst[i] = static_cast<float>(src[i]);
 }
 
+// A chunk's scores s[0..n) to softmax weights in place: s = softmax_exp(s * scale - m), m the
+// max of s * scale. Returns m and the weights' sum (reduce8's lanes and order).
+std::pair<float, float> softmax_weights(float* s, int64_t n, float scale) {
+  for (int64_t j = 0; j < n; ++j) s[j] *= scale;
+  const float m = reduce8(s, n, -std::numeric_limits<float>::infinity(), [](float a, float b) { return std::max(a, b); });
+  for (int64_t j = 0; j < n; ++j) s[j] = softmax_exp(s[j] - m);
+  return {m, reduce8(s, n, 0.0f, [](float a, float b) { return a + b; })};
+}
+
+#ifdef TELLME_HAVE_X86_BACKENDS
+__attribute__((target("avx2"))) inline __m256 softmax_exp8(__m256 x) {
+  return _mm256_blendv_ps(exp_approx8(x), _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(-69.0f), _CMP_LT_OQ));
+}
+
+// The same 8 wide where the CPU has AVX2, whatever ISA the kernels use: lane l of each vector is
+// reduce8's lane l (elements j = l mod 8), max is exact in any order (scores are finite), and the
+// tail adds zeros to the lanes it does not reach; the bits are the scalar function's. The scalar
+// exp was a quarter of q8 decode attention's time at depth 4,096.
+__attribute__((target("avx2"))) std::pair<float, float> softmax_weights_avx2(float* s, int64_t n, float scale) {
+  const int64_t n8 = n / 8 * 8, tail = n - n8;
+  const __m256 sc = _mm256_set1_ps(scale);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 in_tail = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(tail)), lanes));
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 mx = neg_inf;
+  for (int64_t j = 0; j < n8; j += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + j), sc);
+    _mm256_storeu_ps(s + j, v);
+    mx = _mm256_max_ps(mx, v);
+  }
+  alignas(32) float t[8] = {};
+  for (int64_t j = 0; j < tail; ++j) t[j] = s[n8 + j] * scale;
+  mx = _mm256_max_ps(mx, _mm256_blendv_ps(neg_inf, _mm256_load_ps(t), in_tail));
+  alignas(32) float l[8];
+  _mm256_store_ps(l, mx);
+  const float m = std::max(std::max(std::max(l[0], l[1]), std::max(l[2], l[3])),
+                           std::max(std::max(l[4], l[5]), std::max(l[6], l[7])));
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n8; j += 8) {
+    const __m256 w = softmax_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+    _mm256_storeu_ps(s + j, w);
+    sum = _mm256_add_ps(sum, w);
+  }
+  const __m256 w = _mm256_and_ps(softmax_exp8(_mm256_sub_ps(_mm256_load_ps(t), mv)), in_tail);
+  _mm256_store_ps(t, w);
+  for (int64_t j = 0; j < tail; ++j) s[n8 + j] = t[j];
+  _mm256_store_ps(l, _mm256_add_ps(sum, w));
+  return {m, ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))};
+}
+#endif
+
 // The partial of one query over `count` keys of a chunk.
 template <class Rows>
-void chunk_partial(const Rows& rows, const float* q, int64_t count, int64_t head_dim, float scale,
+void chunk_partial(const Rows& rows, const QueryRow& q, int64_t count, int64_t head_dim, float scale,
                    float* scores, Partial& part) {
   rows.dots(q, count, scores);
-  for (int64_t j = 0; j < count; ++j) scores[j] *= scale;
-  const float m = reduce8(scores, count, -std::numeric_limits<float>::infinity(),
-                          [](float a, float b) { return std::max(a, b); });
-  for (int64_t j = 0; j < count; ++j) scores[j] = softmax_exp(scores[j] - m);  // the softmax weights
-  const float sum = reduce8(scores, count, 0.0f, [](float a, float b) { return a + b; });
+#ifdef TELLME_HAVE_X86_BACKENDS
+  static const bool avx2 = detect_cpu().avx2;
+  const auto [m, sum] = avx2 ? softmax_weights_avx2(scores, count, scale) : softmax_weights(scores, count, scale);
+#else
+  const auto [m, sum] = softmax_weights(scores, count, scale);
+#endif
   std::fill(part.acc, part.acc + head_dim, 0.0f);
   rows.axpys(scores, count, part.acc);
   part.max = m;
   part.sum = sum;
 }
 
-// Decode: the partial of one (head, chunk) of a one-token query.
-void decode_partial(const Backend& be, const AttentionQuery& a, int64_t h, int64_t c, int64_t group,
-                    int64_t head_dim, float scale, float* acc, float* stats) {
+// The step's queries against q8 caches, quantized per (token, head) as a linear's input is.
+struct QuantizedQueries {
+  std::vector<int8_t> q8;
+  std::vector<float> scale;
+  std::vector<int64_t> first;  // per query: its first row, or -1 (an fp16 cache)
+  int64_t heads, head_dim;
+  QueryRow row(const AttentionQuery& a, int64_t query, int64_t token, int64_t h) const {
+    const float* f32 = a.q + (token * heads + h) * head_dim;
+    if (first[query] < 0) return {f32, nullptr, 0.0f};
+    const int64_t r = first[query] + token * heads + h;
+    return {f32, q8.data() + r * head_dim, scale[r]};
+  }
+};
+
+// Decode: the partials of one (kv head, chunk) of a one-token query, one per query head of the
+// group: the chunk is read from memory once for all of them (GQA: 4 query heads per kv head in
+// 2B-4T). acc: [group][head_dim], stats: [group][2].
+void decode_partials(const Backend& be, const AttentionQuery& a, const QuantizedQueries& qq, int64_t query,
+                     int64_t g, int64_t c, int64_t group, int64_t head_dim, float scale, float* acc, float* stats) {
   const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, a.first_position + 1 - start);
   float scores[ATTN_CHUNK];
-  const int64_t row = (h / group) * a.capacity + start, off = row * head_dim;
-  Partial part{0, 0, acc};
-  const float* q = a.q + h * head_dim;
-  if (a.kv.k8)
-    chunk_partial(ChunkRows<int8_t>{be, a.kv.k8 + off, a.kv.v8 + off, a.kv.k_scale + row, a.kv.v_scale + row, head_dim},
-                  q, count, head_dim, scale, scores, part);
-  else
-    chunk_partial(ChunkRows<uint16_t>{be, a.kv.k16 + off, a.kv.v16 + off, nullptr, nullptr, head_dim}, q, count,
-                  head_dim, scale, scores, part);
-  stats[0] = part.max;
-  stats[1] = part.sum;
+  const int64_t row = g * a.capacity + start, off = row * head_dim;
+  for (int64_t j = 0; j < group; ++j) {
+    const QueryRow q = qq.row(a, query, 0, g * group + j);
+    Partial part{0, 0, acc + j * head_dim};
+    if (a.kv.k8)
+      chunk_partial(ChunkRows<int8_t, int8_t>{be, a.kv.k8 + off, a.kv.v8 + off, a.kv.k_scale + row,
+                                              a.kv.v_scale + row, head_dim}, q, count, head_dim, scale, scores, part);
+    else
+      chunk_partial(ChunkRows<uint16_t, uint16_t>{be, a.kv.k16 + off, a.kv.v16 + off, nullptr, nullptr, head_dim}, q,
+                    count, head_dim, scale, scores, part);
+    stats[2 * j] = part.max;
+    stats[2 * j + 1] = part.sum;
+  }
 }
 
-// Prefill: one (head, query tile); it walks its chunks diagonal first.
-void prefill_tile(const Backend& be, const AttentionQuery& a, int64_t h, int64_t i0, int64_t heads,
-                  int64_t group, int64_t head_dim, float scale) {
+// Prefill: one (head, query tile); it walks its chunks diagonal first. fp16 keys and values are
+// converted once per chunk for the tile; q8 keys are read in place (integer dots), q8 values converted.
+void prefill_tile(const Backend& be, const AttentionQuery& a, const QuantizedQueries& qq, int64_t query, int64_t h,
+                  int64_t i0, int64_t heads, int64_t group, int64_t head_dim, float scale) {
   const int64_t q_stride = heads * head_dim;
   const int64_t i1 = std::min(a.tokens, i0 + ATTN_QUERY_TILE);
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -135,29 +221,31 @@ void prefill_tile(const Backend& be, const AttentionQuery& a, int64_t h, int64_t
   for (int64_t i = i0; i < i1; ++i) std::fill(a.out + i * q_stride + h * head_dim, a.out + i * q_stride + (h + 1) * head_dim, 0.0f);
   const int64_t head_row = (h / group) * a.capacity, off = head_row * head_dim;
   const int64_t last = a.first_position + i1 - 1;
+  float* const k32 = kv.data();
+  float* const v32 = kv.data() + ATTN_CHUNK * head_dim;
   for (int64_t c = last / ATTN_CHUNK; c >= 0; --c) {
     const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, last + 1 - start);
-    const bool q8 = a.kv.k8;
-    if (q8) {
-      load_chunk(be, a.kv.k8 + off, start, count, head_dim, kv.data());
-      load_chunk(be, a.kv.v8 + off, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
+    auto run = [&](const auto& rows) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t position = a.first_position + i;
+        if (position < start) continue;  // this chunk is entirely in the query's future
+        const int64_t visible = std::min(count, position + 1 - start);
+        Partial part{0, 0, part_acc.data()};
+        chunk_partial(rows, qq.row(a, query, i, h), visible, head_dim, scale, scores.data(), part);
+        Partial state{state_max[i - i0], state_sum[i - i0], a.out + i * q_stride + h * head_dim};
+        merge(state, part, head_dim);
+        state_max[i - i0] = state.max;
+        state_sum[i - i0] = state.sum;
+      }
+    };
+    if (a.kv.k8) {
+      load_chunk(be, a.kv.v8 + off, start, count, head_dim, v32);
+      run(ChunkRows<int8_t, float>{be, a.kv.k8 + off + start * head_dim, v32, a.kv.k_scale + head_row + start,
+                                   a.kv.v_scale + head_row + start, head_dim});
     } else {
-      load_chunk(be, a.kv.k16 + off, start, count, head_dim, kv.data());
-      load_chunk(be, a.kv.v16 + off, start, count, head_dim, kv.data() + ATTN_CHUNK * head_dim);
-    }
-    const ChunkRows<float> rows{be, kv.data(), kv.data() + ATTN_CHUNK * head_dim,
-                                q8 ? a.kv.k_scale + head_row + start : nullptr,
-                                q8 ? a.kv.v_scale + head_row + start : nullptr, head_dim};
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t position = a.first_position + i;
-      if (position < start) continue;  // this chunk is entirely in the query's future
-      const int64_t visible = std::min(count, position + 1 - start);
-      Partial part{0, 0, part_acc.data()};
-      chunk_partial(rows, a.q + i * q_stride + h * head_dim, visible, head_dim, scale, scores.data(), part);
-      Partial state{state_max[i - i0], state_sum[i - i0], a.out + i * q_stride + h * head_dim};
-      merge(state, part, head_dim);
-      state_max[i - i0] = state.max;
-      state_sum[i - i0] = state.sum;
+      load_chunk(be, a.kv.k16 + off, start, count, head_dim, k32);
+      load_chunk(be, a.kv.v16 + off, start, count, head_dim, v32);
+      run(ChunkRows<float, float>{be, k32, v32, nullptr, nullptr, head_dim});
     }
   }
   for (int64_t i = i0; i < i1; ++i) {
@@ -174,10 +262,12 @@ void attention(const AttentionQuery* queries, int64_t count, int64_t heads, int6
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const Backend& be = active_backend();
 
-  // One task list for every query of the step: (head, chunk) of each one-token query, whose
-  // partials are merged afterwards, and (head, query tile) of each longer one.
+  // One task list for every query of the step: (kv head, chunk) of each one-token query, whose
+  // partials (one per query head of the group) are merged afterwards, and (head, query tile) of
+  // each longer one.
   struct Task {
-    int64_t query, h, index, slot;  // index: chunk or first token of the tile; slot: partial, or -1
+    int64_t query, h, index, slot;  // h: kv head (decode) or head; index: chunk or first token of
+                                    // the tile; slot: the first of the group's partials, or -1
   };
   std::vector<Task> tasks;
   int64_t slots = 0;
@@ -185,38 +275,54 @@ void attention(const AttentionQuery* queries, int64_t count, int64_t heads, int6
     const AttentionQuery& a = queries[i];
     if (a.tokens == 1) {
       const int64_t chunks = a.first_position / ATTN_CHUNK + 1;
-      for (int64_t h = 0; h < heads; ++h)
-        for (int64_t c = 0; c < chunks; ++c) tasks.push_back({i, h, c, slots++});
+      for (int64_t g = 0; g < kv_heads; ++g)
+        for (int64_t c = 0; c < chunks; ++c, slots += group) tasks.push_back({i, g, c, slots});
     } else {
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t i0 = 0; i0 < a.tokens; i0 += ATTN_QUERY_TILE) tasks.push_back({i, h, i0, -1});
     }
   }
+  QuantizedQueries qq{{}, {}, std::vector<int64_t>(count, -1), heads, head_dim};
+  int64_t q8_rows = 0;
+  for (int64_t i = 0; i < count; ++i)
+    if (queries[i].kv.k8) {
+      qq.first[i] = q8_rows;
+      q8_rows += queries[i].tokens * heads;
+    }
+  qq.q8.resize(q8_rows * head_dim);
+  qq.scale.resize(q8_rows);
+  for (int64_t i = 0; i < count; ++i)  // q is finite: the matmul's input was checked
+    if (qq.first[i] >= 0)
+      quantize_rows(queries[i].q, queries[i].tokens * heads, head_dim, qq.q8.data() + qq.first[i] * head_dim,
+                    qq.scale.data() + qq.first[i]);
+
   std::vector<float> acc(slots * head_dim), stats(slots * 2);
   parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t k) {
     const Task& t = tasks[k];
     const AttentionQuery& a = queries[t.query];
     if (t.slot < 0)
-      prefill_tile(be, a, t.h, t.index, heads, group, head_dim, scale);
+      prefill_tile(be, a, qq, t.query, t.h, t.index, heads, group, head_dim, scale);
     else
-      decode_partial(be, a, t.h, t.index, group, head_dim, scale, acc.data() + t.slot * head_dim,
-                     stats.data() + 2 * t.slot);
+      decode_partials(be, a, qq, t.query, t.h, t.index, group, head_dim, scale, acc.data() + t.slot * head_dim,
+                      stats.data() + 2 * t.slot);
   });
   if (!slots) return;
 
   // Each one-token query's heads: merge its chunks' partials, last chunk first (schedule order).
-  std::vector<int64_t> merges;  // index of the (query, head)'s chunk 0 task
+  std::vector<std::pair<int64_t, int64_t>> merges;  // (the kv head's chunk 0 task, query head of the group)
   for (int64_t k = 0; k < static_cast<int64_t>(tasks.size()); ++k)
-    if (tasks[k].slot >= 0 && tasks[k].index == 0) merges.push_back(k);
+    if (tasks[k].slot >= 0 && tasks[k].index == 0)
+      for (int64_t j = 0; j < group; ++j) merges.push_back({k, j});
   parallel_for(static_cast<int64_t>(merges.size()), [&](int64_t m) {
-    const Task& first = tasks[merges[m]];
+    const Task& first = tasks[merges[m].first];
+    const int64_t j = merges[m].second;
     const AttentionQuery& a = queries[first.query];
     const int64_t chunks = a.first_position / ATTN_CHUNK + 1;
-    float* o = a.out + first.h * head_dim;
+    float* o = a.out + (first.h * group + j) * head_dim;
     std::fill(o, o + head_dim, 0.0f);
     Partial state{-std::numeric_limits<float>::infinity(), 0.0f, o};
     for (int64_t c = chunks - 1; c >= 0; --c) {
-      const int64_t slot = first.slot + c;
+      const int64_t slot = first.slot + c * group + j;
       merge(state, Partial{stats[2 * slot], stats[2 * slot + 1], acc.data() + slot * head_dim}, head_dim);
     }
     for (int64_t d = 0; d < head_dim; ++d) o[d] /= state.sum;

@@ -23,7 +23,7 @@ struct KVLayer {
 // Keys are visited in chunks of ATTN_CHUNK positions aligned to absolute positions, diagonal
 // chunk first, then backwards (TeLLMe's reversed-reordered schedule), merging per-chunk softmax
 // partials (max, sum, weighted values) online: memory O(N * d), no N x N score matrix. Prefill
-// parallelises over (head, query tile); decode over (head, chunk) and merges the partials in the
+// parallelises over (head, query tile); decode over (kv head, chunk) and merges the partials in the
 // same order, so a token's output is bit-identical whether it was decoded or prefilled.
 constexpr int64_t ATTN_CHUNK = 64;
 constexpr int64_t ATTN_QUERY_TILE = 32;

@@ -321,9 +321,37 @@ void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t*
   for (int64_t t = 0; t < tokens; ++t) int6_gemv(rows, n_rows, k_pad, x + t * k_pad, x_sums[t], out + t * n_rows);
 }
 
+// Short rows (the q8 KV cache's keys, a head wide): four rows at a time, each 32-byte block of x
+// loaded once for the four, four independent sums; one row alone spent most of its time in the
+// dependent chain and the horizontal sum. maddubs(|w|, sign(x, w)) as int8_dot32.
+void int8_gemv_short(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int32_t* out) {
+  const int64_t k32 = k / 32 * 32;
+  const __m256i ones = _mm256_set1_epi16(1);
+  int64_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) {
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int64_t i = 0; i < k32; i += 32) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + (r + j) * k + i));
+        acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv),
+                                                                                 _mm256_sign_epi8(xv, wv)), ones));
+      }
+    }
+    alignas(16) int32_t sums[4];
+    _mm_store_si128(reinterpret_cast<__m128i*>(sums), sum4(acc[0], acc[1], acc[2], acc[3]));
+    for (int j = 0; j < 4; ++j) {
+      for (int64_t i = k32; i < k; ++i) sums[j] += static_cast<int32_t>(rows[(r + j) * k + i]) * x[i];
+      out[r + j] = sums[j];
+    }
+  }
+  if (r < n_rows) int8_gemv(rows + r * k, n_rows - r, k, x, out + r);
+}
+
 // Token by token: a task's block of head rows stays in L2 after the first.
 void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {
-  for (int64_t t = 0; t < tokens; ++t) int8_gemv(rows, n_rows, k, x + t * k, out + t * n_rows);
+  for (int64_t t = 0; t < tokens; ++t)
+    (k < 256 ? int8_gemv_short : int8_gemv)(rows, n_rows, k, x + t * k, out + t * n_rows);
 }
 
 // Group scales (see Backend::i2_group_block), 4 rows x T tokens per group as the AVX-512 kernel.
@@ -463,9 +491,6 @@ void axpys_avx2(const float* p, const float* rows, int64_t stride, int64_t count
 void axpys_f16_avx2(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
   axpys_any(p, rows, stride, count, n, y);
 }
-void dots_i8_avx2(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out) {
-  dots_any(q, rows, stride, count, n, out);
-}
 void axpys_i8_avx2(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
   axpys_any(p, rows, stride, count, n, y);
 }
@@ -488,7 +513,7 @@ void float_to_half_f16c(const float* src, int64_t n, uint16_t* dst) {
 
 const Backend avx2_backend = {
     "avx2", false, 32, plane_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, int6_gemm, dots_avx2,
-    dots_f16_avx2, axpys_avx2, axpys_f16_avx2, dots_i8_avx2, axpys_i8_avx2, half_to_float_f16c, float_to_half_f16c, int8_madd_loop,
+    dots_f16_avx2, axpys_avx2, axpys_f16_avx2, axpys_i8_avx2, half_to_float_f16c, float_to_half_f16c, int8_madd_loop,
     fp32_fma_loop_avx2, stream_read, i2_group_block,
 };
 

@@ -384,7 +384,7 @@ const Backend avx512_backend = {
     "avx512", false,
 #endif
     64, full_tables, tlmm_block, i2_prepare, i2_block, int8_gemm, int6_gemm, dots_avx2, dots_f16_avx2,
-    axpys_avx2, axpys_f16_avx2, dots_i8_avx2, axpys_i8_avx2, half_to_float_f16c, float_to_half_f16c, int8_madd_loop,
+    axpys_avx2, axpys_f16_avx2, axpys_i8_avx2, half_to_float_f16c, float_to_half_f16c, int8_madd_loop,
     fp32_fma_loop_avx2, stream_read, i2_group_block,
 };
 

@@ -89,7 +89,7 @@ void int6_gemm_dotprod(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const
 
 const Backend dotprod_backend = {
     "dotprod", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block_dotprod, int8_gemm_dotprod,
-    int6_gemm_dotprod, dots_neon, dots_f16_neon, axpys_neon, axpys_f16_neon, dots_i8_neon, axpys_i8_neon, half_to_float_neon,
+    int6_gemm_dotprod, dots_neon, dots_f16_neon, axpys_neon, axpys_f16_neon, axpys_i8_neon, half_to_float_neon,
     float_to_half_neon, int8_madd_loop, fp32_fma_loop_neon,
     stream_read_neon,
 };

@@ -157,7 +157,7 @@ double int8_madd_loop(int64_t iterations) {
 
 const Backend i8mm_backend = {
     "i8mm", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block, int8_gemm,
-    int6_gemm_dotprod, dots_neon, dots_f16_neon, axpys_neon, axpys_f16_neon, dots_i8_neon, axpys_i8_neon, half_to_float_neon,
+    int6_gemm_dotprod, dots_neon, dots_f16_neon, axpys_neon, axpys_f16_neon, axpys_i8_neon, half_to_float_neon,
     float_to_half_neon, int8_madd_loop, fp32_fma_loop_neon,
     stream_read_neon,
 };

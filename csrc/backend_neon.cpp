@@ -250,9 +250,6 @@ void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count
 void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
   axpys_any(p, rows, stride, count, n, y);
 }
-void dots_i8_neon(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out) {
-  dots_any(q, rows, stride, count, n, out);
-}
 void axpys_i8_neon(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
   axpys_any(p, rows, stride, count, n, y);
 }
@@ -295,7 +292,7 @@ uint64_t stream_read_neon(const uint8_t* data, int64_t bytes) {
 
 const Backend neon_backend = {
     "neon", false, 32, plane_tables, tlmm_block_neon, i2_prepare_copy, i2_block, int8_gemm, int6_gemm, dots_neon,
-    dots_f16_neon, axpys_neon, axpys_f16_neon, dots_i8_neon, axpys_i8_neon, half_to_float_neon, float_to_half_neon,
+    dots_f16_neon, axpys_neon, axpys_f16_neon, axpys_i8_neon, half_to_float_neon, float_to_half_neon,
     int8_madd_loop, fp32_fma_loop_neon, stream_read_neon,
 };
 

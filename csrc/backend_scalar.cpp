@@ -149,7 +149,7 @@ int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out) {
 
 const Backend scalar_backend = {
     "scalar", false, 64, full_tables, tlmm_block, i2_prepare_copy, i2_block, int8_gemm, int6_gemm,
-    dots<float>, dots<uint16_t>, axpys<float>, axpys<uint16_t>, dots<int8_t>, axpys<int8_t>, half_to_float_row,
+    dots<float>, dots<uint16_t>, axpys<float>, axpys<uint16_t>, axpys<int8_t>, half_to_float_row,
     float_to_half_row, int8_madd_loop, fp32_fma_loop,
     stream_read,
 };

@@ -349,12 +349,10 @@ void bind_engine(nb::module_& m) {
     auto r = new_array<float>({size_t(count)}, &out);
     if (rows.dtype() == nb::dtype<uint16_t>())
       active_backend().dots_f16(pq, checked<uint16_t>(rows, "rows", {-1, n}), n, count, n, out);
-    else if (rows.dtype() == nb::dtype<int8_t>())
-      active_backend().dots_i8(pq, checked<int8_t>(rows, "rows", {-1, n}), n, count, n, out);
     else
       active_backend().dots(pq, checked<float>(rows, "rows", {-1, n}), n, count, n, out);
     return r;
-  }, nb::arg("q"), nb::arg("rows"), "8-lane float32 dot of q with each row; rows float32, fp16 bits (uint16) or int8.");
+  }, nb::arg("q"), nb::arg("rows"), "8-lane float32 dot of q with each row; rows float32 or fp16 bits (uint16).");
   m.def("axpys", [](const Array& p, const Array& rows, const Array& y) {
     const int64_t n = static_cast<int64_t>(y.shape(0)), count = static_cast<int64_t>(p.shape(0));
     const float* pp = checked<float>(p, "p", {-1});

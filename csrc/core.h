@@ -83,8 +83,7 @@ struct Backend {
   void (*dots_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
   void (*axpys)(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
   void (*axpys_f16)(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
-  // The same over int8 rows (the q8 KV cache, read in place): each value converted exactly to fp32.
-  void (*dots_i8)(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+  // axpys over int8 rows (the q8 KV cache's values, read in place), each converted exactly to fp32.
   void (*axpys_i8)(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
   void (*half_to_float)(const uint16_t* src, int64_t n, float* dst);
   void (*float_to_half)(const float* src, int64_t n, uint16_t* dst);
@@ -115,7 +114,6 @@ void dots_avx2(const float* q, const float* rows, int64_t stride, int64_t count,
 void dots_f16_avx2(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
 void axpys_avx2(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void axpys_f16_avx2(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
-void dots_i8_avx2(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
 void axpys_i8_avx2(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst);
 void float_to_half_f16c(const float* src, int64_t n, uint16_t* dst);
@@ -131,7 +129,6 @@ void dots_neon(const float* q, const float* rows, int64_t stride, int64_t count,
 void dots_f16_neon(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
 void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
-void dots_i8_neon(const float* q, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
 void axpys_i8_neon(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_neon(const uint16_t* src, int64_t n, float* dst);
 void float_to_half_neon(const float* src, int64_t n, uint16_t* dst);

@@ -33,25 +33,12 @@ static inline void silu(float* x, int64_t n) {
 // scalar loop's. Written out because GCC's vectoriser of the scalar loop turned the clamp into
 // selects and then divided twice per vector, once for the clamped inputs: 2-3x slower.
 __attribute__((target("avx2"))) static void silu_avx2(float* x, int64_t n) {
-  const __m256 lo = _mm256_set1_ps(-87.0f), hi = _mm256_set1_ps(88.0f), round = _mm256_set1_ps(12582912.0f);
   const __m256 one = _mm256_set1_ps(1.0f), neg_zero = _mm256_set1_ps(-0.0f);
   const __m256 below = _mm256_set1_ps(-80.0f), above = _mm256_set1_ps(20.0f);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
-    // exp_approx(-v), step for step
-    const __m256 a = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_xor_ps(v, neg_zero)));
-    const __m256 k = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.44269504f)), round), round);
-    const __m256 f = _mm256_sub_ps(_mm256_sub_ps(a, _mm256_mul_ps(k, _mm256_set1_ps(0.693359375f))),
-                                   _mm256_mul_ps(k, _mm256_set1_ps(-2.12194440e-4f)));
-    __m256 p = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(1.9875691500e-4f), f), _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, f), _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, f), _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, f), _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, f), _mm256_set1_ps(5.0000001201e-1f));
-    const __m256 e = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(f, f)), f), one);
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(k), _mm256_set1_epi32(127)), 23);
-    const __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, _mm256_mul_ps(e, _mm256_castsi256_ps(bits))));
+    const __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, exp_approx8(_mm256_xor_ps(v, neg_zero))));
     // v < -80 ? -0 : (v > 20 ? v : s)
     const __m256 r = _mm256_blendv_ps(s, v, _mm256_cmp_ps(v, above, _CMP_GT_OQ));
     _mm256_storeu_ps(x + i, _mm256_blendv_ps(r, neg_zero, _mm256_cmp_ps(v, below, _CMP_LT_OQ)));

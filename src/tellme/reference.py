@@ -6,7 +6,8 @@ Per layer, with Q(x) = per-token absmax int8 quantization and lin(T, s)(x) = (Q(
     h = x + o(subnorm_a(attention(rope(q(n)), rope(k(n)), v(n))))          n = rmsnorm_a(x)
     x = h + down(subnorm_f(act(gate(m)) * up(m)))                          m = rmsnorm_f(h)
 K and V are rounded to fp16, as the KV cache stores them, or (kv="q8") quantized per (token, kv
-head) row like a linear's input and dequantized. Qwen3 normalises each head of q and k
+head) row like a linear's input and dequantized; against a q8 cache each head of q is quantized
+the same way (the scores are integer dot products, scaled). Qwen3 normalises each head of q and k
 (q_norm, k_norm) before RoPE; a linear with group scales is kernels.reference.grouped_matmul.
 """
 
@@ -29,7 +30,7 @@ def _apply(t: np.ndarray, scale, x: np.ndarray) -> np.ndarray:
 
 
 def _cached(x: np.ndarray, kv: str, heads: int, hd: int) -> np.ndarray:
-    """K or V [n, heads * hd] as the KV cache holds them, in float64."""
+    """K or V [n, heads * hd] as the KV cache holds them (and q as it meets a q8 cache), in float64."""
     if kv == "f16":
         return x.astype(np.float16).astype(np.float64)
     q, s = quantize(x.reshape(-1, hd))
@@ -68,7 +69,7 @@ def forward(packed: PackedModel, ids, kv: str = "f16") -> np.ndarray:
         q, k = _apply(*lin["q"], h)[:, unorder_q], _apply(*lin["k"], h)[:, unorder_k]
         if c.qk_norm:
             q, k = head_norm(q, "q_norm", c.heads), head_norm(k, "k_norm", c.kv_heads)
-        q = rope(q, c.heads)
+        q = rope(q, c.heads) if kv == "f16" else _cached(rope(q, c.heads), kv, c.heads, hd)
         k = _cached(rope(k, c.kv_heads), kv, c.kv_heads, hd)
         v = _cached(_apply(*lin["v"], h), kv, c.kv_heads, hd)
         out = np.empty((n, qd), np.float32)
