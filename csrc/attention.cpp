@@ -100,6 +100,8 @@ void load_chunk(const Backend&, const int8_t* head, int64_t start, int64_t count
   for (int64_t i = 0; i < count * head_dim; ++i) dst[i] = static_cast<float>(src[i]);
 }
 
+}  // namespace
+
 // A chunk's scores s[0..n) to softmax weights in place: s = softmax_exp(s * scale - m), m the
 // max of s * scale. Returns m and the weights' sum (reduce8's lanes and order).
 std::pair<float, float> softmax_weights(float* s, int64_t n, float scale) {
@@ -110,9 +112,12 @@ std::pair<float, float> softmax_weights(float* s, int64_t n, float scale) {
 }
 
 #ifdef TELLME_HAVE_X86_BACKENDS
+namespace {
 __attribute__((target("avx2"))) inline __m256 softmax_exp8(__m256 x) {
   return _mm256_blendv_ps(exp_approx8(x), _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(-69.0f), _CMP_LT_OQ));
 }
+
+}  // namespace
 
 // The same 8 wide where the CPU has AVX2, whatever ISA the kernels use: lane l of each vector is
 // reduce8's lane l (elements j = l mod 8), max is exact in any order (scores are finite), and the
@@ -152,17 +157,22 @@ __attribute__((target("avx2"))) std::pair<float, float> softmax_weights_avx2(flo
 }
 #endif
 
+std::pair<float, float> softmax_weights_fast(float* s, int64_t n, float scale) {
+#ifdef TELLME_HAVE_X86_BACKENDS
+  static const bool avx2 = detect_cpu().avx2;
+  if (avx2) return softmax_weights_avx2(s, n, scale);
+#endif
+  return softmax_weights(s, n, scale);
+}
+
+namespace {
+
 // The partial of one query over `count` keys of a chunk.
 template <class Rows>
 void chunk_partial(const Rows& rows, const QueryRow& q, int64_t count, int64_t head_dim, float scale,
                    float* scores, Partial& part) {
   rows.dots(q, count, scores);
-#ifdef TELLME_HAVE_X86_BACKENDS
-  static const bool avx2 = detect_cpu().avx2;
-  const auto [m, sum] = avx2 ? softmax_weights_avx2(scores, count, scale) : softmax_weights(scores, count, scale);
-#else
-  const auto [m, sum] = softmax_weights(scores, count, scale);
-#endif
+  const auto [m, sum] = softmax_weights_fast(scores, count, scale);
   std::fill(part.acc, part.acc + head_dim, 0.0f);
   rows.axpys(scores, count, part.acc);
   part.max = m;

@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <utility>
 
 namespace tellme {
 
@@ -34,6 +35,13 @@ struct AttentionQuery {
   int64_t capacity, tokens, first_position;
   float* out;                           // [tokens, heads * head_dim]
 };
+
+// A chunk's scores s[0..n) to softmax weights in place, s = e^(s * scale - m) with m the max of
+// s * scale (weights below e^-69 are 0); returns m and the sum of the weights, taken in 8 lanes
+// (j mod 8) joined ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). softmax_weights is the plain loop;
+// softmax_weights_fast the same bits 8 wide where the CPU has AVX2 (attention uses it).
+std::pair<float, float> softmax_weights(float* s, int64_t n, float scale);
+std::pair<float, float> softmax_weights_fast(float* s, int64_t n, float scale);
 
 // The queries of one step, each against its own cache, in one parallel region (plus one to merge
 // decode partials): a batched step pays for two regions per layer, not two per sequence. Each

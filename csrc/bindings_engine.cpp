@@ -342,6 +342,16 @@ void bind_engine(nb::module_& m) {
     for (size_t i = 0; i < n; ++i) out[i] = exp_approx(px[i]);
     return r;
   }, nb::arg("x"), "The e^x of SiLU and of the softmax weights (exp_approx.h).");
+  m.def("softmax_weights", [](const Array& scores, float scale, bool fast) {
+    const float* p = checked<float>(scores, "scores", {-1});
+    const int64_t n = static_cast<int64_t>(scores.shape(0));
+    float* out;
+    auto r = new_array<float>({size_t(n)}, &out);
+    std::copy(p, p + n, out);
+    const auto [m, sum] = (fast ? softmax_weights_fast : softmax_weights)(out, n, scale);
+    return std::make_tuple(r, m, sum);
+  }, nb::arg("scores"), nb::arg("scale"), nb::arg("fast") = true,
+     "A chunk's softmax weights, their max score and sum (attention.h): the plain loop, or the one attention runs.");
   m.def("dots", [](const Array& q, const Array& rows) {
     const int64_t n = static_cast<int64_t>(q.shape(0)), count = static_cast<int64_t>(rows.shape(0));
     const float* pq = checked<float>(q, "q", {-1});

@@ -1,8 +1,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -108,9 +111,108 @@ void set_others_for_test(double cores) {
 }
 
 int num_threads() { return g_threads.load(std::memory_order_relaxed); }
-#ifdef _OPENMP
 void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed); }
-#else
-void set_num_threads(int) {}  // built without OpenMP (CMakeLists.txt warns): one thread, said so
+
+namespace {
+// The pool (parallel.h). A loop is published as a new generation in `state`: generation << 32,
+// CLOSED, and the number of workers that joined it. A worker joins with a compare-and-swap that
+// fails once the starter has closed the loop, so the starter never waits for a worker that was
+// asleep or descheduled while the work was shared out (work stealing ran its tasks), only for
+// those running a task. Spins are bounded in time: a worker sleeps after kWorkerSpinNs without a
+// loop; the starter yields its core after kStarterSpinNs of waiting (to a descheduled worker
+// among others).
+constexpr uint64_t kClosed = 1ull << 31;
+constexpr int64_t kWorkerSpinNs = 200'000;  // decode's loops follow each other within microseconds
+constexpr int64_t kStarterSpinNs = 50'000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
 #endif
+}
+
+thread_local int t_index = 0;
+thread_local bool t_in_pool = false;  // a worker, or a starter inside its loop: nested loops run alone
+
+struct Pool {
+  std::mutex region;  // one loop at a time
+  std::atomic<uint64_t> state{0};
+  std::atomic<int> done{0};  // workers that joined the current loop and finished
+  PoolJob job{};             // written before a generation is published, read after joining it
+  std::mutex sleep_mutex;
+  std::condition_variable wake;
+  std::atomic<int> sleepers{0};
+  std::vector<std::thread> workers;  // never joined: the pool lives as long as the process
+
+  void work(int index) {
+    t_index = index;
+    t_in_pool = true;
+    uint64_t seen = 0;  // the last generation this worker looked at
+    for (;;) {
+      uint64_t s = state.load(std::memory_order_acquire);
+      for (int64_t start = now_ns(); (s >> 32) == seen; s = state.load(std::memory_order_acquire)) {
+        cpu_relax();
+        if (now_ns() - start < kWorkerSpinNs) continue;
+        sleepers.fetch_add(1);
+        {
+          std::unique_lock<std::mutex> lock(sleep_mutex);
+          wake.wait(lock, [&] { return (state.load() >> 32) != seen; });
+        }
+        sleepers.fetch_sub(1);
+        start = now_ns();
+      }
+      seen = s >> 32;
+      bool joined = false;
+      while (!(s & kClosed) && (s >> 32) == seen)
+        if (state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
+          joined = true;
+          break;
+        }
+      if (!joined) continue;
+      if (index < job.threads) job.run(job.context, index);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  bool run(const PoolJob& j) {
+    std::unique_lock<std::mutex> lock(region, std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    while (static_cast<int>(workers.size()) < j.threads - 1) {
+      const int index = static_cast<int>(workers.size()) + 1;
+      workers.emplace_back([this, index] { work(index); });
+      workers.back().detach();
+    }
+    job = j;
+    done.store(0, std::memory_order_relaxed);
+    const uint64_t generation = (state.load(std::memory_order_relaxed) >> 32) + 1;
+    state.store(generation << 32);  // seq_cst with `sleepers`: a worker going to sleep sees it, or is woken
+    if (sleepers.load() > 0) {
+      std::lock_guard<std::mutex> guard(sleep_mutex);
+      wake.notify_all();
+    }
+    t_in_pool = true;
+    j.run(j.context, 0);
+    t_in_pool = false;
+    const int joined = static_cast<int>(state.fetch_or(kClosed, std::memory_order_acq_rel) & (kClosed - 1));
+    for (int64_t start = now_ns(); done.load(std::memory_order_acquire) < joined;) {
+      if (now_ns() - start < kStarterSpinNs)
+        cpu_relax();
+      else
+        std::this_thread::yield();
+    }
+    return true;
+  }
+};
+
+Pool& pool() {
+  static Pool* p = new Pool;  // never destroyed: its detached workers may outlive static destructors
+  return *p;
+}
+}  // namespace
+
+int thread_index() { return t_index; }
+
+bool run_on_pool(const PoolJob& job) { return !t_in_pool && pool().run(job); }
 }  // namespace tellme

@@ -4,21 +4,28 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "core.h"
 
 namespace tellme {
 
-inline int thread_index() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
+// The index of the calling thread in the loop it runs a task of: 0 for the thread that started
+// the loop, 1.. for the pool's workers.
+int thread_index();
+
+// tellme's own thread pool (parallel.cpp) rather than OpenMP's. libgomp keeps a pool per calling
+// thread and, once its threads outnumber the CPUs (two callers: the server's scheduler thread and
+// the main thread), cuts its spinning to almost nothing: every region then woke its threads from
+// sleep, and 0.73B decode from a second thread ran 1.3x slower than from the first. Here one
+// pool serves every caller, one loop at a time (a caller that finds it busy, or a loop nested in
+// a task, runs its loop alone); workers spin a bounded time between loops, then sleep; the loop's
+// starter waits only for the workers that joined it, spinning a bounded time, then yielding.
+struct PoolJob {
+  void (*run)(void* context, int thread);
+  void* context;
+  int threads;  // the team: the starter (thread 0) and threads - 1 workers
+};
+bool run_on_pool(const PoolJob& job);  // false: the pool is busy, the caller runs the job alone
 
 // A busy machine: when another program keeps a core, a helper thread there is descheduled and
 // every loop waits at its end until it runs again (a time slice, milliseconds: on a 2-vCPU VM with
@@ -53,15 +60,15 @@ void parallel_for(int64_t tasks, F&& body) {
     shares[t].next.store(tasks * t / threads, std::memory_order_relaxed);
     shares[t].end = tasks * (t + 1) / threads;
   }
-#pragma omp parallel num_threads(threads)
-  {
-    // In a team of one (a loop nested in another's task) thread 0 runs every share.
-    const int me = thread_index();
+  auto share_out = [&](int me) {  // alone (a busy pool), thread 0 runs every share
     for (int k = 0; k < threads; ++k) {
       Share& s = shares[(me + k) % threads];
       for (int64_t i; (i = s.next.fetch_add(1, std::memory_order_relaxed)) < s.end;) body(i);
     }
-  }
+  };
+  using Body = decltype(share_out);
+  const PoolJob job{[](void* c, int me) { (*static_cast<Body*>(c))(me); }, &share_out, threads};
+  if (!run_on_pool(job)) share_out(0);
 }
 
 }  // namespace tellme

@@ -54,6 +54,24 @@ def test_dots_and_axpys(isa, rng, n, count):
     np.testing.assert_array_equal(_core.axpys(p, rows8, y), want8)
 
 
+@pytest.mark.parametrize("n", [1, 5, 8, 13, 63, 64])
+def test_softmax_weights(rng, n):
+    """Attention's softmax weights of a chunk (8 wide where the CPU has AVX2) are the plain loop's
+    bits, and e^(x - max) to within a few ulp of float64, 0 below e^-69."""
+    for spread in (1.0, 30.0, 600.0):  # at 600 most weights fall below e^-69
+        s = (rng.standard_normal(n) * spread).astype(np.float32)
+        fast, m, total = _core.softmax_weights(s, 0.125)
+        plain, m_plain, total_plain = _core.softmax_weights(s, 0.125, fast=False)
+        np.testing.assert_array_equal(fast, plain)
+        assert (m, total) == (m_plain, total_plain)
+        x = s * np.float32(0.125)
+        assert m == x.max()
+        want = np.exp(x.astype(np.float64) - m)
+        want[x - m < -69] = 0
+        np.testing.assert_allclose(plain, want, rtol=2e-6, atol=0)
+        assert total == pytest.approx(want.sum(), rel=1e-5)
+
+
 @pytest.mark.parametrize("k", [1, 24, 31, 32, 64, 96, 100, 128, 200, 1536])
 @pytest.mark.parametrize("tokens", [1, 3, 4, 9])
 def test_int8_gemm(isa, rng, k, tokens):
