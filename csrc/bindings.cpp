@@ -10,12 +10,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bindings.h"
 #include "core.h"
+#include "fp16.h"
 #include "matmul.h"
 #include "parallel.h"
 #include "quantize.h"
@@ -205,6 +207,116 @@ NB_MODULE(_core, m) {
       if (s) return true;
     return false;
   }, nb::arg("codes"), "Whether any 2-bit code of a [rows, bytes] uint8 array is 3 (never a ternary weight).");
+  // The file readers' bulk conversions, native and parallel: the NumPy versions (formats/) took
+  // 2-4 s of a 2B-4T load (docs/gguf.md, "Load time").
+  m.def("bf16_to_float", [](const Array& bits) {
+    const uint16_t* p = checked<uint16_t>(bits, "bits", {-1, -1});
+    const int64_t rows = bits.shape(0), cols = bits.shape(1);
+    float* out;
+    auto a = new_array<float>({size_t(rows), size_t(cols)}, &out);
+    {
+      nb::gil_scoped_release release;
+      parallel_for(rows, [&](int64_t r) {
+        for (int64_t i = r * cols; i < (r + 1) * cols; ++i) {
+          const uint32_t w = static_cast<uint32_t>(p[i]) << 16;
+          std::memcpy(out + i, &w, 4);
+        }
+      });
+    }
+    return a;
+  }, nb::arg("bits"), "bfloat16 rows (uint16 bits [rows, cols]) to float32, exactly.");
+  m.def("tq2_0_blocks", [](const Array& blocks) {
+    // TQ2_0: per 256 weights, 64 bytes of 2-bit codes (code = w + 1) and an fp16 d
+    const uint8_t* p = checked<uint8_t>(blocks, "blocks", {-1, 66});
+    const int64_t n = blocks.shape(0);
+    float* d;
+    uint8_t* live;
+    auto da = new_array<float>({size_t(n)}, &d);
+    auto la = new_array<uint8_t>({size_t(n)}, &live);
+    std::atomic<bool> code_3{false};
+    {
+      nb::gil_scoped_release release;
+      parallel_for((n + 1023) / 1024, [&](int64_t c) {
+        uint8_t three = 0;
+        for (int64_t b = c * 1024; b < std::min(n, (c + 1) * 1024); ++b) {
+          const uint8_t* q = p + b * 66;
+          uint8_t nonzero = 0;
+          for (int i = 0; i < 64; ++i) {
+            three |= q[i] & (q[i] >> 1);
+            nonzero |= q[i] ^ 0x55;
+          }
+          uint16_t h;
+          std::memcpy(&h, q + 64, 2);
+          d[b] = half_to_float(h);
+          live[b] = nonzero != 0 && d[b] != 0.0f;
+        }
+        if (three & 0x55) code_3 = true;
+      });
+    }
+    return nb::make_tuple(da, la, code_3.load());
+  }, nb::arg("blocks"), "TQ2_0 blocks [n, 66] -> (d float32 [n], live: any nonzero weight and d != 0, any code 3).");
+  m.def("tq1_0_blocks", [](const Array& blocks) {
+    // TQ1_0 (ggml): per 256 weights, 48 bytes of 5 trits each and 4 of 4 (a trit t of byte q at
+    // power p: ((uint8)(q * 3^p) * 3) >> 8; weights [0,160) from bytes 0-31, [160,240) from 32-47,
+    // [240,256) from 48-51, power-major), then an fp16 d. Out: the weights as i2 codes (code =
+    // trit, I2_S bit order: two 32-byte blocks of 128), d, and live (a weight != 0 and d != 0).
+    const uint8_t* p = checked<uint8_t>(blocks, "blocks", {-1, 54});
+    const int64_t n = blocks.shape(0);
+    uint8_t *codes, *live;
+    float* d;
+    auto ca = new_array<uint8_t>({size_t(n), size_t(64)}, &codes);
+    auto da = new_array<float>({size_t(n)}, &d);
+    auto la = new_array<uint8_t>({size_t(n)}, &live);
+    {
+      nb::gil_scoped_release release;
+      parallel_for((n + 1023) / 1024, [&](int64_t c) {
+        static constexpr uint8_t pow3[5] = {1, 3, 9, 27, 81};
+        for (int64_t b = c * 1024; b < std::min(n, (c + 1) * 1024); ++b) {
+          const uint8_t* q = p + b * 54;
+          uint8_t t[256];
+          auto trit = [](uint8_t byte, int power) { return static_cast<uint8_t>((static_cast<uint8_t>(byte * pow3[power]) * 3) >> 8); };
+          for (int k = 0; k < 5; ++k)
+            for (int j = 0; j < 32; ++j) t[k * 32 + j] = trit(q[j], k);
+          for (int k = 0; k < 5; ++k)
+            for (int j = 0; j < 16; ++j) t[160 + k * 16 + j] = trit(q[32 + j], k);
+          for (int k = 0; k < 4; ++k)
+            for (int j = 0; j < 4; ++j) t[240 + k * 4 + j] = trit(q[48 + j], k);
+          bool nonzero = false;
+          uint8_t* out = codes + b * 64;
+          for (int h = 0; h < 2; ++h)
+            for (int j = 0; j < 32; ++j) {
+              const uint8_t* w = t + h * 128 + j;
+              out[h * 32 + j] = static_cast<uint8_t>(w[0] << 6 | w[32] << 4 | w[64] << 2 | w[96]);
+              nonzero |= w[0] != 1 || w[32] != 1 || w[64] != 1 || w[96] != 1;
+            }
+          uint16_t h;
+          std::memcpy(&h, q + 52, 2);
+          d[b] = half_to_float(h);
+          live[b] = nonzero && d[b] != 0.0f;
+        }
+      });
+    }  // the GIL again: the tuple is a Python object
+    return nb::make_tuple(ca, da, la);
+  }, nb::arg("blocks"), "TQ1_0 blocks [n, 54] -> (i2 codes uint8 [n, 64], d float32 [n], live uint8 [n]).");
+  m.def("remap_codes", [](const Array& blocks, const Array& lut, const Array& live, int64_t code_bytes, uint8_t dead) {
+    const int64_t stride = blocks.ndim() == 2 ? static_cast<int64_t>(blocks.shape(1)) : 0;
+    if (code_bytes < 1 || code_bytes > stride) throw nb::value_error("code_bytes must be in [1, the blocks' width]");
+    const uint8_t* p = checked<uint8_t>(blocks, "blocks", {-1, stride});
+    const uint8_t* table = checked<uint8_t>(lut, "lut", {256});
+    const int64_t n = blocks.shape(0);
+    const uint8_t* keep = checked<uint8_t>(live, "live", {n});
+    uint8_t* out;
+    auto a = new_array<uint8_t>({size_t(n), size_t(code_bytes)}, &out);
+    {
+      nb::gil_scoped_release release;
+      parallel_for((n + 1023) / 1024, [&](int64_t c) {
+        for (int64_t b = c * 1024; b < std::min(n, (c + 1) * 1024); ++b)
+          for (int64_t i = 0; i < code_bytes; ++i) out[b * code_bytes + i] = keep[b] ? table[p[b * stride + i]] : dead;
+      });
+    }
+    return a;
+  }, nb::arg("blocks"), nb::arg("lut"), nb::arg("live"), nb::arg("code_bytes"), nb::arg("dead"),
+     "lut[byte] for the first code_bytes bytes of each live block, `dead` for every byte of the others.");
   m.def("quantize", [](const Array& x) { return quantize_impl(x, nullptr, 0.0); }, nb::arg("x"),
         "Per-row absmax int8 quantization of float32 rows, or of fp16 rows given as uint16 bits: "
         "returns (q int8 [rows, cols], scale float32 [rows]).");

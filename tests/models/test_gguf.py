@@ -199,6 +199,30 @@ def test_bonsai_gguf_gives_the_safetensors_model(tmp_path, wtype, block):
     assert np.array_equal(a.logits(ids), b.logits(ids))
 
 
+@pytest.mark.parametrize("qtype", ["TQ1_0", "TQ2_0"])
+@pytest.mark.parametrize("scale", [0.25, -0.5])
+def test_ternary_blocks_decode_as_gguf_does(qtype, scale):
+    """The native TQ1_0/TQ2_0 decoders (loading's path) against gguf-py's dequantize: random
+    ternary rows with one block of zeros whose d differs (it carries no weight), either sign of d."""
+    from tellme.formats.gguf_quants import tq1_0_to_i2, tq2_0_to_i2
+    from tellme.kernels.layout import pack_i2
+
+    rng = np.random.default_rng(5)
+    t = rng.integers(-1, 2, (4, 512)).astype(np.float32)
+    t[1, :256] = 0
+    raw = quants.quantize(t * np.float32(abs(scale)), Q[qtype])
+    blocks = raw.reshape(8, -1).copy()
+    blocks[:, -2:] = np.array([scale], np.float16).view(np.uint8)  # d < 0 too: the codes then flip
+    blocks[2, -2:] = np.array([3.0], np.float16).view(np.uint8)  # the zero block's d
+    values = quants.dequantize(blocks.reshape(raw.shape), Q[qtype]).reshape(4, 512)
+    codes, s = (tq1_0_to_i2 if qtype == "TQ1_0" else tq2_0_to_i2)(blocks, (4, 512))
+    assert s == abs(scale)
+    np.testing.assert_array_equal(codes, pack_i2(np.round(values / abs(scale)).astype(np.int8))[:4])  # unpadded rows
+    blocks[5, -2:] = np.array([0.125], np.float16).view(np.uint8)  # a live block with another d
+    with pytest.raises(ValueError, match="one scale per tensor"):
+        (tq1_0_to_i2 if qtype == "TQ1_0" else tq2_0_to_i2)(blocks, (4, 512))
+
+
 def test_q2_0_refuses_code_3_and_odd_sizes(tmp_path):
     from tellme.formats.gguf_quants import Q2_0, unpack_grouped
 
@@ -263,6 +287,9 @@ def test_embedding_and_output_types(checkpoints, tmp_path, embd):
         assert np.array_equal(ours, quants.dequantize(t.data, embd).reshape(ours.shape))
         if embd != Q.Q6_K:
             assert np.abs(ours - orig).max() <= (0 if embd == Q.F32 else 0.2 * np.abs(orig).max())
+    streamed = g.table_rows("embedding", 3, 9)  # what loading reads: fp16 as its bits, others widened natively
+    want = g.embedding()[3:9]
+    np.testing.assert_array_equal(streamed.view(np.float16).astype(np.float32) if embd == Q.F16 else streamed, want)
     m = tellme.load(path)
     assert m.generate("Shall I", max_tokens=4, temperature=0) is not None
 

@@ -1,7 +1,10 @@
 """`tellme bench load`: how long a model takes to open, the process's peak memory while it opens
 and runs its first forward pass, and that first pass's latency, per source format, on synthetic
-models of the real shapes (random weights; written once into --dir): GGUF I2_S and TQ2_0,
-tellme's converted file, and a Hugging Face directory of bf16 masters.
+models of the real shapes (random weights; written once into --dir): GGUF I2_S, TQ2_0 and TQ1_0
+with their float tables as the peers' converters write them (F16, as the official 2B-4T I2_S
+file and llama.cpp's converter do; BF16; F32), tellme's converted file, and a Hugging Face
+directory of bf16 masters. The 0.73B shape has an untied LM head, so its files carry a head table
+too.
 
 Each measurement is a fresh Python process (so its peak resident memory is the load's alone):
 it imports tellme, notes its resident memory, loads, runs an 8-token prompt, and reports the
@@ -22,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-FORMATS = ("i2_s", "tq2_0", "converted", "hf")
+# format: (GGUF weight type, table type), or a non-GGUF layout
+GGUF_LAYOUTS = {"i2_s": ("i2_s", "f16"), "i2_s-bf16": ("i2_s", "bf16"), "i2_s-f32": ("i2_s", "f32"),
+                "tq2_0": ("tq2_0", "f16"), "tq2_0-bf16": ("tq2_0", "bf16"), "tq1_0": ("tq1_0", "f16")}
+FORMATS = (*GGUF_LAYOUTS, "converted", "hf")
 PROBE = r"""
 import json, sys, time
 import tellme
@@ -62,15 +68,16 @@ def model_file(shape: str, fmt: str, directory: Path, overrides: dict | None = N
 
     stem = "-".join([shape] + [f"{k}{v}" for k, v in sorted((overrides or {}).items())])
     config = shape_config(shape, context=4096, rope_theta=500000.0, **(overrides or {}))
-    path = directory / {"i2_s": f"{stem}-i2_s.gguf", "tq2_0": f"{stem}-tq2_0.gguf",
-                        "converted": f"{stem}.safetensors", "hf": f"{stem}-hf"}[fmt]
+    path = directory / (f"{stem}-{fmt}.gguf" if fmt in GGUF_LAYOUTS else
+                        {"converted": f"{stem}.safetensors", "hf": f"{stem}-hf"}[fmt])
     if path.exists():
         return path
     from ..formats.gguf_export import write_gguf
 
     print(f"writing {path} ...", file=sys.stderr, flush=True)
-    if fmt in ("i2_s", "tq2_0"):
-        write_gguf(SyntheticReader(config), None, path, fmt)
+    if fmt in GGUF_LAYOUTS:
+        qtype, table = GGUF_LAYOUTS[fmt]
+        write_gguf(SyntheticReader(config), None, path, qtype, embedding_type=table)
     elif fmt == "hf":
         write_hf_bf16(config, path)
     else:  # tellme's converted file, from the I2_S one

@@ -74,6 +74,9 @@ def grouped_q2_0(ternary: np.ndarray, scales: np.ndarray, qtype: str, name: str)
     return pack_q2_0(ternary, scales)
 
 
+TABLE_TYPES = (None, "q8_0", "f16", "bf16", "f32")  # write_gguf's embedding_type
+
+
 def lossless_float(a: np.ndarray) -> tuple[np.ndarray, GGMLQuantizationType | None]:
     """a as F16, else BF16, else F32: the smallest that holds every value exactly."""
     a = np.ascontiguousarray(a, dtype=np.float32)
@@ -91,11 +94,14 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
                embedding_type: str | None = None) -> None:
     """Writes `ckpt` (a format reader: see formats/__init__.py) to `path` with ternary linears of type
     qtype. pad_ffn: pad an FFN that has a sub-norm too (not exact: see the module's docstring).
-    embedding_type "q8_0": the embedding and LM head in llama.cpp's Q8_0 (lossy; the default is exact)."""
+    embedding_type "q8_0": the embedding and LM head in llama.cpp's Q8_0 (lossy; the default is exact);
+    "f16", "bf16" or "f32": in that float type, as the peers' converters write them (f16 and bf16
+    round to nearest)."""
     if qtype not in TERNARY_TYPES:
         raise UsageError(f"unknown GGUF weight type {qtype!r}; expected one of {', '.join(TERNARY_TYPES)}")
-    if embedding_type not in (None, "q8_0"):
-        raise UsageError(f"unknown embedding type {embedding_type!r}; expected q8_0 or none (exact)")
+    if embedding_type not in TABLE_TYPES:
+        raise UsageError(f"unknown embedding type {embedding_type!r}; expected one of "
+                         f"{', '.join(t for t in TABLE_TYPES if t)} or none (exact)")
     c: ModelConfig = ckpt.config
     arch = gguf_architecture(c)
     for name in LINEAR_NAMES:
@@ -138,11 +144,15 @@ def write_gguf(ckpt, tokenizer, path: str | os.PathLike, qtype: str = "tq2_0",
             write_tokenizer(w, tokenizer, c.vocab, c.bos_token_id, c.eos_token_ids)
 
         def table(name, a):
-            if embedding_type == "q8_0":
-                w.add_tensor(name, quants.quantize(a, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
-                return
-            data, raw = lossless_float(a)
-            w.add_tensor(name, data, raw_dtype=raw)
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            if embedding_type in ("q8_0", "bf16"):
+                kind = GGMLQuantizationType.Q8_0 if embedding_type == "q8_0" else GGMLQuantizationType.BF16
+                w.add_tensor(name, quants.quantize(a, kind), raw_dtype=kind)
+            elif embedding_type in ("f16", "f32"):
+                w.add_tensor(name, a.astype(np.float16 if embedding_type == "f16" else np.float32))
+            else:
+                data, raw = lossless_float(a)
+                w.add_tensor(name, data, raw_dtype=raw)
 
         table("token_embd.weight", ckpt.embedding())
         head = ckpt.lm_head()

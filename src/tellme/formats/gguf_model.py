@@ -35,9 +35,10 @@ from ..kernels import TernaryWeights
 from ..kernels.layout import I2_K_PAD, ROW_BLOCK, pack_i2
 from ..rope import rope_pair_order
 from .gguf_file import GGUFFile
-from .gguf_quants import I2_S, Q1_0, Q2_0, dequantize, ternary_from_values, tq2_0_to_i2, unpack_grouped, unpack_i2s
+from .gguf_quants import I2_S, Q1_0, Q2_0, dequantize, ternary_from_values, tq1_0_to_i2, tq2_0_to_i2, unpack_grouped, unpack_i2s
 
 TQ2_0, F16 = int(GGMLQuantizationType.TQ2_0), int(GGMLQuantizationType.F16)
+BF16, TQ1_0 = int(GGMLQuantizationType.BF16), int(GGMLQuantizationType.TQ1_0)
 
 ARCHITECTURES = {  # general.architecture -> (tellme architecture, activation)
     "bitnet": ("bitnet-1bitllm", "silu"),
@@ -173,6 +174,8 @@ class GGUFCheckpoint:
         t = self._info("token_embd.weight" if table == "embedding" else "output.weight", (c.vocab, c.hidden))
         if t.type == F16:
             return self.file.read(t.name, start, stop - start).view(np.uint16).reshape(stop - start, c.hidden)
+        if t.type == BF16:  # widened natively: gguf's NumPy dequantize took 2 s of a 2B-4T table
+            return _core.bf16_to_float(self.file.read(t.name, start, stop - start).view(np.uint16).reshape(stop - start, c.hidden))
         return self._float(t.name, (c.vocab, c.hidden), start, stop)
 
     def lm_head(self) -> np.ndarray | None:
@@ -239,6 +242,8 @@ class GGUFCheckpoint:
             raw = self.file.read(t.name, r0, n)
             if t.type == TQ2_0:
                 codes[r0:r0 + n], s = tq2_0_to_i2(raw, (n, in_f))
+            elif t.type == TQ1_0:
+                codes[r0:r0 + n], s = tq1_0_to_i2(raw, (n, in_f))
             else:
                 ternary, s = ternary_from_values(dequantize(raw, t.type, (n, in_f)))
                 codes[r0:r0 + n] = pack_i2(ternary)
