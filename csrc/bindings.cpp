@@ -3,11 +3,13 @@
 // this point trust their inputs. Kernels use unaligned loads, so no alignment is required.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -262,6 +264,18 @@ NB_MODULE(_core, m) {
     // trit, I2_S bit order: two 32-byte blocks of 128), d, and live (a weight != 0 and d != 0).
     const uint8_t* p = checked<uint8_t>(blocks, "blocks", {-1, 54});
     const int64_t n = blocks.shape(0);
+    static const auto tables = [] {  // each byte's 5 trits, and its first 4 as one byte of codes
+      std::pair<std::array<std::array<uint8_t, 5>, 256>, std::array<uint8_t, 256>> t{};
+      for (int byte = 0; byte < 256; ++byte) {
+        for (int k = 0, power = 1; k < 5; ++k, power *= 3)
+          t.first[byte][k] = static_cast<uint8_t>((static_cast<uint8_t>(byte * power) * 3) >> 8);
+        const auto& f = t.first[byte];
+        t.second[byte] = static_cast<uint8_t>(f[0] << 6 | f[1] << 4 | f[2] << 2 | f[3]);
+      }
+      return t;
+    }();
+    const auto& trits = tables.first;
+    const auto& first4 = tables.second;
     uint8_t *codes, *live;
     float* d;
     auto ca = new_array<uint8_t>({size_t(n), size_t(64)}, &codes);
@@ -270,35 +284,33 @@ NB_MODULE(_core, m) {
     {
       nb::gil_scoped_release release;
       parallel_for((n + 1023) / 1024, [&](int64_t c) {
-        static constexpr uint8_t pow3[5] = {1, 3, 9, 27, 81};
         for (int64_t b = c * 1024; b < std::min(n, (c + 1) * 1024); ++b) {
           const uint8_t* q = p + b * 54;
-          uint8_t t[256];
-          auto trit = [](uint8_t byte, int power) { return static_cast<uint8_t>((static_cast<uint8_t>(byte * pow3[power]) * 3) >> 8); };
-          for (int k = 0; k < 5; ++k)
-            for (int j = 0; j < 32; ++j) t[k * 32 + j] = trit(q[j], k);
-          for (int k = 0; k < 5; ++k)
-            for (int j = 0; j < 16; ++j) t[160 + k * 16 + j] = trit(q[32 + j], k);
-          for (int k = 0; k < 4; ++k)
-            for (int j = 0; j < 4; ++j) t[240 + k * 4 + j] = trit(q[48 + j], k);
-          bool nonzero = false;
+          auto w = [&](int i) {  // weight i's trit
+            return i < 160 ? trits[q[i % 32]][i / 32]
+                 : i < 240 ? trits[q[32 + (i - 160) % 16]][(i - 160) / 16] : trits[q[48 + (i - 240) % 4]][(i - 240) / 4];
+          };
           uint8_t* out = codes + b * 64;
-          for (int h = 0; h < 2; ++h)
-            for (int j = 0; j < 32; ++j) {
-              const uint8_t* w = t + h * 128 + j;
-              out[h * 32 + j] = static_cast<uint8_t>(w[0] << 6 | w[32] << 4 | w[64] << 2 | w[96]);
-              nonzero |= w[0] != 1 || w[32] != 1 || w[64] != 1 || w[96] != 1;
-            }
+          uint8_t nonzero = 0;
+          for (int j = 0; j < 32; ++j) {  // weights j, j+32, j+64, j+96: powers 0-3 of byte j
+            out[j] = first4[q[j]];
+            nonzero |= out[j] ^ 0x55;
+          }
+          for (int j = 0; j < 32; ++j) {
+            out[32 + j] = static_cast<uint8_t>(w(128 + j) << 6 | w(160 + j) << 4 | w(192 + j) << 2 | w(224 + j));
+            nonzero |= out[32 + j] ^ 0x55;
+          }
           uint16_t h;
           std::memcpy(&h, q + 52, 2);
           d[b] = half_to_float(h);
-          live[b] = nonzero && d[b] != 0.0f;
+          live[b] = nonzero != 0 && d[b] != 0.0f;
         }
       });
     }  // the GIL again: the tuple is a Python object
     return nb::make_tuple(ca, da, la);
   }, nb::arg("blocks"), "TQ1_0 blocks [n, 54] -> (i2 codes uint8 [n, 64], d float32 [n], live uint8 [n]).");
-  m.def("remap_codes", [](const Array& blocks, const Array& lut, const Array& live, int64_t code_bytes, uint8_t dead) {
+  m.def("remap_codes", [](const Array& blocks, const Array& lut, const Array& live, int64_t code_bytes, uint8_t dead,
+                          std::optional<nb::ndarray<uint8_t, nb::c_contig, nb::device::cpu>> into) {
     const int64_t stride = blocks.ndim() == 2 ? static_cast<int64_t>(blocks.shape(1)) : 0;
     if (code_bytes < 1 || code_bytes > stride) throw nb::value_error("code_bytes must be in [1, the blocks' width]");
     const uint8_t* p = checked<uint8_t>(blocks, "blocks", {-1, stride});
@@ -306,7 +318,14 @@ NB_MODULE(_core, m) {
     const int64_t n = blocks.shape(0);
     const uint8_t* keep = checked<uint8_t>(live, "live", {n});
     uint8_t* out;
-    auto a = new_array<uint8_t>({size_t(n), size_t(code_bytes)}, &out);
+    nb::object result;
+    if (into) {  // straight into the caller's array (a loader's rows): no second copy
+      if (into->size() != size_t(n * code_bytes)) throw nb::value_error("into must hold n * code_bytes bytes");
+      out = into->data();
+      result = nb::none();
+    } else {
+      result = nb::cast(new_array<uint8_t>({size_t(n), size_t(code_bytes)}, &out));
+    }
     {
       nb::gil_scoped_release release;
       parallel_for((n + 1023) / 1024, [&](int64_t c) {
@@ -314,9 +333,10 @@ NB_MODULE(_core, m) {
           for (int64_t i = 0; i < code_bytes; ++i) out[b * code_bytes + i] = keep[b] ? table[p[b * stride + i]] : dead;
       });
     }
-    return a;
-  }, nb::arg("blocks"), nb::arg("lut"), nb::arg("live"), nb::arg("code_bytes"), nb::arg("dead"),
-     "lut[byte] for the first code_bytes bytes of each live block, `dead` for every byte of the others.");
+    return result;
+  }, nb::arg("blocks"), nb::arg("lut"), nb::arg("live"), nb::arg("code_bytes"), nb::arg("dead"), nb::arg("into").noconvert() = nb::none(),
+     "lut[byte] for the first code_bytes bytes of each live block, `dead` for every byte of the others: "
+     "a new [n, code_bytes] array, or written into `into` (then None).");
   m.def("quantize", [](const Array& x) { return quantize_impl(x, nullptr, 0.0); }, nb::arg("x"),
         "Per-row absmax int8 quantization of float32 rows, or of fp16 rows given as uint16 bits: "
         "returns (q int8 [rows, cols], scale float32 [rows]).");

@@ -132,18 +132,25 @@ def _one_block_scale(d: np.ndarray, live: np.ndarray) -> float:
     return float(d[0]) if d.size else 0.0
 
 
-def tq1_0_to_i2(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+def tq1_0_to_i2(raw: np.ndarray, shape: tuple[int, int], into: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """TQ1_0 bytes -> (i2 codes uint8 [rows, cols / 4], scale), decoded natively (through NumPy
     this took 30 s of a 2B-4T load); the rules of tq2_0_to_i2."""
     rows, cols = shape
     blocks = np.ascontiguousarray(raw).reshape(-1, TQ1_0_BYTES)
     codes, d, live = _core.tq1_0_blocks(blocks)
     scale = _one_block_scale(d, live)
-    codes = _core.remap_codes(codes, _FLIP[scale < 0], live, 64, 0x55)  # dead blocks: weight 0
-    return codes.reshape(rows, cols // 4), abs(scale)
+    return _remapped(codes, _FLIP[scale < 0], live, (rows, cols // 4), into), abs(scale)
 
 
-def tq2_0_to_i2(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+def _remapped(blocks, lut, live, shape, into):
+    """lut over each live block's 64 code bytes, weight 0 for the others: into `into` when given."""
+    if into is None:
+        return _core.remap_codes(blocks, lut, live, 64, 0x55).reshape(shape)
+    _core.remap_codes(blocks, lut, live, 64, 0x55, into)
+    return into
+
+
+def tq2_0_to_i2(raw: np.ndarray, shape: tuple[int, int], into: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """TQ2_0 bytes -> (i2 codes uint8 [rows, cols / 4] in I2_S bit order, scale), without unpacking:
     the codes only change bit order. Blocks that are all zero (any d) become zero codes; every
     other block must carry the same d, else ValueError (not one scale per tensor)."""
@@ -153,8 +160,7 @@ def tq2_0_to_i2(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, fl
     if code_3:
         raise ValueError("holds the unused 2-bit code 3")
     scale = _one_block_scale(d, live)
-    codes = _core.remap_codes(blocks, _REVERSED[scale < 0], live, 64, 0x55)  # dead blocks: weight 0
-    return codes.reshape(rows, cols // 4), abs(scale)
+    return _remapped(blocks, _REVERSED[scale < 0], live, (rows, cols // 4), into), abs(scale)
 
 
 def quantize_ternary(ternary: np.ndarray, scale: float, qtype) -> tuple[np.ndarray, float]:
