@@ -418,26 +418,20 @@ NB_MODULE(_core, m) {
      nb::arg("in_features"), nb::arg("activations"), nb::arg("repeats"),
      nb::arg("group_scales") = std::vector<Array>(), nb::arg("group") = 0,
      "Seconds per matmul, cycling through copies of the packed weights (native loop, no Python in the timing).");
-  m.def("int8_madd_loop", [](int64_t iterations) {
+  // A backend's register loop on every thread at once; the operations done, summed.
+  auto on_every_thread = [](double (*loop)(int64_t), int64_t iterations) {
     if (iterations < 1) throw nb::value_error("iterations must be >= 1");
     nb::gil_scoped_release release;
-    const Backend& be = active_backend();
     std::vector<double> done(num_threads());
-    parallel_for(num_threads(), [&](int64_t i) { done[i] = be.int8_madd_loop(iterations); });
+    parallel_for(num_threads(), [&](int64_t i) { done[i] = loop(iterations); });
     double total = 0;
     for (double d : done) total += d;
     return total;
-  }, nb::arg("iterations"), "Runs the int8 multiply-add loop on every thread; returns the multiply-adds done.");
-  m.def("fp32_fma_loop", [](int64_t iterations) {
-    if (iterations < 1) throw nb::value_error("iterations must be >= 1");
-    nb::gil_scoped_release release;
-    const Backend& be = active_backend();
-    std::vector<double> done(num_threads());
-    parallel_for(num_threads(), [&](int64_t i) { done[i] = be.fp32_fma_loop(iterations); });
-    double total = 0;
-    for (double d : done) total += d;
-    return total;
-  }, nb::arg("iterations"), "Runs the fp32 FMA loop on every thread; returns the FMAs done.");
+  };
+  m.def("int8_madd_loop", [=](int64_t n) { return on_every_thread(active_backend().int8_madd_loop, n); },
+        nb::arg("iterations"), "Runs the int8 multiply-add loop on every thread; returns the multiply-adds done.");
+  m.def("fp32_fma_loop", [=](int64_t n) { return on_every_thread(active_backend().fp32_fma_loop, n); },
+        nb::arg("iterations"), "Runs the fp32 FMA loop on every thread; returns the FMAs done.");
   m.def("stream_read", [](const Array& buffer) {
     const uint8_t* p = checked<uint8_t>(buffer, "buffer", {-1});
     const int64_t bytes = buffer.shape(0);

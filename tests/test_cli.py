@@ -80,9 +80,19 @@ def test_stats_and_a_printed_random_seed():
 def test_sampling_arguments_are_checked_before_anything_is_printed():
     for bad, word, status in ((["--top-p", "0"], "top_p", 1), (["--min-p", "2"], "min_p", 1),
                               (["--temperature", "-1"], "temperature", 1), (["--stop", ""], "--stop", 1),
-                              (["-n", "-1"], "max-tokens", 2), (["--context", "0"], "context", 2)):  # 2: argparse's
+                              (["-n", "-1"], "max-tokens", 2), (["--context", "0"], "context", 2),
+                              (["--kv", "q4"], "--kv", 2)):  # 2: argparse's
         out = run("generate", "ROMEO:", *bad)
         assert out.returncode == status and out.stdout == "" and word in out.stderr and "Traceback" not in out.stderr
+
+
+def test_kv_cache_format_on_the_command_line():
+    """--kv q8 generates (greedy: the shipped model's first tokens hardly move); --numerics other
+    than native keeps its own fp16 cache and says so."""
+    out = run("generate", "ROMEO:", "-n", "8", "--temperature", "0", "--kv", "q8")
+    assert out.returncode == 0 and out.stdout.startswith("ROMEO:"), out.stderr
+    out = run("generate", "ROMEO:", "-n", "2", "--kv", "q8", "--numerics", "tellme-v2")
+    assert out.returncode == 1 and "needs numerics='native'" in out.stderr
 
 
 def test_generation_says_when_the_context_is_full():
@@ -172,6 +182,21 @@ def test_convert_takes_default_too(tmp_path):
 def test_train_names_what_it_needs():
     out = run("train")
     assert out.returncode == 2 and "required: text" in out.stderr
+
+
+def test_bench_e2e_at_depths_writes_records(tmp_path):
+    """--depth: prefill and decode at each depth, with attention's shares of the machine's limits."""
+    path = tmp_path / "depth.json"
+    out = run("bench", "e2e", "--depth", "0", "150", "--shape", "0.73B", "--layers", "1", "--threads", "1",
+              "--decode-tokens", "3", "--kv", "q8", "--json", path)
+    assert out.returncode == 0, out.stderr
+    recs = [r for r in json.loads(path.read_text()) if r.get("kind") != "machine"]
+    assert [(r["depth"], r["kv"]) for r in recs] == [(0, "q8"), (150, "q8")]
+    assert "prefill_tokens_per_s" not in recs[0] and recs[1]["prefill_tokens_per_s"] > 0
+    for r in recs:
+        assert r["decode_tokens_per_s"] > 0 and r["read_bw_gb_s"] > 0 and r["fp32_peak_gflops"] > 0
+    assert recs[1]["decode_attention_pct_of_read_bw"] > 0 and recs[1]["prefill_attention_pct_of_fp32_peak"] > 0
+    assert run("bench", "e2e", "--depth", "-1").returncode != 0
 
 
 def test_bench_serve_writes_records(tmp_path):

@@ -96,7 +96,7 @@ class Model:
             raise UsageError(f"kv must be one of {', '.join(KV_FORMATS)}, got {kv!r}")
         if kv not in (None, "f16") and numerics != "native":
             raise UsageError(f"kv={kv!r} needs numerics='native' (the accelerator's numerics keep their own fp16 cache)")
-        self.kv = kv or DEFAULT_KV
+        self.kv = kv or (DEFAULT_KV if numerics == "native" else "f16")
         # each sequence reserves (without touching) a KV cache for the whole context
         row = c.head_dim + 4 if self.kv == "q8" else 2 * c.head_dim  # int8 values and a scale, or fp16
         per_sequence = 2 * c.layers * self.context * c.kv_heads * row

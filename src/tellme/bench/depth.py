@@ -15,12 +15,10 @@ Both machine limits are measured in the same run at the same thread count.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-
 import numpy as np
 
 from ..runtime import set_num_threads, thread_setting
-from .e2e import decode_s, prefill_s, synthetic_model
+from .e2e import decode_s, in_child, prefill_s, synthetic_model
 
 
 def attention_flops(config, depth: int) -> float:
@@ -99,20 +97,13 @@ def _pct(r: dict, key: str) -> str:
 
 def run(args, specs: list[dict]) -> list[dict]:
     """One child process per model; prints the table, returns the records."""
-    ctx = mp.get_context("spawn")
     saved, records = thread_setting(), []
     print(f"{'model':>8} {'thr':>3} {'kv':>3} {'depth':>5} {'prefill t/s':>11} {'decode t/s':>10} {'%read bw':>8} "
           f"{'attn decode %bw':>15} {'attn prefill %fp32':>18}")
     for spec in specs:
         spec.update(threads=args.threads, depths=args.depth, decode_tokens=args.decode_tokens, layers=args.layers,
                     kv=args.kv)
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=(spec, q))
-        p.start()
-        result = q.get()
-        p.join()
-        if isinstance(result, Exception):
-            raise result
+        result = in_child(_child, spec)
         for r in result:
             prefill = f"{r['prefill_tokens_per_s']:.1f}" if "prefill_tokens_per_s" in r else "-"
             print(f"{str(r['model'])[-8:]:>8} {r['threads']:>3} {r['kv']:>3} {r['depth']:>5} {prefill:>11} "

@@ -223,6 +223,19 @@ def _child(spec: dict, out) -> None:
         out.put(e)
 
 
+def in_child(child, spec: dict) -> list[dict]:
+    """child(spec, queue) in a spawned process of its own (its peak RSS its own): the records it puts."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(spec, q))
+    p.start()
+    result = q.get()
+    p.join()
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def run(args) -> int:
     from .kernels import cpu_name
 
@@ -245,20 +258,13 @@ def run(args) -> int:
             with open(args.json, "w") as f:
                 json.dump([{"kind": "machine", "cpu": cpu_name(), "isa": get_isa()}] + records, f, indent=2)
         return 0
-    ctx = mp.get_context("spawn")
     records, saved = [], thread_setting()
     print(f"machine: {cpu_name()}")
     print(f"{'model':>8} {'thr':>3} {'load s':>7} {'pf128 t/s':>10} {'pf512 t/s':>10} {'ttft128 s':>9} "
           f"{'decode t/s':>10} {'%read bw':>8} {'py %':>5} {'RSS MB':>7} {'w+kv MB':>7}")
     for spec in specs:
         spec.update(threads=args.threads, decode_tokens=args.decode_tokens, layers=args.layers, kv=args.kv)
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=(spec, q))
-        p.start()
-        result = q.get()
-        p.join()
-        if isinstance(result, Exception):
-            raise result
+        result = in_child(_child, spec)
         for r in result:
             print(f"{str(r['model'])[-8:]:>8} {r['threads']:>3} {r['load_s']:>7.2f} {r['prefill_128_tokens_per_s']:>10.1f} "
                   f"{r['prefill_512_tokens_per_s']:>10.1f} {r['ttft_128_s']:>9.3f} {r['decode_tokens_per_s']:>10.1f} "
