@@ -210,7 +210,7 @@ NB_MODULE(_core, m) {
     return false;
   }, nb::arg("codes"), "Whether any 2-bit code of a [rows, bytes] uint8 array is 3 (never a ternary weight).");
   // The file readers' bulk conversions, native and parallel: the NumPy versions (formats/) took
-  // 2-4 s of a 2B-4T load (docs/gguf.md, "Load time").
+  // 2-31 s of a 2B-4T load (docs/benchmarks.md, "Loading").
   m.def("bf16_to_float", [](const Array& bits) {
     const uint16_t* p = checked<uint16_t>(bits, "bits", {-1, -1});
     const int64_t rows = bits.shape(0), cols = bits.shape(1);

@@ -222,10 +222,13 @@ def test_bench_load_writes_records(tmp_path):
               "--dir", tmp_path / "models", "--json", path)
     assert out.returncode == 0, out.stderr
     recs = [r for r in json.loads(path.read_text()) if r.get("kind") != "machine"]
-    assert sorted({r["format"] for r in recs}) == ["converted", "hf", "i2_s", "tq2_0"]
+    assert sorted({r["format"] for r in recs}) == sorted(["converted", "hf", "i2_s", "i2_s-bf16", "i2_s-f32", "tq1_0",
+                                                          "tq2_0", "tq2_0-bf16"])
     assert {r["cache"] for r in recs} == {"warm", "cold"}
     for r in recs:
         assert r["load_s_median"] > 0 and r["peak_rss_bytes"] > 0 and r["first_forward_s_median"] > 0
         assert r["file_bytes"] > 0 and r["packed_bytes"] > 0
     i2s = next(r for r in recs if r["format"] == "i2_s")
     assert "in place (I2_S, memory-mapped)" in i2s["load_paths"]["linear"]
+    tq1 = next(r for r in recs if r["format"] == "tq1_0")
+    assert any("decoded (TQ1_0 trits to codes)" in how for how in tq1["load_paths"]["linear"])

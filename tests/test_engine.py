@@ -219,3 +219,12 @@ def test_all_sequences_in_use_is_a_clear_error():
         next(gens[2])
     gens[0].close()  # a finished or closed generator gives its sequence back
     assert len(list(small.stream_tokens([1, 2], 5, temperature=0))) == 5
+
+
+def test_kv_format_is_checked():
+    from tellme.errors import UsageError
+    with pytest.raises(UsageError, match="kv must be one of f16, q8"):
+        random_model(kv="q4")
+    model = random_model(kv="q8")
+    assert model.kv == model.engine.kv == "q8"
+    assert model.engine.cache_bytes_per_position == 2 * 2 * 2 * (24 + 4)  # K and V, layers, kv heads, int8 + scale

@@ -37,7 +37,7 @@ def test_direct_paths_equal_packing(tmp_path, arch, qtype):
     how = model.packed.load_paths
     # q and k of a bitnet file are in Hugging Face row order: reordered, the other five as they lie
     want = {"i2_s": "in place (I2_S, memory-mapped)", "tq2_0": "repacked (TQ2_0 bit order)",
-            "tq1_0": "unpacked and packed in row blocks (TQ1_0)"}[qtype]
+            "tq1_0": "decoded (TQ1_0 trits to codes)"}[qtype]
     reordered = "copied, rows reordered (I2_S)" if qtype == "i2_s" else want + ", rows reordered"
     if arch == "llama-bitnet":
         assert how["linear"] == {want: 7 * c.layers}

@@ -215,7 +215,8 @@ class GGUFCheckpoint:
                 how = "in place (I2_S, memory-mapped)"
             else:
                 codes, scale = self._rows_to_i2(t, shape)
-                how = "repacked (TQ2_0 bit order)" if t.type == TQ2_0 else f"unpacked and packed in row blocks ({t.type_name})"
+                how = {TQ2_0: "repacked (TQ2_0 bit order)", TQ1_0: "decoded (TQ1_0 trits to codes)"}.get(
+                    t.type, f"unpacked and packed in row blocks ({t.type_name})")
         except ValueError as e:
             if t.type not in (I2_S, TQ2_0):  # dense values may hold group scales: `linear` reads those
                 return None
