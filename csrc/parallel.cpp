@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -206,9 +207,17 @@ struct Pool {
   }
 };
 
+// Never destroyed: its detached workers may outlive static destructors. A forked child has none
+// of the parent's workers (and maybe a mutex a worker held): it starts a pool of its own.
+std::atomic<Pool*> g_pool{nullptr};
+std::once_flag g_pool_once;
+
 Pool& pool() {
-  static Pool* p = new Pool;  // never destroyed: its detached workers may outlive static destructors
-  return *p;
+  std::call_once(g_pool_once, [] {
+    g_pool = new Pool;
+    pthread_atfork(nullptr, nullptr, [] { g_pool = new Pool; });
+  });
+  return *g_pool.load();
 }
 }  // namespace
 

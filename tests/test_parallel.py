@@ -81,3 +81,25 @@ def test_auto_threads_from_several_callers():
                 np.testing.assert_array_equal(counts, np.ones(len(counts), np.int32))
     finally:
         tellme.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_has_a_pool_of_its_own():
+    """After fork the parent's workers do not exist in the child: its loops start workers of
+    their own, and every task still runs once."""
+    previous = tellme.get_num_threads()
+    tellme.set_num_threads(2)
+    try:
+        _core.parallel_for_trace(64)  # the parent's pool, with a worker
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if every task ran once, on both threads
+            ok = False
+            try:
+                counts, by = _core.parallel_for_trace(64, slow_task=0, slow_ms=50)
+                ok = list(counts) == [1] * 64 and set(by) == {0, 1}
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+    finally:
+        tellme.set_num_threads(previous)
