@@ -147,9 +147,9 @@ void Engine::step(const Segment* segs, int64_t nsegs) {
   ffn_.resize(n * c.intermediate);
   act_q_.resize(n * widest);
   act_scale_.resize(n);
-  k_f32_.resize(n * kvd);
-  v_f32_.resize(n * kvd);
+  if (c.qk_norm || c.kv == KVFormat::Q8) k_f32_.resize(n * kvd);  // k normed or quantized after the matmul
   if (c.kv == KVFormat::Q8) {
+    v_f32_.resize(n * kvd);
     k8_new_.resize(n * kvd);
     v8_new_.resize(n * kvd);
     k_scale_.resize(n * c.kv_heads);
