@@ -145,19 +145,33 @@ void i2_tile(const uint8_t* rows, int64_t row_bytes, int64_t in_pad, const int8_
     }
 }
 
-// One token (a GEMV): row after row, each read as one forward stream. The 4-row tile reads four
-// rows at once and measured 2-3x slower here on one thread with the weights in L3 (2560 x 2560:
-// 250-350 against 94-100 us), while one row's chain of multiply-adds costs nothing extra.
-void i2_row(const uint8_t* row, int64_t in_pad, const int8_t* acts, int32_t act_sum, int32_t* out) {
+// One token (a GEMV), four rows per pass: each activation vector serves the four rows, and each
+// row keeps two accumulators (planes 0, 2 and 1, 3), so eight vpdpbusd chains are in flight. One
+// row with one accumulator, the kernel before, was a single chain of dependent vpdpbusd (5 cycles
+// each): 45-60% of the read bandwidth on a Sapphire Rapids core, against the AVX2 kernel's 75-82%.
+void i2_rows4(const uint8_t* rows, int64_t row_bytes, int64_t in_pad, const int8_t* acts, int32_t act_sum,
+              int32_t* out) {
   const __m512i mask = _mm512_set1_epi8(3);
-  __m512i acc = _mm512_setzero_si512();
+  __m512i acc[4][2];
+  for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
   for (int64_t q = 0; q < in_pad; q += 2 * I2_BLOCK) {
-    const __m512i v = _mm512_loadu_si512(reinterpret_cast<const void*>(row + q / 4));
-    for (int s = 0; s < 4; ++s)
-      acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16(v, 2 * s), mask),
-                                _mm512_loadu_si512(reinterpret_cast<const void*>(acts + q + 64 * s)));
+    // Four rows side by side are four short streams the hardware prefetcher barely learns: fetch
+    // 16 rows ahead in address order, 256 bytes per step (the four rows' worth over the pass),
+    // into L2. On a Sapphire Rapids core the T1 hint measured 70-75% of the read bandwidth, T0
+    // 54-64%, T2 the same as T1, NTA 28-43%, none 44%; 8 to 32 rows ahead were alike.
+    const uintptr_t ahead = reinterpret_cast<uintptr_t>(rows) + 16 * row_bytes + q;
+    for (int i = 0; i < 4; ++i) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * i), _MM_HINT_T1);
+    __m512i a[4];
+    for (int s = 0; s < 4; ++s) a[s] = _mm512_loadu_si512(reinterpret_cast<const void*>(acts + q + 64 * s));
+    for (int r = 0; r < 4; ++r) {
+      const __m512i v = _mm512_loadu_si512(reinterpret_cast<const void*>(rows + r * row_bytes + q / 4));
+      for (int s = 0; s < 4; ++s)
+        dpbusd(acc[r][s & 1], _mm512_and_si512(_mm512_srli_epi16(v, 2 * s), mask), a[s]);
+    }
   }
-  *out = _mm512_reduce_add_epi32(acc) - act_sum;
+  const __m128i sums = sum4(_mm512_add_epi32(acc[0][0], acc[0][1]), _mm512_add_epi32(acc[1][0], acc[1][1]),
+                            _mm512_add_epi32(acc[2][0], acc[2][1]), _mm512_add_epi32(acc[3][0], acc[3][1]));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_sub_epi32(sums, _mm_set1_epi32(act_sum)));
 }
 
 template <int R, int T>
@@ -171,7 +185,7 @@ void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t 
               const int32_t* act_sums, int64_t tokens, int32_t* acc) {
   const int64_t row_bytes = in_pad / 4;
   if (tokens == 1) {
-    for (int r = 0; r < ROW_BLOCK; ++r) i2_row(codes + r * row_bytes, in_pad, acts, act_sums[0], acc + r);
+    for (int r = 0; r < ROW_BLOCK; r += 4) i2_rows4(codes + r * row_bytes, row_bytes, in_pad, acts, act_sums[0], acc + r);
     return;
   }
   int64_t t = 0;
