@@ -263,10 +263,71 @@ void int8_rest(const int8_t* rows, int64_t r0, int64_t r1, int64_t k0, int64_t k
     }
 }
 
-// The AVX2 kernel: bound by the head's stream, which 512-bit registers do not widen.
+// 6-bit head rows (core.h), 4 rows x T tokens like int8_tile: each block's codes are unpacked once
+// for the T tokens, each block of x loaded once for the 4 rows. A 96-byte block is two zmm of
+// u = q + 32 in 0..63 in natural order: the nibbles n (64 bytes: values 0-63 low, 64-127 high)
+// with the 2-bit tops h (32 bytes, broadcast to both halves, shifted per half into bits 4-5).
+// vpdpbusd(u, x) is exact; 32 * sum(x) is subtracted at the end.
+template <int T>
+void int6_tile(const uint8_t* rows, int64_t row_bytes, int64_t blocks, const int8_t* x, int64_t k_pad,
+               const int32_t* x_sums, int32_t* out, int64_t out_stride) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  const __m512i up_lo = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);  // tops of 0-31 | 32-63
+  const __m512i down_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);  // 64-95 | 96-127
+  __m512i acc[4][T];
+  for (int r = 0; r < 4; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
+  for (int64_t b = 0; b < blocks; ++b) {
+    // Into L2, 16 rows ahead in address order (as i2_rows4); a prefetch never faults.
+    const uintptr_t ahead = reinterpret_cast<uintptr_t>(rows) + 16 * row_bytes + 4 * INT6_BLOCK_BYTES * b;
+    for (int i = 0; i < 6; ++i) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * i), _MM_HINT_T1);
+    __m512i lo[4], hi[4];
+    for (int r = 0; r < 4; ++r) {
+      const uint8_t* p = rows + r * row_bytes + b * INT6_BLOCK_BYTES;
+      const __m512i n = _mm512_loadu_si512(reinterpret_cast<const void*>(p));
+      const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64)));
+      lo[r] = _mm512_or_si512(_mm512_and_si512(n, m4), _mm512_and_si512(_mm512_sllv_epi16(h, up_lo), m30));
+      hi[r] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n, 4), m4),
+                              _mm512_and_si512(_mm512_srlv_epi16(h, down_hi), m30));
+    }
+    for (int t = 0; t < T; ++t) {
+      const int8_t* a = x + t * k_pad + b * INT6_BLOCK;
+      const __m512i a0 = _mm512_loadu_si512(reinterpret_cast<const void*>(a));
+      const __m512i a1 = _mm512_loadu_si512(reinterpret_cast<const void*>(a + 64));
+      for (int r = 0; r < 4; ++r) {
+        dpbusd(acc[r][t], lo[r], a0);
+        dpbusd(acc[r][t], hi[r], a1);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + t * out_stride),
+                     _mm_sub_epi32(sum4(acc[0][t], acc[1][t], acc[2][t], acc[3][t]), _mm_set1_epi32(32 * x_sums[t])));
+}
+
+// Four tokens at a time (their x stays in L1 across the rows); rows past the last four go to the
+// AVX2 kernel.
 void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x, const int32_t* x_sums,
                int64_t tokens, int32_t* out) {
-  avx2_backend.int6_gemm(rows, n_rows, k_pad, x, x_sums, tokens, out);
+  const int64_t blocks = k_pad / INT6_BLOCK, row_bytes = blocks * INT6_BLOCK_BYTES, r4 = n_rows / 4 * 4;
+  for (int64_t t = 0; t < tokens; t += 4) {
+    const int8_t* xt = x + t * k_pad;
+    int32_t* o = out + t * n_rows;
+    for (int64_t r = 0; r < r4; r += 4) {
+      const uint8_t* w = rows + r * row_bytes;
+      switch (std::min<int64_t>(4, tokens - t)) {
+        case 4: int6_tile<4>(w, row_bytes, blocks, xt, k_pad, x_sums + t, o + r, n_rows); break;
+        case 3: int6_tile<3>(w, row_bytes, blocks, xt, k_pad, x_sums + t, o + r, n_rows); break;
+        case 2: int6_tile<2>(w, row_bytes, blocks, xt, k_pad, x_sums + t, o + r, n_rows); break;
+        default: int6_tile<1>(w, row_bytes, blocks, xt, k_pad, x_sums + t, o + r, n_rows); break;
+      }
+    }
+  }
+  if (r4 == n_rows) return;
+  std::vector<int32_t> rest((n_rows - r4) * tokens);
+  avx2_backend.int6_gemm(rows + r4 * row_bytes, n_rows - r4, k_pad, x, x_sums, tokens, rest.data());
+  for (int64_t t = 0; t < tokens; ++t)
+    std::copy(rest.begin() + t * (n_rows - r4), rest.begin() + (t + 1) * (n_rows - r4), out + t * n_rows + r4);
 }
 
 void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {

@@ -81,7 +81,7 @@ def test_int8_gemm(isa, rng, k, tokens):
 
 
 @pytest.mark.parametrize("k", [1, 31, 96, 128, 200, 1536])
-@pytest.mark.parametrize("tokens", [1, 3])
+@pytest.mark.parametrize("tokens", [1, 3, 4, 9])  # the AVX-512 tiles: 4 tokens, then 1 or 2 or 3
 def test_int6_gemm(isa, rng, k, tokens):
     rows = layout.pack_int6(rng.integers(-31, 32, size=(37, k), dtype=np.int8))
     x = rng.integers(-127, 128, size=(tokens, k), dtype=np.int8)
@@ -94,7 +94,7 @@ def test_int6_gemm_extremes(isa):
     k = 4096
     for w, v in ((31, 127), (31, -127), (-31, 127), (-31, -127)):
         rows = layout.pack_int6(np.full((5, k), w, np.int8))
-        x = np.full((2, k), v, np.int8)
+        x = np.full((6, k), v, np.int8)
         np.testing.assert_array_equal(_core.int6_gemm(rows, x), ref.int6_gemm(rows, x))
     any_bytes = np.random.default_rng(0).integers(0, 256, size=(7, 3 * 96), dtype=np.uint8)
     x = np.random.default_rng(1).integers(-127, 128, size=(2, 384), dtype=np.int8)
