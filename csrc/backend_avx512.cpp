@@ -114,30 +114,47 @@ inline __m128i sum4(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
 
 // R rows times T tokens: each code vector is unpacked once for T tokens and each activation
 // vector loaded once for R rows; the R*T sums stay in registers for the whole of K. 4 x 4 is
-// the measured best on AVX-512 (4 x 8 spills: 32 accumulators are every zmm register). R stays a
-// template parameter although only 4 is used: with a literal 4, GCC 12 spilled the accumulators
-// to the stack and 16-token GEMMs dropped from 81-85% to 67-75% of the int8 peak.
-template <int R, int T>
+// the measured best on AVX-512 (4 x 8 spills: 32 accumulators are every zmm register). GCC 12
+// keeps the accumulators in registers only with every loop unrolled by pragma and vpdpbusd in
+// place (dpbusd): otherwise it spills some to the stack, and small changes elsewhere in the loop
+// (the prefetch) cost a fifth of the speed.
+template <int R, int T, bool PREFETCH>
 void i2_tile(const uint8_t* rows, int64_t row_bytes, int64_t in_pad, const int8_t* acts,
              int64_t act_stride, const int32_t* act_sums, int32_t* out /* stride ROW_BLOCK */) {
   const __m512i mask = _mm512_set1_epi8(3);
   __m512i acc[R][T];
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
   for (int64_t q = 0; q < in_pad; q += 2 * I2_BLOCK) {
+    if (PREFETCH) {
+      // The rows 16 ahead into L2, as i2_rows4, by the first tokens' pass (the others find the
+      // block in cache): from DRAM, the rows' short streams otherwise halved the speed of an
+      // 8-token GEMM (2B-4T shapes, 1 thread: 112-117 GMAC/s cold, 231 hot; prefetched 178-191).
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(rows) + 16 * row_bytes + q;
+      for (int i = 0; i < 4; ++i) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * i), _MM_HINT_T1);
+    }
     __m512i v[R];
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r)
       v[r] = _mm512_loadu_si512(reinterpret_cast<const void*>(rows + r * row_bytes + q / 4));
+#pragma GCC unroll 4
     for (int s = 0; s < 4; ++s) {
       __m512i code[R];
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) code[r] = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * s), mask);
+#pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         const __m512i a = _mm512_loadu_si512(reinterpret_cast<const void*>(acts + t * act_stride + q + 64 * s));
-        for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], code[r], a);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) dpbusd(acc[r][t], code[r], a);
       }
     }
   }
+#pragma GCC unroll 4
   for (int r0 = 0; r0 < R; r0 += 4)
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
       const __m128i sums = _mm_sub_epi32(sum4(acc[r0][t], acc[r0 + 1][t], acc[r0 + 2][t], acc[r0 + 3][t]),
                                          _mm_set1_epi32(act_sums[t]));
@@ -176,9 +193,9 @@ void i2_rows4(const uint8_t* rows, int64_t row_bytes, int64_t in_pad, const int8
 
 template <int R, int T>
 void i2_tiles(const uint8_t* codes, int64_t row_bytes, int64_t in_pad, const int8_t* acts,
-              int64_t act_stride, const int32_t* act_sums, int32_t* out) {
+              int64_t act_stride, const int32_t* act_sums, int32_t* out, bool first) {
   for (int r = 0; r < ROW_BLOCK; r += R)
-    i2_tile<R, T>(codes + r * row_bytes, row_bytes, in_pad, acts, act_stride, act_sums, out + r);
+    (first ? i2_tile<R, T, true> : i2_tile<R, T, false>)(codes + r * row_bytes, row_bytes, in_pad, acts, act_stride, act_sums, out + r);
 }
 
 void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
@@ -190,13 +207,13 @@ void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t 
   }
   int64_t t = 0;
   for (; t + 4 <= tokens; t += 4)  // four tokens' activations stay in L1 across the rows
-    i2_tiles<4, 4>(codes, row_bytes, in_pad, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK);
+    i2_tiles<4, 4>(codes, row_bytes, in_pad, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK, t == 0);
   const int8_t* a = acts + t * act_stride;
   int32_t* out = acc + t * ROW_BLOCK;
   switch (tokens - t) {
-    case 3: i2_tiles<4, 3>(codes, row_bytes, in_pad, a, act_stride, act_sums + t, out); break;
-    case 2: i2_tiles<4, 2>(codes, row_bytes, in_pad, a, act_stride, act_sums + t, out); break;
-    case 1: i2_tiles<4, 1>(codes, row_bytes, in_pad, a, act_stride, act_sums + t, out); break;
+    case 3: i2_tiles<4, 3>(codes, row_bytes, in_pad, a, act_stride, act_sums + t, out, t == 0); break;
+    case 2: i2_tiles<4, 2>(codes, row_bytes, in_pad, a, act_stride, act_sums + t, out, t == 0); break;
+    case 1: i2_tiles<4, 1>(codes, row_bytes, in_pad, a, act_stride, act_sums + t, out, t == 0); break;
     default: break;
   }
 }
