@@ -195,7 +195,8 @@ template <int R, int T>
 void i2_tiles(const uint8_t* codes, int64_t row_bytes, int64_t in_pad, const int8_t* acts,
               int64_t act_stride, const int32_t* act_sums, int32_t* out, bool first) {
   for (int r = 0; r < ROW_BLOCK; r += R)
-    (first ? i2_tile<R, T, true> : i2_tile<R, T, false>)(codes + r * row_bytes, row_bytes, in_pad, acts, act_stride, act_sums, out + r);
+    (first ? i2_tile<R, T, true> : i2_tile<R, T, false>)(codes + r * row_bytes, row_bytes, in_pad, acts,
+                                                          act_stride, act_sums, out + r);
 }
 
 void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t act_stride,
