@@ -203,12 +203,14 @@ void i2_block(const uint8_t* codes, int64_t in_pad, const int8_t* acts, int64_t 
               const int32_t* act_sums, int64_t tokens, int32_t* acc) {
   const int64_t row_bytes = in_pad / 4;
   if (tokens == 1) {
-    for (int r = 0; r < ROW_BLOCK; r += 4) i2_rows4(codes + r * row_bytes, row_bytes, in_pad, acts, act_sums[0], acc + r);
+    for (int r = 0; r < ROW_BLOCK; r += 4)
+      i2_rows4(codes + r * row_bytes, row_bytes, in_pad, acts, act_sums[0], acc + r);
     return;
   }
   int64_t t = 0;
   for (; t + 4 <= tokens; t += 4)  // four tokens' activations stay in L1 across the rows
-    i2_tiles<4, 4>(codes, row_bytes, in_pad, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK, t == 0);
+    i2_tiles<4, 4>(codes, row_bytes, in_pad, acts + t * act_stride, act_stride, act_sums + t, acc + t * ROW_BLOCK,
+                   t == 0);
   const int8_t* a = acts + t * act_stride;
   int32_t* out = acc + t * ROW_BLOCK;
   switch (tokens - t) {
