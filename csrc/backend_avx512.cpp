@@ -343,11 +343,9 @@ void int6_gemm(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t*
       }
     }
   }
-  if (r4 == n_rows) return;
-  std::vector<int32_t> rest((n_rows - r4) * tokens);
-  avx2_backend.int6_gemm(rows + r4 * row_bytes, n_rows - r4, k_pad, x, x_sums, tokens, rest.data());
-  for (int64_t t = 0; t < tokens; ++t)
-    std::copy(rest.begin() + t * (n_rows - r4), rest.begin() + (t + 1) * (n_rows - r4), out + t * n_rows + r4);
+  for (int64_t t = 0; r4 < n_rows && t < tokens; ++t)  // token by token: each writes its own row of out
+    avx2_backend.int6_gemm(rows + r4 * row_bytes, n_rows - r4, k_pad, x + t * k_pad, x_sums + t, 1,
+                           out + t * n_rows + r4);
 }
 
 void int8_gemm(const int8_t* rows, int64_t n_rows, int64_t k, const int8_t* x, int64_t tokens, int32_t* out) {
