@@ -49,18 +49,30 @@ void merge(Partial& state, const Partial& part, int64_t head_dim) {
   state.max = m;
 }
 
-// The backend's row arithmetic for each element type.
-void dots(const Backend& be, const float* q, const float* r, int64_t c, int64_t n, float* o) { be.dots(q, r, n, c, n, o); }
-void dots(const Backend& be, const float* q, const uint16_t* r, int64_t c, int64_t n, float* o) { be.dots_f16(q, r, n, c, n, o); }
-void axpys(const Backend& be, const float* p, const float* r, int64_t c, int64_t n, float* y) { be.axpys(p, r, n, c, n, y); }
-void axpys(const Backend& be, const float* p, const uint16_t* r, int64_t c, int64_t n, float* y) { be.axpys_f16(p, r, n, c, n, y); }
-void axpys(const Backend& be, const float* p, const int8_t* r, int64_t c, int64_t n, float* y) { be.axpys_i8(p, r, n, c, n, y); }
+// The backend's row arithmetic for each element type, for `h` queries at once.
+void dots(const Backend& be, const float* q, int64_t h, const float* r, int64_t c, int64_t n, float* o) {
+  be.dots(q, h, r, n, c, n, o);
+}
+void dots(const Backend& be, const float* q, int64_t h, const uint16_t* r, int64_t c, int64_t n, float* o) {
+  be.dots_f16(q, h, r, n, c, n, o);
+}
+void axpys(const Backend& be, const float* p, int64_t h, const float* r, int64_t c, int64_t n, float* y) {
+  be.axpys(p, h, r, n, c, n, y);
+}
+void axpys(const Backend& be, const float* p, int64_t h, const uint16_t* r, int64_t c, int64_t n, float* y) {
+  be.axpys_f16(p, h, r, n, c, n, y);
+}
+void axpys(const Backend& be, const float* p, int64_t h, const int8_t* r, int64_t c, int64_t n, float* y) {
+  be.axpys_i8(p, h, r, n, c, n, y);
+}
 
 // One head of one query token: fp32, and against a q8 cache its int8 quantization and scale.
+// A query head's row, or the first of several consecutive ones (a GQA group's heads): the next
+// is head_dim further in f32 and q8, one further in scale.
 struct QueryRow {
   const float* f32;
   const int8_t* q8;
-  float scale;
+  const float* scale;
 };
 
 // Key/value rows of one chunk of one kv head: the cache's rows read in place (decode: each row is
@@ -74,20 +86,27 @@ struct ChunkRows {
   const VE* v;
   const float *k_scale, *v_scale;    // q8: the rows' scales; null otherwise
   int64_t head_dim;
-  void dots(const QueryRow& q, int64_t count, float* out) const {
+  // out: [queries][count]
+  void dots(const QueryRow& q, int64_t queries, int64_t count, float* out) const {
     if constexpr (std::is_same_v<KE, int8_t>) {
-      int32_t sums[ATTN_CHUNK];
-      be.int8_gemm(k, count, head_dim, q.q8, 1, sums);
-      for (int64_t j = 0; j < count; ++j) out[j] = static_cast<float>(sums[j]) * (q.scale * k_scale[j]);
+      thread_local std::vector<int32_t> sums;
+      sums.resize(queries * count);
+      be.int8_gemm(k, count, head_dim, q.q8, queries, sums.data());
+      for (int64_t h = 0; h < queries; ++h)
+        for (int64_t j = 0; j < count; ++j)
+          out[h * count + j] = static_cast<float>(sums[h * count + j]) * (q.scale[h] * k_scale[j]);
     } else {
-      tellme::dots(be, q.f32, k, count, head_dim, out);
+      tellme::dots(be, q.f32, queries, k, count, head_dim, out);
     }
   }
-  void axpys(const float* p, int64_t count, float* acc) const {
-    if (!v_scale) return tellme::axpys(be, p, v, count, head_dim, acc);
-    float w[ATTN_CHUNK];
-    for (int64_t j = 0; j < count; ++j) w[j] = p[j] * v_scale[j];
-    tellme::axpys(be, w, v, count, head_dim, acc);
+  // p: [queries][count]; acc: [queries][head_dim]
+  void axpys(const float* p, int64_t queries, int64_t count, float* acc) const {
+    if (!v_scale) return tellme::axpys(be, p, queries, v, count, head_dim, acc);
+    thread_local std::vector<float> w;
+    w.resize(queries * count);
+    for (int64_t h = 0; h < queries; ++h)
+      for (int64_t j = 0; j < count; ++j) w[h * count + j] = p[h * count + j] * v_scale[j];
+    tellme::axpys(be, w.data(), queries, v, count, head_dim, acc);
   }
 };
 
@@ -167,16 +186,20 @@ std::pair<float, float> softmax_weights_fast(float* s, int64_t n, float scale) {
 
 namespace {
 
-// The partial of one query over `count` keys of a chunk.
+// The partials of `queries` consecutive query heads over `count` keys of a chunk, whose rows the
+// backend reads once for all of them: scores [queries][count], acc [queries][head_dim], stats
+// [queries][max, sum].
 template <class Rows>
-void chunk_partial(const Rows& rows, const QueryRow& q, int64_t count, int64_t head_dim, float scale,
-                   float* scores, Partial& part) {
-  rows.dots(q, count, scores);
-  const auto [m, sum] = softmax_weights_fast(scores, count, scale);
-  std::fill(part.acc, part.acc + head_dim, 0.0f);
-  rows.axpys(scores, count, part.acc);
-  part.max = m;
-  part.sum = sum;
+void chunk_partials(const Rows& rows, const QueryRow& q, int64_t queries, int64_t count, int64_t head_dim,
+                    float scale, float* scores, float* acc, float* stats) {
+  rows.dots(q, queries, count, scores);
+  for (int64_t h = 0; h < queries; ++h) {
+    const auto [m, sum] = softmax_weights_fast(scores + h * count, count, scale);
+    stats[2 * h] = m;
+    stats[2 * h + 1] = sum;
+  }
+  std::fill(acc, acc + queries * head_dim, 0.0f);
+  rows.axpys(scores, queries, count, acc);
 }
 
 // The step's queries against q8 caches, quantized per (token, head) as a linear's input is.
@@ -187,32 +210,29 @@ struct QuantizedQueries {
   int64_t heads, head_dim;
   QueryRow row(const AttentionQuery& a, int64_t query, int64_t token, int64_t h) const {
     const float* f32 = a.q + (token * heads + h) * head_dim;
-    if (first[query] < 0) return {f32, nullptr, 0.0f};
+    if (first[query] < 0) return {f32, nullptr, nullptr};
     const int64_t r = first[query] + token * heads + h;
-    return {f32, q8.data() + r * head_dim, scale[r]};
+    return {f32, q8.data() + r * head_dim, scale.data() + r};
   }
 };
 
 // Decode: the partials of one (kv head, chunk) of a one-token query, one per query head of the
-// group: the chunk is read from memory once for all of them (GQA: 4 query heads per kv head in
-// 2B-4T). acc: [group][head_dim], stats: [group][2].
+// group, all in one pass over the chunk's rows (GQA: 4 query heads per kv head in 2B-4T; a pass
+// per head converted each row four times). acc: [group][head_dim], stats: [group][2].
 void decode_partials(const Backend& be, const AttentionQuery& a, const QuantizedQueries& qq, int64_t query,
                      int64_t g, int64_t c, int64_t group, int64_t head_dim, float scale, float* acc, float* stats) {
   const int64_t start = c * ATTN_CHUNK, count = std::min(ATTN_CHUNK, a.first_position + 1 - start);
-  float scores[ATTN_CHUNK];
+  thread_local std::vector<float> scores;
+  scores.resize(group * ATTN_CHUNK);
   const int64_t row = g * a.capacity + start, off = row * head_dim;
-  for (int64_t j = 0; j < group; ++j) {
-    const QueryRow q = qq.row(a, query, 0, g * group + j);
-    Partial part{0, 0, acc + j * head_dim};
-    if (a.kv.k8)
-      chunk_partial(ChunkRows<int8_t, int8_t>{be, a.kv.k8 + off, a.kv.v8 + off, a.kv.k_scale + row,
-                                              a.kv.v_scale + row, head_dim}, q, count, head_dim, scale, scores, part);
-    else
-      chunk_partial(ChunkRows<uint16_t, uint16_t>{be, a.kv.k16 + off, a.kv.v16 + off, nullptr, nullptr, head_dim}, q,
-                    count, head_dim, scale, scores, part);
-    stats[2 * j] = part.max;
-    stats[2 * j + 1] = part.sum;
-  }
+  const QueryRow q = qq.row(a, query, 0, g * group);
+  if (a.kv.k8)
+    chunk_partials(ChunkRows<int8_t, int8_t>{be, a.kv.k8 + off, a.kv.v8 + off, a.kv.k_scale + row,
+                                             a.kv.v_scale + row, head_dim}, q, group, count, head_dim, scale,
+                   scores.data(), acc, stats);
+  else
+    chunk_partials(ChunkRows<uint16_t, uint16_t>{be, a.kv.k16 + off, a.kv.v16 + off, nullptr, nullptr, head_dim}, q,
+                   group, count, head_dim, scale, scores.data(), acc, stats);
 }
 
 // Prefill: one (head, query tile); it walks its chunks diagonal first. fp16 keys and values are
@@ -240,8 +260,10 @@ void prefill_tile(const Backend& be, const AttentionQuery& a, const QuantizedQue
         const int64_t position = a.first_position + i;
         if (position < start) continue;  // this chunk is entirely in the query's future
         const int64_t visible = std::min(count, position + 1 - start);
-        Partial part{0, 0, part_acc.data()};
-        chunk_partial(rows, qq.row(a, query, i, h), visible, head_dim, scale, scores.data(), part);
+        float stats[2];
+        chunk_partials(rows, qq.row(a, query, i, h), 1, visible, head_dim, scale, scores.data(), part_acc.data(),
+                       stats);
+        const Partial part{stats[0], stats[1], part_acc.data()};
         Partial state{state_max[i - i0], state_sum[i - i0], a.out + i * q_stride + h * head_dim};
         merge(state, part, head_dim);
         state_max[i - i0] = state.max;

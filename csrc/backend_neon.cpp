@@ -238,20 +238,24 @@ void tlmm_block_neon(const uint8_t* tiles, const int32_t* neg_count, int64_t kti
     tlmm_tokens<1>(tiles, neg_count, ktiles, tables + t * table_stride, table_stride, acc + t * ROW_BLOCK);
 }
 
-void dots_neon(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out) {
-  dots_any(q, rows, stride, count, n, out);
+// Query by query: the rows of a GQA group's heads are read again from L1 (not yet one pass for all).
+void dots_neon(const float* q, int64_t queries, const float* rows, int64_t stride, int64_t count, int64_t n, float* out) {
+  for (int64_t h = 0; h < queries; ++h) dots_any(q + h * n, rows, stride, count, n, out + h * count);
 }
-void dots_f16_neon(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out) {
-  dots_any(q, rows, stride, count, n, out);
+void dots_f16_neon(const float* q, int64_t queries, const uint16_t* rows, int64_t stride, int64_t count, int64_t n,
+                   float* out) {
+  for (int64_t h = 0; h < queries; ++h) dots_any(q + h * n, rows, stride, count, n, out + h * count);
 }
-void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y) {
-  axpys_any(p, rows, stride, count, n, y);
+void axpys_neon(const float* p, int64_t queries, const float* rows, int64_t stride, int64_t count, int64_t n, float* y) {
+  for (int64_t h = 0; h < queries; ++h) axpys_any(p + h * count, rows, stride, count, n, y + h * n);
 }
-void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
-  axpys_any(p, rows, stride, count, n, y);
+void axpys_f16_neon(const float* p, int64_t queries, const uint16_t* rows, int64_t stride, int64_t count, int64_t n,
+                    float* y) {
+  for (int64_t h = 0; h < queries; ++h) axpys_any(p + h * count, rows, stride, count, n, y + h * n);
 }
-void axpys_i8_neon(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y) {
-  axpys_any(p, rows, stride, count, n, y);
+void axpys_i8_neon(const float* p, int64_t queries, const int8_t* rows, int64_t stride, int64_t count, int64_t n,
+                   float* y) {
+  for (int64_t h = 0; h < queries; ++h) axpys_any(p + h * count, rows, stride, count, n, y + h * n);
 }
 
 void half_to_float_neon(const uint16_t* src, int64_t n, float* dst) {

@@ -77,19 +77,21 @@ inline float value(uint16_t h) { return half_to_float(h); }
 inline float value(int8_t x) { return static_cast<float>(x); }
 
 template <class E>
-void dots(const float* q, const E* rows, int64_t stride, int64_t count, int64_t n, float* out) {
-  for (int64_t r = 0; r < count; ++r) {
-    const E* b = rows + r * stride;
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t i = 0; i < n; ++i) s[i % 8] += q[i] * value(b[i]);
-    out[r] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  }
+void dots(const float* q, int64_t queries, const E* rows, int64_t stride, int64_t count, int64_t n, float* out) {
+  for (int64_t h = 0; h < queries; ++h)
+    for (int64_t r = 0; r < count; ++r) {
+      const E* b = rows + r * stride;
+      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t i = 0; i < n; ++i) s[i % 8] += q[h * n + i] * value(b[i]);
+      out[h * count + r] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
 }
 
 template <class E>
-void axpys(const float* p, const E* rows, int64_t stride, int64_t count, int64_t n, float* y) {
-  for (int64_t r = 0; r < count; ++r)
-    for (int64_t i = 0; i < n; ++i) y[i] += p[r] * value(rows[r * stride + i]);
+void axpys(const float* p, int64_t queries, const E* rows, int64_t stride, int64_t count, int64_t n, float* y) {
+  for (int64_t h = 0; h < queries; ++h)
+    for (int64_t r = 0; r < count; ++r)
+      for (int64_t i = 0; i < n; ++i) y[h * n + i] += p[h * count + r] * value(rows[r * stride + i]);
 }
 
 void half_to_float_row(const uint16_t* src, int64_t n, float* dst) {

@@ -353,32 +353,43 @@ void bind_engine(nb::module_& m) {
   }, nb::arg("scores"), nb::arg("scale"), nb::arg("fast") = true,
      "A chunk's softmax weights, their max score and sum (attention.h): the plain loop, or the one attention runs.");
   m.def("dots", [](const Array& q, const Array& rows) {
-    const int64_t n = static_cast<int64_t>(q.shape(0)), count = static_cast<int64_t>(rows.shape(0));
-    const float* pq = checked<float>(q, "q", {-1});
+    const float* pq = checked<float>(q, "q", {-1, -1});
+    const int64_t queries = static_cast<int64_t>(q.shape(0)), n = static_cast<int64_t>(q.shape(1));
+    const int64_t count = rows.ndim() == 2 ? static_cast<int64_t>(rows.shape(0)) : 0;
+    const bool f16 = rows.dtype() == nb::dtype<uint16_t>();
+    const void* pr = f16 ? static_cast<const void*>(checked<uint16_t>(rows, "rows", {-1, n}))
+                         : static_cast<const void*>(checked<float>(rows, "rows", {-1, n}));
     float* out;
-    auto r = new_array<float>({size_t(count)}, &out);
-    if (rows.dtype() == nb::dtype<uint16_t>())
-      active_backend().dots_f16(pq, checked<uint16_t>(rows, "rows", {-1, n}), n, count, n, out);
+    auto r = new_array<float>({size_t(queries), size_t(count)}, &out);
+    if (f16)
+      active_backend().dots_f16(pq, queries, static_cast<const uint16_t*>(pr), n, count, n, out);
     else
-      active_backend().dots(pq, checked<float>(rows, "rows", {-1, n}), n, count, n, out);
+      active_backend().dots(pq, queries, static_cast<const float*>(pr), n, count, n, out);
     return r;
-  }, nb::arg("q"), nb::arg("rows"), "8-lane float32 dot of q with each row; rows float32 or fp16 bits (uint16).");
+  }, nb::arg("q"), nb::arg("rows"),
+     "8-lane float32 dots: out[h, j] = q[h] . rows[j]; q [queries, n], rows float32 or fp16 bits (uint16).");
   m.def("axpys", [](const Array& p, const Array& rows, const Array& y) {
-    const int64_t n = static_cast<int64_t>(y.shape(0)), count = static_cast<int64_t>(p.shape(0));
-    const float* pp = checked<float>(p, "p", {-1});
-    const float* py = checked<float>(y, "y", {n});
+    const float* pp = checked<float>(p, "p", {-1, -1});
+    const int64_t queries = static_cast<int64_t>(p.shape(0)), count = static_cast<int64_t>(p.shape(1));
+    const float* py = checked<float>(y, "y", {queries, -1});
+    const int64_t n = static_cast<int64_t>(y.shape(1));
+    const auto dt = rows.dtype();
+    const void* pr = dt == nb::dtype<uint16_t>() ? static_cast<const void*>(checked<uint16_t>(rows, "rows", {count, n}))
+                     : dt == nb::dtype<int8_t>() ? static_cast<const void*>(checked<int8_t>(rows, "rows", {count, n}))
+                                                 : static_cast<const void*>(checked<float>(rows, "rows", {count, n}));
     float* out;
-    auto r = new_array<float>({size_t(n)}, &out);
-    std::copy(py, py + n, out);
-    if (rows.dtype() == nb::dtype<uint16_t>())
-      active_backend().axpys_f16(pp, checked<uint16_t>(rows, "rows", {count, n}), n, count, n, out);
-    else if (rows.dtype() == nb::dtype<int8_t>())
-      active_backend().axpys_i8(pp, checked<int8_t>(rows, "rows", {count, n}), n, count, n, out);
+    auto r = new_array<float>({size_t(queries), size_t(n)}, &out);
+    std::copy(py, py + queries * n, out);
+    if (dt == nb::dtype<uint16_t>())
+      active_backend().axpys_f16(pp, queries, static_cast<const uint16_t*>(pr), n, count, n, out);
+    else if (dt == nb::dtype<int8_t>())
+      active_backend().axpys_i8(pp, queries, static_cast<const int8_t*>(pr), n, count, n, out);
     else
-      active_backend().axpys(pp, checked<float>(rows, "rows", {count, n}), n, count, n, out);
+      active_backend().axpys(pp, queries, static_cast<const float*>(pr), n, count, n, out);
     return r;
   }, nb::arg("p"), nb::arg("rows"), nb::arg("y"),
-     "y + p[0] * rows[0] + p[1] * rows[1] + ..., added in order; rows float32, fp16 bits (uint16) or int8.");
+     "y[h] + p[h, 0] * rows[0] + p[h, 1] * rows[1] + ..., added in order; p [queries, count], y [queries, n]; "
+     "rows float32, fp16 bits (uint16) or int8.");
   m.def("int8_gemm", [](const Array& rows, const Array& x) {
     const int8_t* px = checked<int8_t>(x, "x", {-1, -1});
     const int64_t k = static_cast<int64_t>(x.shape(1)), tokens = static_cast<int64_t>(x.shape(0));

@@ -72,19 +72,25 @@ struct Backend {
   void (*int6_gemm)(const uint8_t* rows, int64_t n_rows, int64_t k_pad, const int8_t* x,
                     const int32_t* x_sums, int64_t tokens, int32_t* out);
 
-  // Attention arithmetic (fp32) over `count` rows of n elements, `stride` apart: fp32 rows (a
-  // converted chunk) or fp16 rows (the KV cache, read in place; bit-identical to converting
-  // first). `dots`: out[j] = q . row j, summed in 8 lanes (lane l takes elements i = l mod 8)
-  // joined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with no fused multiply-add, so every ISA gives
-  // the same bits. `axpys`: y += p[j] * row j, for j in order. Several rows per call let a
-  // backend overlap them. `half_to_float`: exact conversion of fp16; `float_to_half`: to the
-  // nearest fp16, ties to even (the KV cache's values; the same bits on every ISA for non-NaN input).
-  void (*dots)(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
-  void (*dots_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
-  void (*axpys)(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
-  void (*axpys_f16)(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+  // Attention arithmetic (fp32) of `queries` vectors against the same `count` rows of n elements,
+  // `stride` apart: fp32 rows (a converted chunk) or fp16 rows (the KV cache, read in place;
+  // bit-identical to converting first). Several queries per call (the query heads of a GQA group)
+  // let a backend load and convert each row once for all of them. `dots`: out[h][j] = q[h] . row
+  // j (q: [queries][n], out: [queries][count]), summed in 8 lanes (lane l takes elements i = l mod
+  // 8) joined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with no fused multiply-add, so every ISA
+  // gives the same bits. `axpys`: y[h] += p[h][j] * row j, for j in order (p: [queries][count], y:
+  // [queries][n]). Several rows per call let a backend overlap them. `half_to_float`: exact
+  // conversion of fp16; `float_to_half`: to the nearest fp16, ties to even (the KV cache's values;
+  // the same bits on every ISA for non-NaN input).
+  void (*dots)(const float* q, int64_t queries, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
+  void (*dots_f16)(const float* q, int64_t queries, const uint16_t* rows, int64_t stride, int64_t count, int64_t n,
+                   float* out);
+  void (*axpys)(const float* p, int64_t queries, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
+  void (*axpys_f16)(const float* p, int64_t queries, const uint16_t* rows, int64_t stride, int64_t count, int64_t n,
+                    float* y);
   // axpys over int8 rows (the q8 KV cache's values, read in place), each converted exactly to fp32.
-  void (*axpys_i8)(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+  void (*axpys_i8)(const float* p, int64_t queries, const int8_t* rows, int64_t stride, int64_t count, int64_t n,
+                   float* y);
   void (*half_to_float)(const uint16_t* src, int64_t n, float* dst);
   void (*float_to_half)(const float* src, int64_t n, uint16_t* dst);
 
@@ -110,11 +116,11 @@ extern const Backend scalar_backend;
 int32_t i2_prepare_copy(const int8_t* act, int64_t in_pad, int8_t* out);
 #ifdef TELLME_HAVE_X86_BACKENDS
 // The fp32 and fp16 attention arithmetic AVX-512 machines share with AVX2.
-void dots_avx2(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
-void dots_f16_avx2(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
-void axpys_avx2(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
-void axpys_f16_avx2(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
-void axpys_i8_avx2(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void dots_avx2(const float* q, int64_t queries, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void dots_f16_avx2(const float* q, int64_t queries, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void axpys_avx2(const float* p, int64_t queries, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void axpys_f16_avx2(const float* p, int64_t queries, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void axpys_i8_avx2(const float* p, int64_t queries, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_f16c(const uint16_t* src, int64_t n, float* dst);
 void float_to_half_f16c(const float* src, int64_t n, uint16_t* dst);
 double fp32_fma_loop_avx2(int64_t iterations);
@@ -125,11 +131,11 @@ extern const Backend avx512_backend;
 // What the dot-product backend shares with the NEON one.
 void tlmm_block_neon(const uint8_t* tiles, const int32_t* neg_count, int64_t ktiles,
                      const uint8_t* tables, int64_t table_stride, int64_t tokens, int32_t* acc);
-void dots_neon(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
-void dots_f16_neon(const float* q, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
-void axpys_neon(const float* p, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
-void axpys_f16_neon(const float* p, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
-void axpys_i8_neon(const float* p, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void dots_neon(const float* q, int64_t queries, const float* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void dots_f16_neon(const float* q, int64_t queries, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* out);
+void axpys_neon(const float* p, int64_t queries, const float* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void axpys_f16_neon(const float* p, int64_t queries, const uint16_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
+void axpys_i8_neon(const float* p, int64_t queries, const int8_t* rows, int64_t stride, int64_t count, int64_t n, float* y);
 void half_to_float_neon(const uint16_t* src, int64_t n, float* dst);
 void float_to_half_neon(const float* src, int64_t n, uint16_t* dst);
 uint64_t stream_read_neon(const uint8_t* data, int64_t bytes);

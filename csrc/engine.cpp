@@ -314,7 +314,7 @@ void Engine::head(const float* x, int64_t n, float* logits) {
   parallel_for(tasks, [&](int64_t task) {
     const int64_t r0 = task * 256, r1 = std::min(c.vocab, r0 + 256);
     for (int64_t t = 0; t < n; ++t)
-      be.dots(normed.data() + t * c.hidden, lm_head.f32 + r0 * c.hidden, c.hidden, r1 - r0, c.hidden,
+      be.dots(normed.data() + t * c.hidden, 1, lm_head.f32 + r0 * c.hidden, c.hidden, r1 - r0, c.hidden,
               logits + t * c.vocab + r0);
   });
 }

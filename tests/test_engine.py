@@ -48,8 +48,9 @@ def random_model(act="relu2", kv_heads=2, head="int8", kernel="auto", sub_norms=
     dict(), dict(act="silu", kv_heads=4), dict(head="fp32", tied=False), dict(sub_norms=False, kernel="tlmm"),
     dict(kernel="i2", act="silu"), dict(qwen3=True, act="silu", tied=False), dict(head="int6"),
     dict(head="int6", tied=False, act="silu"), dict(kv="q8"), dict(kv="q8", qwen3=True, act="silu", tied=False),
+    dict(kv_heads=1), dict(kv_heads=1, kv="q8"),
 ], ids=["gqa-relu2-int8", "mha-silu", "fp32-untied", "llama-tlmm", "i2-silu", "qwen3-grouped", "int6-tied",
-        "int6-untied", "q8-kv", "q8-kv-qwen3"])
+        "int6-untied", "q8-kv", "q8-kv-qwen3", "mqa-4-heads", "mqa-4-heads-q8"])
 def test_forward_matches_numpy_reference(kw, isa):
     model = random_model(**kw)
     ids = np.random.default_rng(1).integers(0, 101, 150)   # crosses attention chunks and query tiles
@@ -78,8 +79,10 @@ def test_same_bits_at_every_isa_and_thread_count(kv):
 
 
 @pytest.mark.parametrize("kv", ["f16", "q8"])
-def test_decode_steps_equal_prefill(isa, kv):
-    model = random_model(kv=kv)
+@pytest.mark.parametrize("kv_heads", [2, 1], ids=["group-2", "group-4"])
+def test_decode_steps_equal_prefill(isa, kv, kv_heads):
+    """Decode reads a chunk once for the group's query heads, prefill head by head: the same bits."""
+    model = random_model(kv=kv, kv_heads=kv_heads)
     ids = list(np.random.default_rng(2).integers(0, 101, 80))
     full = model.logits(ids)
     cache = model.sequences.acquire().cache

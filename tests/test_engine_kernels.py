@@ -35,23 +35,28 @@ def test_half_to_float_every_value(isa):
 
 @pytest.mark.parametrize("n", [1, 7, 8, 40, 64, 96, 100, 128, 200])
 @pytest.mark.parametrize("count", [1, 3, 4, 8, 9, 13])
-def test_dots_and_axpys(isa, rng, n, count):
-    q = rng.standard_normal(n).astype(np.float32)
+@pytest.mark.parametrize("queries", [1, 2, 4, 7])
+def test_dots_and_axpys(isa, rng, n, count, queries):
+    """Each query's bits are the plain loop's, one query at a time or several (a GQA group's heads
+    against one chunk: 4 in 2B-4T; 7 covers blocks of 4 and 2 and one left over)."""
+    q = rng.standard_normal((queries, n)).astype(np.float32)
     rows = rng.standard_normal((count, n)).astype(np.float32)
     rows16 = ref.float_to_half(rows)
     rows8 = rng.integers(-127, 128, (count, n), dtype=np.int8)  # the q8 KV cache's values
-    np.testing.assert_array_equal(_core.dots(q, rows), [ref.lane_dot(q, r) for r in rows])
-    np.testing.assert_array_equal(_core.dots(q, rows16), [ref.lane_dot(q, r) for r in ref.half_to_float(rows16)])
-    p = rng.random(count).astype(np.float32)
-    y = rng.standard_normal(n).astype(np.float32)
-    want, want16, want8 = y, y, y
-    for j in range(count):  # in order: each row's products rounded, then added
-        want = ref.axpy(p[j], rows[j], want)
-        want16 = ref.axpy(p[j], ref.half_to_float(rows16[j]), want16)
-        want8 = ref.axpy(p[j], rows8[j], want8)
-    np.testing.assert_array_equal(_core.axpys(p, rows, y), want)
-    np.testing.assert_array_equal(_core.axpys(p, rows16, y), want16)
-    np.testing.assert_array_equal(_core.axpys(p, rows8, y), want8)
+    np.testing.assert_array_equal(_core.dots(q, rows), [[ref.lane_dot(qh, r) for r in rows] for qh in q])
+    np.testing.assert_array_equal(_core.dots(q, rows16),
+                                  [[ref.lane_dot(qh, r) for r in ref.half_to_float(rows16)] for qh in q])
+    p = rng.random((queries, count)).astype(np.float32)
+    y = rng.standard_normal((queries, n)).astype(np.float32)
+    for h in range(queries):
+        want, want16, want8 = y[h], y[h], y[h]
+        for j in range(count):  # in order: each row's products rounded, then added
+            want = ref.axpy(p[h, j], rows[j], want)
+            want16 = ref.axpy(p[h, j], ref.half_to_float(rows16[j]), want16)
+            want8 = ref.axpy(p[h, j], rows8[j], want8)
+        np.testing.assert_array_equal(_core.axpys(p, rows, y)[h], want)
+        np.testing.assert_array_equal(_core.axpys(p, rows16, y)[h], want16)
+        np.testing.assert_array_equal(_core.axpys(p, rows8, y)[h], want8)
 
 
 @pytest.mark.parametrize("n", [1, 5, 8, 13, 63, 64])
@@ -183,7 +188,9 @@ def test_int8_gemm_extremes(isa):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="rows has shape"):
-        _core.dots(np.zeros(8, np.float32), np.zeros((2, 7), np.float32))
+        _core.dots(np.zeros((1, 8), np.float32), np.zeros((2, 7), np.float32))
+    with pytest.raises(ValueError, match="y has shape"):
+        _core.axpys(np.zeros((2, 3), np.float32), np.zeros((3, 8), np.float32), np.zeros((1, 8), np.float32))
     with pytest.raises(ValueError, match=r"\[-127, 127\]"):
         _core.int8_gemm(np.zeros((2, 3), np.int8), np.array([[1, -128, 0]], np.int8))
     with pytest.raises(ValueError, match="rows has shape"):

@@ -77,6 +77,11 @@ def test_completions_match_the_model_run_alone(client, model):
     want = model.generate("ROMEO:", 24, temperature=0)
     assert r.choices[0].text == want and r.choices[0].finish_reason == "length"
     assert r.usage.prompt_tokens == len(model.encode("ROMEO:")) and r.usage.completion_tokens == 24
+    assert r.choices[0].logprobs is None  # not asked for: not computed
+    scored = client.completions.create(model="default", prompt="ROMEO:", max_tokens=24, temperature=0, logprobs=0)
+    lps = scored.choices[0].logprobs
+    assert len(lps.token_logprobs) == 24 and all(lp <= 0 for lp in lps.token_logprobs)
+    assert lps.top_logprobs == [{}] * 24
     streamed = client.completions.create(model="default", prompt="ROMEO:", max_tokens=24, temperature=0, stream=True)
     assert "".join(c.choices[0].text for c in streamed) == want
     stop = want[8:12]
@@ -94,6 +99,7 @@ def test_chat_matches_the_model_run_alone(client, model):
                                        logprobs=True, top_logprobs=3)
     c = r.choices[0]
     assert c.message.role == "assistant" and c.message.content == want and c.finish_reason == "stop"
+    assert r.usage.completion_tokens == len(c.logprobs.content)
     first = c.logprobs.content[0]
     assert len(first.top_logprobs) == 3 and first.top_logprobs[0].logprob == pytest.approx(first.logprob)
     assert first.logprob <= 0 and [t.logprob for t in first.top_logprobs] == sorted(

@@ -130,7 +130,7 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
                                 f"its {model.context} tokens, {room} are left", "max_tokens")
         return room if max_tokens is None else max_tokens
 
-    def job(body, prompt: list[int], max_tokens: int, top_logprobs: int, emit) -> Job:
+    def job(body, prompt: list[int], max_tokens: int, top_logprobs: int | None, emit) -> Job:
         try:
             params = SamplingParams(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
                                     min_p=body.min_p, seed=body.seed)
@@ -138,7 +138,7 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
             raise ApiError(400, str(e)) from None
         return Job(prompt, max_tokens, params, emit, top_logprobs=top_logprobs)
 
-    def run(body, prompt: list[int], max_tokens: int, top_logprobs: int):
+    def run(body, prompt: list[int], max_tokens: int, top_logprobs: int | None):
         """Queues the request (refusals are raised here, before any response starts) and returns an
         async iterator of (text piece, Token), then (None, finish_reason)."""
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
@@ -180,17 +180,20 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
         return {**one(t.id, t.logprob), "top_logprobs": [one(i, lp) for i, lp in t.top]}
 
     async def collect(gen, request: Request) -> tuple[str, list[dict], str] | None:
-        """A whole reply: (text, one logprob entry per generated token, finish_reason), or None when
-        the client went away first (its sequence is then freed, as for a stream)."""
+        """A whole reply: (text, tokens generated, one logprob entry per token when asked for,
+        finish_reason), or None when the client went away first (its sequence is then freed, as
+        for a stream)."""
         async def whole():
-            pieces, lps = [], []
+            pieces, lps, n = [], [], 0
             async for piece, extra in gen:
                 if piece is None:
-                    return "".join(pieces), lps, extra
+                    return "".join(pieces), n, lps, extra
                 pieces.append(piece)
                 if extra is not None:
-                    lps.append(logprob_entry(extra))
-            return "".join(pieces), lps, "stop"
+                    n += 1
+                    if extra.logprob is not None:
+                        lps.append(logprob_entry(extra))
+            return "".join(pieces), n, lps, "stop"
 
         async def gone():  # the body is read: the next message is the client's disconnect
             while (await request.receive())["type"] != "http.disconnect":
@@ -209,7 +212,7 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
             raise ApiError(400, "prompt: give one string (batches of prompts are not supported)", "prompt")
         prompt = model.encode(body.prompt if isinstance(body.prompt, str) else body.prompt[0])
         max_tokens = check(body, prompt, body.max_tokens, "prompt")
-        top = body.logprobs or 0
+        top = body.logprobs
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
         def choice(text, reason, lps):
@@ -232,7 +235,7 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
                         yield _sse(obj([choice("", extra, [])], _usage(prompt, n)))
                         break
                     n += extra is not None
-                    lps = [logprob_entry(extra)] if extra is not None else []
+                    lps = [logprob_entry(extra)] if extra is not None and extra.logprob is not None else []
                     if piece or lps:
                         yield _sse(obj([choice(piece, None, lps)]))
                 yield "data: [DONE]\n\n"
@@ -240,8 +243,8 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
         reply = await collect(gen, request)
         if reply is None:
             return Response(status_code=499)  # nobody is listening; the status is for the access log
-        text, lps, reason = reply
-        return obj([choice(text, reason, lps)], _usage(prompt, len(lps)))
+        text, n, lps, reason = reply
+        return obj([choice(text, reason, lps)], _usage(prompt, n))
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
@@ -251,7 +254,7 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
             raise ApiError(400, str(e), "messages") from None
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         max_tokens = check(body, prompt, limit, "messages")
-        top = (body.top_logprobs or 0) if body.logprobs else 0
+        top = (body.top_logprobs or 0) if body.logprobs else None
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def obj(kind, choices, usage=None):
@@ -280,11 +283,11 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
         reply = await collect(gen, request)
         if reply is None:
             return Response(status_code=499)  # nobody is listening; the status is for the access log
-        text, lps, reason = reply
+        text, n, lps, reason = reply
         message = {"role": "assistant", "content": text}
         return obj("chat.completion", [{"index": 0, "message": message, "finish_reason": reason,
                                         "logprobs": {"content": lps} if body.logprobs else None}],
-                   _usage(prompt, len(lps)))
+                   _usage(prompt, n))
 
     return _Guard(app, api_key, MAX_BODY_BYTES)
 
