@@ -66,9 +66,9 @@ void axpys(const Backend& be, const float* p, int64_t h, const int8_t* r, int64_
   be.axpys_i8(p, h, r, n, c, n, y);
 }
 
-// One head of one query token: fp32, and against a q8 cache its int8 quantization and scale.
-// A query head's row, or the first of several consecutive ones (a GQA group's heads): the next
-// is head_dim further in f32 and q8, one further in scale.
+// One head of one query token: fp32, and against a q8 cache its int8 quantization and scale; or
+// the first of several consecutive heads (a GQA group's), the next head_dim further in f32 and q8
+// and one further in scale.
 struct QueryRow {
   const float* f32;
   const int8_t* q8;

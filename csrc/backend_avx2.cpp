@@ -477,7 +477,6 @@ void axpys_any(const float* p, const E* rows, int64_t stride, int64_t count, int
     for (int64_t r = 0; r < count; ++r) y[d] += p[r] * load1(rows + r * stride + d);
 }
 
-
 // Q queries x R rows at once (a GQA group's heads against one chunk): each row vector is loaded
 // and converted once for the Q queries. Per (query, row) the lanes and joins of dots_r (hadd
 // joins four accumulators at once in the scalar order). n is a multiple of 8; Q * R of 4 or 8.
