@@ -44,7 +44,7 @@ class Request:
     max_tokens: int
     params: SamplingParams
     emit: Callable[[str, object], None]   # ("token", Token) ... then ("done", finish_reason) or ("error", text)
-    top_logprobs: int | None = None      # None: no logprobs (a log-softmax per token costs ~10% of an 8-stream step)
+    top_logprobs: int | None = None      # None: no logprobs (a float64 log-softmax: 0.27 ms a token at 32k vocab)
     # scheduler state
     cancelled: bool = False
     sequence: Sequence | None = None

@@ -179,7 +179,7 @@ def create_app(model: Model, name: str, max_batch: int | None = None, max_queue:
             return {"token": s, "logprob": lp, "bytes": list(s.encode())}
         return {**one(t.id, t.logprob), "top_logprobs": [one(i, lp) for i, lp in t.top]}
 
-    async def collect(gen, request: Request) -> tuple[str, list[dict], str] | None:
+    async def collect(gen, request: Request) -> tuple[str, int, list[dict], str] | None:
         """A whole reply: (text, tokens generated, one logprob entry per token when asked for,
         finish_reason), or None when the client went away first (its sequence is then freed, as
         for a stream)."""
