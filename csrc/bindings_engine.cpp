@@ -141,7 +141,20 @@ void bind_engine(nb::module_& m) {
                                  std::to_string(e.engine.config.context) + "] (the engine's context)").c_str());
         new (self) BoundCache{&e, std::make_unique<KVCache>(e.engine.config, capacity)};
       }, nb::arg("engine"), nb::arg("capacity"), nb::keep_alive<1, 2>())  // the cache keeps its engine
-      .def_prop_ro("capacity", [](const BoundCache& c) { return c.cache->capacity; });
+      .def_prop_ro("capacity", [](const BoundCache& c) { return c.cache->capacity; })
+      .def("copy_prefix", [](BoundCache& self, const BoundCache& src, int64_t count) {
+        if (src.owner != self.owner) throw nb::value_error("the source KV cache belongs to another engine");
+        if (&src == &self) throw nb::value_error("a KV cache cannot copy from itself");
+        if (count < 0 || count > src.cache->filled || count > self.cache->capacity)
+          throw nb::value_error(("cannot copy " + std::to_string(count) + " positions: the source holds [0, " +
+                                 std::to_string(src.cache->filled) + "), this cache has room for " +
+                                 std::to_string(self.cache->capacity)).c_str());
+        nb::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(const_cast<BoundEngine*>(self.owner)->busy);  // no step is writing either
+        self.cache->copy_prefix(*src.cache, count);
+      }, nb::arg("src"), nb::arg("count"),
+         "Positions [0, count) of `src` (a cache of the same engine holding them) copied here: a shared prefix "
+         "without running it again.");
 
 
   nb::class_<BoundEngine>(m, "Engine", "Native transformer: weights, KV cache and the forward pass.")

@@ -106,6 +106,24 @@ void KVCache::store(int64_t l, int64_t position, int64_t count, const NewKV& kv,
     }
 }
 
+void KVCache::copy_prefix(const KVCache& src, int64_t count) {
+  const int64_t d = head_dim;
+  for (int64_t l = 0; l < layers; ++l)
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const int64_t from = (l * kv_heads + h) * src.capacity, to = (l * kv_heads + h) * capacity;
+      if (format == KVFormat::Q8) {
+        std::copy(src.k8.get() + from * d, src.k8.get() + (from + count) * d, k8.get() + to * d);
+        std::copy(src.v8.get() + from * d, src.v8.get() + (from + count) * d, v8.get() + to * d);
+        std::copy(src.k_scale.get() + from, src.k_scale.get() + from + count, k_scale.get() + to);
+        std::copy(src.v_scale.get() + from, src.v_scale.get() + from + count, v_scale.get() + to);
+      } else {
+        std::copy(src.k16.get() + from * d, src.k16.get() + (from + count) * d, k16.get() + to * d);
+        std::copy(src.v16.get() + from * d, src.v16.get() + (from + count) * d, v16.get() + to * d);
+      }
+    }
+  filled = count;
+}
+
 Engine::Engine(const EngineConfig& c, std::vector<float> rope_cos, std::vector<float> rope_sin)
     : config(c), layers(c.layers), rope_cos_(std::move(rope_cos)), rope_sin_(std::move(rope_sin)) {}
 

@@ -68,6 +68,8 @@ struct KVCache {
   KVLayer layer(int64_t l) const;
   // Writes `count` rows of `kv` (from row `first` on) at positions [position, position + count) of layer l.
   void store(int64_t l, int64_t position, int64_t count, const NewKV& kv, int64_t first);
+  // Positions [0, count) of every layer copied from `src` (same engine, count <= src.filled).
+  void copy_prefix(const KVCache& src, int64_t count);
 };
 
 // One sequence's part of a batched step: `count` tokens at positions [position, position + count).

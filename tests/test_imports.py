@@ -12,6 +12,7 @@ LAYERS = [  # bottom first
     {"config", "runtime", "sampling"},
     {"rope", "kernels"},
     {"tokenizer"},
+    {"constrain"},
     {"formats"},
     {"packed"},
     {"engine", "reference", "accel"},

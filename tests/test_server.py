@@ -121,7 +121,8 @@ def post(url, path, body, key=KEY, raw=None):
     ({"model": "default", "prompt": "ROMEO: " * 400}, 400, "prompt"),
     ({"model": "default", "prompt": "x", "max_tokens": "many"}, 400, "max_tokens"),
     ({"model": "default", "prompt": "x", "temperature": -1}, 400, "temperature"),
-    ({"model": "default", "prompt": "x", "n": 2}, 400, "n"),
+    ({"model": "default", "prompt": "x", "n": 0}, 400, "n"),
+    ({"model": "default", "prompt": "x", "n": 17}, 400, "n"),
     ({"model": "default", "prompt": "x", "stop": [""]}, 400, "stop"),
     ({"model": "default"}, 400, "prompt"),
 ])

@@ -48,6 +48,15 @@ class Sequence:
         self.cache = new_cache(capacity) if new_cache else _core.KVCache(engine, capacity)
         self.tokens: list[int] = []
 
+    def copy_prefix(self, other: "Sequence", count: int) -> bool:
+        """Takes `other`'s first `count` positions (their K/V and tokens) instead of running them;
+        False where the engine's caches cannot copy (the accelerator model's)."""
+        if not hasattr(self.cache, "copy_prefix"):
+            return False
+        self.cache.copy_prefix(other.cache, count)
+        self.tokens[:] = other.tokens[:count]
+        return True
+
     def reusable(self, ids: list[int]) -> int:
         """How many leading ids already have their K/V here (the last one is always run again)."""
         keep, limit = 0, min(len(self.tokens), len(ids) - 1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -22,6 +23,7 @@ import numpy as np
 from .accel.forward import AccelEngine
 from .accel.numerics import ACCEL_NUMERICS, Numerics
 from .config import DEFAULT_KV, KV_FORMATS, LIMITS
+from .constrain import Constraint, Vocabulary, compile_grammar
 from .engine import Sequence, SequencePool, build_engine
 from .errors import FormatError, UsageError
 from .packed import PackedModel
@@ -39,7 +41,7 @@ class GenerationStats:
     generated_tokens: int = 0
     decode_steps: int = 0         # forward passes after the prefill (the first token comes from it)
     decode_s: float = 0.0         # in forward passes and sampling, not in the caller's hands
-    stop_reason: str = ""         # "eos", "stop" (a stop string), "length" (max_tokens) or "context"
+    stop_reason: str = ""         # "eos", "stop" (a stop string), "grammar" (complete), "length" (max_tokens), "context"
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -118,6 +120,8 @@ class Model:
         else:
             raise UsageError(f"numerics must be 'native' or one of {', '.join(ACCEL_NUMERICS)}, got {numerics!r}")
         self.sequences = SequencePool(self.engine, self.context, self.max_sequences)
+        self._vocabulary: Vocabulary | None = None
+        self._vocabulary_lock = threading.Lock()
 
     # ---- numbers in, numbers out ----
     def _sequence(self, ids: list[int] = ()) -> Sequence:
@@ -161,6 +165,21 @@ class Model:
                              "use logits() with token ids")
         return self.tokenizer
 
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The tokenizer as the grammar engine sees it: built on first use (about a second at 128k tokens)."""
+        with self._vocabulary_lock:
+            if self._vocabulary is None:
+                self._vocabulary = Vocabulary(self._tok(), self.config.vocab, self.eos_ids())
+            return self._vocabulary
+
+    def constraint(self, json_schema=None, regex: str | None = None, grammar: str | None = None,
+                   json_object: bool = False) -> Constraint | None:
+        """A fresh grammar state for one reply (constrain.py), or None when none is asked for."""
+        if json_schema is None and regex is None and grammar is None and not json_object:
+            return None
+        return Constraint(self.vocabulary, compile_grammar(json_schema, regex, grammar, json_object))
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         if not isinstance(text, str):
             raise UsageError(f"text must be a str, got {type(text).__name__}")
@@ -170,8 +189,11 @@ class Model:
         return self._tok().decode(_token_ids(ids, "ids"), skip_special_tokens)
 
     def stream_tokens(self, prompt_ids: Iterable[int], max_tokens: int = 128, stop_ids=(),
-                      stats: GenerationStats | None = None, **sampling) -> Iterator[int]:
-        """Yields generated token ids: prefill once, then one decode step per token."""
+                      stats: GenerationStats | None = None, constraint: Constraint | None = None,
+                      **sampling) -> Iterator[int]:
+        """Yields generated token ids: prefill once, then one decode step per token. With a
+        `constraint` (Model.constraint), only tokens its grammar admits; it ends when the grammar is
+        complete."""
         params = SamplingParams(**sampling)
         max_tokens = _count(max_tokens, "max_tokens")
         prompt_ids = _token_ids(prompt_ids, "prompt_ids")
@@ -188,25 +210,36 @@ class Model:
             return
         seq = self._sequence(ids)
         try:
-            yield from self._generate(seq, ids, max_tokens, stop_ids, stats, params)
+            yield from self._generate(seq, ids, max_tokens, stop_ids, stats, params, constraint)
         finally:  # also when the caller stops early (the generator is closed)
             self.sequences.release(seq)
 
     def _generate(self, seq: Sequence, ids: list[int], max_tokens: int, stop_ids: set[int], stats: GenerationStats,
-                  params: SamplingParams) -> Iterator[int]:
+                  params: SamplingParams, constraint: Constraint | None) -> Iterator[int]:
         rng = np.random.default_rng(params.seed)
         start = time.perf_counter()
+        prompt_length = len(ids)
+
+        def choose(logits):
+            allowed = constraint.allowed() if constraint is not None else None
+            return sample(logits, params, rng, ids, ids[prompt_length:], allowed)
+
         stats.cached_tokens = seq.reusable(ids)
         logits = self._run(seq, ids)[-1]
         seq.tokens = ids  # grows with each decoded token below
-        token = sample(logits, params, rng, ids)
+        token = choose(logits)
         stats.prefill_s = time.perf_counter() - start
         for n in range(max_tokens):
             if token in stop_ids:
                 stats.stop_reason = "eos"
                 return
+            if constraint is not None:
+                constraint.consume(token)
             stats.generated_tokens += 1
             yield token
+            if constraint is not None and constraint.finished:
+                stats.stop_reason = "grammar"
+                return
             if len(ids) + 1 >= self.context:
                 stats.stop_reason = "context"
                 return
@@ -215,20 +248,23 @@ class Model:
             start = time.perf_counter()
             logits = self._forward(seq, [token], len(ids), False)[0]
             ids.append(token)
-            token = sample(logits, params, rng, ids)
+            token = choose(logits)
             stats.decode_s += time.perf_counter() - start
             stats.decode_steps += 1
 
     def stream(self, prompt: str, max_tokens: int = 128, stop: Iterable[str] | str = (),
                stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
-        """Yields text pieces as they are generated. `stop` strings end generation (not included)."""
+        """Yields text pieces as they are generated. `stop` strings end generation (not included).
+        `json_schema=` (a dict or its JSON text), `regex=` or `grammar=` (Lark or GBNF) constrain
+        the output to match it; a reply that ends on its own then matches it whole."""
         yield from self.stream_ids(self.encode(prompt), max_tokens, stop, stats, **sampling)
 
     def stream_ids(self, ids: Iterable[int], max_tokens: int = 128, stop: Iterable[str] | str = (),
                    stats: GenerationStats | None = None, **sampling) -> Iterator[str]:
         """Text pieces generated after the prompt token ids `ids` (see `stream`)."""
         text = TextStream(self._tok(), stop)
-        for token in self.stream_tokens(ids, max_tokens, self.eos_ids(), stats, **sampling):
+        constraint = self.constraint(*(sampling.pop(k, None) for k in ("json_schema", "regex", "grammar")))
+        for token in self.stream_tokens(ids, max_tokens, self.eos_ids(), stats, constraint, **sampling):
             piece, stopped = text.push(token)
             if piece:
                 yield piece
@@ -242,13 +278,18 @@ class Model:
     def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.0, repetition_penalty: float = 1.0,
                  seed: int | None = None, stop: Iterable[str] | str = (),
-                 stats: GenerationStats | None = None) -> str:
+                 stats: GenerationStats | None = None, json_schema=None, regex: str | None = None,
+                 grammar: str | None = None, **sampling) -> str:
+        """The whole reply (see `stream`); `sampling` takes SamplingParams' other fields
+        (presence_penalty, frequency_penalty, logit_bias)."""
         return "".join(self.stream(prompt, max_tokens, stop, stats, temperature=temperature, top_k=top_k,
-                                   top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed))
+                                   top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,
+                                   json_schema=json_schema, regex=regex, grammar=grammar, **sampling))
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        """Token ids of `messages` rendered by the model's chat template, ready for the reply."""
-        text = self._tok().apply_chat_template(messages, add_generation_prompt=True)
+    def encode_chat(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """Token ids of `messages` rendered by the model's chat template, ready for the reply;
+        `tools` (OpenAI's function specs) go to templates that take them."""
+        text = self._tok().apply_chat_template(messages, add_generation_prompt=True, tools=tools)
         return self._tok().encode(text, add_special_tokens=False)
 
     def chat(self, messages: list[dict], max_tokens: int = 256, stream: bool = False,

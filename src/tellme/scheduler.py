@@ -9,6 +9,11 @@ is batched with, so a greedy reply is the same as the request run alone.
 Requests wait in a bounded queue while all sequences (KV caches) are in use; beyond the queue they
 are refused (QueueFull). Events go back through each request's `emit` callback, from the
 scheduler's thread.
+
+A prompt that starts like one already in a running sequence takes those positions' K/V by copy
+instead of running them again (a request's `n` choices, or a shared system prompt); one whose
+prefix another request is still reading waits for it. A request with a grammar (`constraint`)
+gets its token mask computed on llguidance's threads while the engine runs the step.
 """
 
 from __future__ import annotations
@@ -16,15 +21,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from .constrain import Constraint, fill_masks, new_masks, unpack
 from .engine import Sequence
 from .errors import TellmeError
 from .model import Model
-from .sampling import SamplingParams, sample
+from .sampling import SamplingParams, logprobs, sample
 
 
 class QueueFull(TellmeError):
@@ -45,6 +52,8 @@ class Request:
     params: SamplingParams
     emit: Callable[[str, object], None]   # ("token", Token) ... then ("done", finish_reason) or ("error", text)
     top_logprobs: int | None = None      # None: no logprobs (a float64 log-softmax: 0.27 ms a token at 32k vocab)
+    constraint: Constraint | None = None  # the grammar the reply must follow (Model.constraint)
+    stop_ids: frozenset = frozenset()    # tokens that end the reply, like end of sequence (not emitted)
     # scheduler state
     cancelled: bool = False
     sequence: Sequence | None = None
@@ -68,6 +77,7 @@ class Scheduler:
         self.metrics = {"requests": 0, "requests_refused": 0, "requests_cancelled": 0, "prompt_tokens": 0,
                         "generated_tokens": 0, "steps": 0, "batch_tokens": 0}
         self.ttft_s: deque[float] = deque(maxlen=1000)
+        self._masker = ThreadPoolExecutor(1, thread_name_prefix="tellme-masks")
         self._thread = threading.Thread(target=self._loop, name="tellme-scheduler", daemon=True)
         self._thread.start()
 
@@ -95,6 +105,7 @@ class Scheduler:
             self._stop = True
             self._wake.notify()
         self._thread.join()
+        self._masker.shutdown()
 
     @property
     def queued(self) -> int:
@@ -149,6 +160,8 @@ class Scheduler:
                 self._finish(r, "done", "cancelled")
                 continue
             if r.position < len(r.prompt):
+                if self._share_prefix(r):
+                    continue  # another request is reading this prompt's start: copy it when done
                 if budget <= 0:
                     continue  # this step's prefill budget is spent; the decodes still run
                 chunk = r.prompt[r.position:r.position + budget]
@@ -160,28 +173,65 @@ class Scheduler:
             batch.append((r, chunk))
         if not items:
             return
-        results = self.model.engine.forward_batch(items)
+        # the masks of this step's constrained tokens, computed while the engine runs
+        constrained = [r for (r, _), item in zip(batch, items) if item[3] and r.constraint is not None]
+        masks = new_masks(len(constrained), self.model.config.vocab)
+        pending = self._masker.submit(fill_masks, [r.constraint for r in constrained], masks) if constrained else None
+        try:
+            results = self.model.engine.forward_batch(items)
+        finally:
+            if pending is not None:
+                pending.result()
         self.metrics["steps"] += 1
         self.metrics["batch_tokens"] += sum(len(c) for _, c in batch)
+        row = {id(r): i for i, r in enumerate(constrained)}
         for (r, chunk), logits in zip(batch, results):
             r.position += len(chunk)
             r.sequence.tokens.extend(chunk)
             if logits is not None:
-                self._next_token(r, logits)
+                allowed = unpack(masks[row[id(r)]], logits.size) if id(r) in row else None
+                try:
+                    self._next_token(r, logits, allowed)
+                except TellmeError as e:  # this request's sampling or grammar failed, not the step
+                    self._finish(r, "error", str(e))
 
-    def _next_token(self, r: Request, logits: np.ndarray) -> None:
-        token = sample(logits, r.params, r.rng, r.prompt + r.output)
-        if token in self.eos:
+    def _share_prefix(self, r: Request) -> bool:
+        """Copies the longest start of r's prompt that another running sequence holds; True when r
+        should wait because a request admitted before it is still reading a longer common start."""
+        best, source = r.position, None
+        for o in self._running:
+            if o is r or o.sequence is None:
+                continue
+            held = _common(r.prompt, o.sequence.tokens, len(r.prompt) - 1)
+            if held > best:
+                best, source = held, o
+        if source is not None and r.sequence.copy_prefix(source.sequence, best):
+            r.position = best
+        for o in self._running:
+            if o is r:
+                return False  # the requests before r are checked: none will read further
+            if o.sequence is not None and o.position < len(o.prompt) and \
+                    _common(r.prompt, o.prompt, len(r.prompt) - 1) > max(r.position, o.position):
+                return True
+        return False
+
+    def _next_token(self, r: Request, logits: np.ndarray, allowed: np.ndarray | None = None) -> None:
+        token = sample(logits, r.params, r.rng, r.prompt + r.output, r.output, allowed)
+        if token in self.eos or token in r.stop_ids:
             self._finish(r, "done", "stop")
             return
+        if r.constraint is not None:
+            r.constraint.consume(token)
         if r.first_token_s is None:
             r.first_token_s = time.perf_counter() - r.submitted
             self.ttft_s.append(r.first_token_s)
         r.output.append(token)
         self.metrics["generated_tokens"] += 1
-        lp = _logprobs(logits, token, r.top_logprobs) if r.top_logprobs is not None else (None, [])
+        lp = logprobs(logits, token, r.top_logprobs) if r.top_logprobs is not None else (None, [])
         r.emit("token", Token(token, *lp))
-        if len(r.output) >= r.max_tokens or r.position + 1 >= self.model.context:
+        if r.constraint is not None and r.constraint.finished:
+            self._finish(r, "done", "stop")  # the grammar admits nothing more
+        elif len(r.output) >= r.max_tokens or r.position + 1 >= self.model.context:
             self._finish(r, "done", "length")
 
     def _finish(self, r: Request, kind: str, detail: str) -> None:
@@ -195,9 +245,9 @@ class Scheduler:
         r.emit(kind, detail)
 
 
-def _logprobs(logits: np.ndarray, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
-    """log softmax of the model's logits: the chosen token's, and the `top` most likely."""
-    z = logits.astype(np.float64)
-    lse = z.max() + np.log(np.exp(z - z.max()).sum())
-    best = np.argsort(-z, kind="stable")[:top] if top else []
-    return float(z[token] - lse), [(int(i), float(z[i] - lse)) for i in best]
+def _common(a: list[int], b: list[int], limit: int) -> int:
+    """The length of a's and b's common start, at most `limit`."""
+    n, limit = 0, min(limit, len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n

@@ -56,7 +56,8 @@ class Tokenizer:
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
+                            tools: list[dict] | None = None) -> str:
         from jinja2 import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -79,7 +80,7 @@ class Tokenizer:
                    for k, v in self.config.items() if k.endswith("_token")}
         try:
             return env.from_string(self.chat_template).render(
-                messages=messages, add_generation_prompt=add_generation_prompt, **special)
+                messages=messages, add_generation_prompt=add_generation_prompt, tools=tools, **special)
         except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as e:
             raise UsageError(f"the model's chat template failed: {e}") from None
 
