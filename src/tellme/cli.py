@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="prompt text ('-' reads standard input)")
     _sampling_args(gen)
     gen.add_argument("--no-echo", action="store_true", help="print only the generated text, not the prompt first")
+    shape = gen.add_mutually_exclusive_group()
+    shape.add_argument("--json-schema", metavar="FILE", help="constrain the output to JSON matching this schema file")
+    shape.add_argument("--regex", help="constrain the output to match this regular expression")
+    shape.add_argument("--grammar", metavar="FILE", help="constrain the output to this Lark or GBNF grammar file")
     _numerics_arg(gen)
 
     chat = sub.add_parser("chat", help="interactive chat (Ctrl-C stops a reply; Ctrl-D ends the chat)")
@@ -219,10 +223,30 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _constraint_args(args) -> dict:
+    """--json-schema, --regex or --grammar, read and checked before the model is loaded."""
+    from .constrain import compile_grammar
+
+    given = {}
+    for key, path in (("json_schema", args.json_schema), ("grammar", args.grammar)):
+        if path is not None:
+            try:
+                given[key] = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UsageError(f"--{key.replace('_', '-')} {path}: cannot read it ({e})") from None
+    if args.regex is not None:
+        given["regex"] = args.regex
+    if given:
+        compile_grammar(**given)
+    return given
+
+
 def cmd_generate(args) -> int:
     from .model import GenerationStats
 
     sampling = _sampling(args)
+    constrained = _constraint_args(args)
+    sampling.update(constrained)
     prompt = args.prompt
     if prompt == "-":
         try:
@@ -237,6 +261,8 @@ def cmd_generate(args) -> int:
         print(piece, end="", flush=True)
     print()
     _stop_notice(model, stats)
+    if constrained and stats.stop_reason in ("length", "context"):
+        print("[the output stopped before its grammar was complete: it may not match]", file=sys.stderr)
     if args.stats:
         _print_stats(args, stats)
     return 0
