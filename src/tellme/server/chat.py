@@ -64,10 +64,11 @@ async def handle(api: Api, body: ChatRequest, request: Request):
     choices = []
     for i, (text, _, toks, reason) in enumerate(replies):
         message = {"role": "assistant", "content": text}
-        if offered and reason == "stop":
+        if offered:  # the calls written whole; one cut off by max_tokens stays text, as it streams
             content, calls = toolkit.parse(text, body.tools)
             if calls:
-                message, reason = {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+                message = {"role": "assistant", "content": content, "tool_calls": calls}
+                reason = "tool_calls" if reason == "stop" else reason
         choices.append({"index": i, "message": message, "finish_reason": reason,
                         "logprobs": {"content": [api.token(t) for t in toks]} if body.logprobs else None})
     return obj("chat.completion", choices, api.usage(prompt, sum(r[1] for r in replies)))

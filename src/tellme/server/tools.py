@@ -99,8 +99,9 @@ def grammar(tools, choice, parallel: bool) -> str | None:
 
 
 def parse(text: str, tools) -> tuple[str | None, list[dict]]:
-    """(content, tool calls) read from a whole reply: the blocks naming a known tool with JSON
-    arguments become calls; a block that does not parse leaves the whole text as content."""
+    """(content, tool calls) read from a reply: the whole blocks naming a known tool with JSON
+    arguments become calls, the rest is content; a block that does not parse leaves the whole
+    text as content."""
     names = {t.function.name for t in tools or ()}
     calls = []
     for body in BLOCK.findall(text):
