@@ -75,7 +75,9 @@ class Scheduler:
         self._wake = threading.Condition()
         self._stop = False
         self.metrics = {"requests": 0, "requests_refused": 0, "requests_cancelled": 0, "prompt_tokens": 0,
-                        "generated_tokens": 0, "steps": 0, "batch_tokens": 0}
+                        "generated_tokens": 0, "steps": 0, "batch_tokens": 0, "constrained_tokens": 0,
+                        "mask_seconds": 0.0,        # computing grammar masks, beside the forward pass
+                        "mask_wait_seconds": 0.0}   # of which the step waited for after its forward pass
         self.ttft_s: deque[float] = deque(maxlen=1000)
         self._masker = ThreadPoolExecutor(1, thread_name_prefix="tellme-masks")
         self._thread = threading.Thread(target=self._loop, name="tellme-scheduler", daemon=True)
@@ -176,12 +178,15 @@ class Scheduler:
         # the masks of this step's constrained tokens, computed while the engine runs
         constrained = [r for (r, _), item in zip(batch, items) if item[3] and r.constraint is not None]
         masks = new_masks(len(constrained), self.model.config.vocab)
-        pending = self._masker.submit(fill_masks, [r.constraint for r in constrained], masks) if constrained else None
+        pending = self._masker.submit(self._fill_masks, constrained, masks) if constrained else None
         try:
             results = self.model.engine.forward_batch(items)
         finally:
             if pending is not None:
+                waited = time.perf_counter()
                 pending.result()
+                self.metrics["mask_wait_seconds"] += time.perf_counter() - waited
+                self.metrics["constrained_tokens"] += len(constrained)
         self.metrics["steps"] += 1
         self.metrics["batch_tokens"] += sum(len(c) for _, c in batch)
         row = {id(r): i for i, r in enumerate(constrained)}
@@ -194,6 +199,11 @@ class Scheduler:
                     self._next_token(r, logits, allowed)
                 except TellmeError as e:  # this request's sampling or grammar failed, not the step
                     self._finish(r, "error", str(e))
+
+    def _fill_masks(self, constrained: list[Request], masks: np.ndarray) -> None:
+        start = time.perf_counter()
+        fill_masks([r.constraint for r in constrained], masks)
+        self.metrics["mask_seconds"] += time.perf_counter() - start
 
     def _share_prefix(self, r: Request) -> bool:
         """Copies the longest start of r's prompt that another running sequence holds; True when r

@@ -34,9 +34,13 @@ def add_arguments(p) -> None:
     p.add_argument("--decode-tokens", type=int, default=64, help="tokens generated per request")
     p.add_argument("--layers", type=int, help="override the layer count (quick runs)")
     p.add_argument("--json", metavar="PATH", help="write one record per (model, concurrency)")
+    p.add_argument("--constrained", action="store_true",
+                   help="the cost of a JSON-schema constraint: each concurrency run free and constrained, with a "
+                        "byte-level BPE tokenizer of the shape's vocabulary (bench/constrained.py)")
 
 
-def measure(model, name: str, concurrency: int, prompt_tokens: int, decode_tokens: int) -> dict:
+def measure(model, name: str, concurrency: int, prompt_tokens: int, decode_tokens: int, constraint=None) -> dict:
+    """One run at `concurrency`; `constraint()`, when given, makes each request's grammar state."""
     from ..sampling import SamplingParams
     from ..scheduler import Request, Scheduler
 
@@ -56,11 +60,13 @@ def measure(model, name: str, concurrency: int, prompt_tokens: int, decode_token
     start = time.perf_counter()
     for i in range(concurrency):
         prompt = [int(t) for t in rng.integers(0, model.config.vocab, prompt_tokens)]
-        scheduler.submit(Request(prompt, decode_tokens, SamplingParams(temperature=0), emitter(i)))
+        scheduler.submit(Request(prompt, decode_tokens, SamplingParams(temperature=0), emitter(i),
+                                 constraint=constraint() if constraint else None))
     for _ in range(concurrency):
         finished.acquire()
     wall = time.perf_counter() - start
     scheduler.close()
+    m = scheduler.metrics
     ttft = [t[0] - start for t in times]
     itl = np.concatenate([np.diff(t) for t in times]) if decode_tokens > 1 else np.zeros(1)
     tokens = sum(len(t) for t in times)
@@ -70,7 +76,8 @@ def measure(model, name: str, concurrency: int, prompt_tokens: int, decode_token
     return {"model": name, "concurrency": concurrency, "tokens": tokens, "seconds": wall,
             "tokens_per_s": tokens / wall, "decode_tokens_per_s": inside / (hi - lo) if hi > lo else float("nan"), "ttft_p50_s": float(np.percentile(ttft, 50)),
             "ttft_p99_s": float(np.percentile(ttft, 99)), "itl_p50_s": float(np.percentile(itl, 50)),
-            "itl_p99_s": float(np.percentile(itl, 99))}
+            "itl_p99_s": float(np.percentile(itl, 99)), "constrained_tokens": m["constrained_tokens"],
+            "mask_s": m["mask_seconds"], "mask_wait_s": m["mask_wait_seconds"]}
 
 
 def decode_bound(packed, c: int, read_gb_s: float, peak_gops: float) -> float:
@@ -86,6 +93,9 @@ def run(args) -> int:
     from .e2e import synthetic_model
     from .kernels import cpu_name, int8_peak_gops, last_level_cache_bytes, read_bandwidth_gb_s
 
+    if args.constrained:
+        from . import constrained
+        return constrained.run(args)
     set_num_threads(args.threads)
     most = max(args.concurrency)
     if args.model:
