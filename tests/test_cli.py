@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import tellme
 
 
@@ -232,3 +234,33 @@ def test_bench_load_writes_records(tmp_path):
     assert "in place (I2_S, memory-mapped)" in i2s["load_paths"]["linear"]
     tq1 = next(r for r in recs if r["format"] == "tq1_0")
     assert any("decoded (TQ1_0 trits to codes)" in how for how in tq1["load_paths"]["linear"])
+
+
+def test_bench_serve_constrained_writes_records(tmp_path):
+    path = tmp_path / "constrained.json"
+    out = run("bench", "serve", "--constrained", "--shape", "0.73B", "--layers", "1", "--concurrency", "2",
+              "--decode-tokens", "6", "--threads", "1", "--json", path)
+    assert out.returncode == 0, out.stderr
+    [rec] = [r for r in json.loads(path.read_text()) if r.get("kind") != "machine"]
+    assert rec["vocab"] == 32002 and rec["concurrency"] == 2
+    held = rec["constrained"]
+    assert held["tokens"] == rec["free"]["tokens"] == 12  # the schema is long: no reply ends early
+    assert held["constrained_tokens"] == 12 and held["mask_s"] > 0 and 0 <= held["mask_wait_s"] <= held["mask_s"]
+    assert rec["overhead"] == pytest.approx(rec["free"]["decode_tokens_per_s"] / held["decode_tokens_per_s"] - 1)
+
+
+def test_generate_constrained_on_the_command_line(tmp_path):
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0,
+                                                                         "maximum": 9}},
+                                  "required": ["n"], "additionalProperties": False}))
+    out = run("generate", "ROMEO:", "--json-schema", schema, "--no-echo", "--temperature", "1.5", "--seed", "1")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["n"] in range(10)
+    out = run("generate", "ROMEO:", "--regex", "(yes|no), my lord", "--no-echo")
+    assert out.returncode == 0 and out.stdout.strip() in ("yes, my lord", "no, my lord")
+    schema.write_text('{"not": {}}')
+    out = run("generate", "ROMEO:", "--json-schema", schema)
+    assert out.returncode == 1 and "Unimplemented keys" in out.stderr and "Traceback" not in out.stderr
+    out = run("generate", "ROMEO:", "--grammar", tmp_path / "missing.lark")
+    assert out.returncode == 1 and "cannot read it" in out.stderr
