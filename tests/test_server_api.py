@@ -331,3 +331,28 @@ def test_tokenize_detokenize_and_one_model(server, model):
 def test_field_errors_name_the_field(server, body, param):
     r = post(server, "/v1/completions", {"model": "default", "prompt": "x", **body})
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_a_template_that_knows_tools_gets_them_as_transformers_passes_them():
+    from tellme.server.protocol import ChatMessage, Tool
+    from tellme.server.tools import knows_tools, render
+    from tellme.tokenizer import Tokenizer
+
+    template = ("{% if tools %}[TOOLS]{{ tools | tojson }}[/TOOLS]\n{% endif %}{% for m in messages %}<{{ m.role }}>"
+                "{% if m.tool_calls %}{% for c in m.tool_calls %}CALL {{ c.function.name }} "
+                "{{ c.function.arguments | tojson }}{% endfor %}{% else %}{{ m.content }}{% endif %}"
+                "{% if m.tool_call_id %} (for {{ m.tool_call_id }}){% endif %}\n{% endfor %}")
+    tok = Tokenizer(tellme.load().tokenizer.json, {"chat_template": template})
+    assert knows_tools(tok.chat_template) and not knows_tools(tellme.load().tokenizer.chat_template)
+    history = ASK + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather",
+                                                          "arguments": '{"city": "Verona", "unit": "celsius"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "14 C, rain"}]
+    messages, specs = render([ChatMessage(**m) for m in history], [Tool(**WEATHER)], True)
+    text = tok.apply_chat_template(messages, tools=specs)
+    assert json.loads(text[len("[TOOLS]"):text.index("[/TOOLS]")]) == [WEATHER]
+    assert 'CALL get_weather {"city": "Verona", "unit": "celsius"}' in text
+    assert "<tool>14 C, rain (for call_1)" in text
+    plain, none = render([ChatMessage(**m) for m in history], [Tool(**WEATHER)], False)  # the fallback instead
+    assert none is None and plain[2]["content"].startswith("<tool_call>") and plain[3] == {
+        "role": "user", "content": "<tool_response>14 C, rain</tool_response>"}

@@ -59,10 +59,23 @@ class Sequence:
 
     def reusable(self, ids: list[int]) -> int:
         """How many leading ids already have their K/V here (the last one is always run again)."""
-        keep, limit = 0, min(len(self.tokens), len(ids) - 1)
-        while keep < limit and self.tokens[keep] == ids[keep]:
-            keep += 1
-        return keep
+        return common_prefix(self.tokens, ids, len(ids) - 1)
+
+
+def common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """The length of a's and b's common start, at most `limit`: a binary search over slice
+    comparisons (each in C), as prompts of thousands of tokens are compared every step."""
+    limit = max(0, min(limit, len(a), len(b)))
+    if a[:limit] == b[:limit]:
+        return limit
+    lo, hi = 0, limit  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 class SequencePool:

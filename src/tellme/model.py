@@ -297,11 +297,11 @@ class Model:
         """Reply to `messages` ([{"role": ..., "content": ...}]) using the model's chat template.
 
         Stops at EOS, at `stop` strings, or by default at the model's generation_config.json
-        stop_strings."""
+        stop_strings (not when json_schema, regex or grammar decides where the reply ends)."""
         ids = self.encode_chat(messages)
         stop = kwargs.pop("stop", None)
-        if stop is None:  # the model's own end of a turn (generation_config.json stop_strings)
-            stop = self.config.stop_strings
+        if stop is None and not any(kwargs.get(k) is not None for k in ("json_schema", "regex", "grammar")):
+            stop = self.config.stop_strings  # the model's own end of a turn (generation_config.json), unless a grammar ends it
         pieces = self.stream_ids(ids, max_tokens, stop, stats, **kwargs)
         return pieces if stream else "".join(pieces)
 

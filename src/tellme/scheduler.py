@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from .constrain import Constraint, fill_masks, new_masks, unpack
-from .engine import Sequence
+from .engine import Sequence, common_prefix
 from .errors import TellmeError
 from .model import Model
 from .sampling import SamplingParams, logprobs, sample
@@ -212,7 +212,7 @@ class Scheduler:
         for o in self._running:
             if o is r or o.sequence is None:
                 continue
-            held = _common(r.prompt, o.sequence.tokens, len(r.prompt) - 1)
+            held = common_prefix(r.prompt, o.sequence.tokens, len(r.prompt) - 1)
             if held > best:
                 best, source = held, o
         if source is not None and r.sequence.copy_prefix(source.sequence, best):
@@ -221,7 +221,7 @@ class Scheduler:
             if o is r:
                 return False  # the requests before r are checked: none will read further
             if o.sequence is not None and o.position < len(o.prompt) and \
-                    _common(r.prompt, o.prompt, len(r.prompt) - 1) > max(r.position, o.position):
+                    common_prefix(r.prompt, o.prompt, len(r.prompt) - 1) > max(r.position, o.position):
                 return True
         return False
 
@@ -253,11 +253,3 @@ class Scheduler:
             self.model.sequences.release(r.sequence)
             r.sequence = None
         r.emit(kind, detail)
-
-
-def _common(a: list[int], b: list[int], limit: int) -> int:
-    """The length of a's and b's common start, at most `limit`."""
-    n, limit = 0, min(limit, len(a), len(b))
-    while n < limit and a[n] == b[n]:
-        n += 1
-    return n
