@@ -86,3 +86,23 @@ class SyntheticReader:
 
     def final_norm(self):
         return np.ones(self.config.hidden, np.float32)
+
+
+def failures_in_threads(fn, count: int) -> list[str]:
+    """Runs fn(0) ... fn(count - 1) at once, one thread each; what each raised, if anything."""
+    import threading
+
+    errors = []
+
+    def run(i):
+        try:
+            fn(i)
+        except Exception as e:  # every failure is counted
+            errors.append(f"{i}: {e!r}")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

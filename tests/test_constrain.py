@@ -18,6 +18,7 @@ from tellme.errors import UsageError
 from tellme.model import GenerationStats
 from tellme.sampling import SamplingParams
 from tellme.scheduler import Request, Scheduler
+from tests.helpers import failures_in_threads
 
 # nested objects, arrays, enums, anyOf, string patterns and number ranges, every part bounded so
 # that a reply sampled at random ends within the token budget
@@ -92,7 +93,6 @@ def test_unusable_grammars_are_refused_by_name(kwargs, match):
 def test_every_tokenizer_kind(tmp_path):
     """GGUF models with GPT-2 byte-level BPE, Llama 3's split, and SentencePiece-style BPE: random
     weights, random sampling, every reply valid."""
-    from tellme.formats.gguf_tokenizer import tokenizer_from_gguf  # noqa: F401  (what load uses)
     from tellme.tokenizer import Tokenizer
     from tests.helpers import write_small_gguf
     from tests.models.test_gguf_tokenizer import CASES
@@ -190,3 +190,20 @@ def test_copy_prefix_checks_its_arguments(model):
     x = model.engine.forward(a, np.array([7], np.int32), 5, False)
     y = model.engine.forward(b, np.array([7], np.int32), 5, False)
     np.testing.assert_array_equal(x, y)
+
+
+def test_constrained_generation_from_many_threads():
+    """One Model shared by threads, each with its own grammar state (and one vocabulary built once,
+    by whichever thread gets there first)."""
+    model = tellme.load(max_sequences=4)
+    results = {}
+
+    def one(i):
+        results[i] = model.generate("ROMEO:\n", 230, temperature=1.5, top_k=0, top_p=1.0, seed=i, json_schema=SCHEMA)
+
+    errors = failures_in_threads(one, 4)
+    assert not errors, errors
+    for i in range(4):
+        jsonschema.validate(json.loads(results[i]), SCHEMA)
+        assert results[i] == model.generate("ROMEO:\n", 230, temperature=1.5, top_k=0, top_p=1.0, seed=i,
+                                            json_schema=SCHEMA)  # as run alone

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import math
 import signal
-import threading
 from typing import Annotated
 
 import pytest
 
 import tellme
+from tests.helpers import failures_in_threads
 from tests.test_server import KEY, post, start
 from tests.test_constrain import SCHEMA
 
@@ -125,27 +125,17 @@ def test_mixed_batch_of_eight(client, model):
     constrained reply validates, every free one is the model's reply run alone."""
     prompts = ["ROMEO:", "JULIET:\nO Romeo", "Nurse:", "To be"]
     want = {p: model.generate(p, 24, temperature=0) for p in prompts}
-    errors = []
-
     def one(i):
-        try:
-            p = prompts[i // 2]
-            if i % 2:
-                r = client.completions.create(model="default", prompt=p, max_tokens=24, temperature=0)
-                if r.choices[0].text != want[p]:
-                    errors.append((p, r.choices[0].text))
-            else:
-                r = client.completions.create(model="default", prompt=p, max_tokens=220, temperature=1.5, seed=i,
-                                              extra_body={"response_format": schema_format(SCHEMA)})
-                jsonschema.validate(json.loads(r.choices[0].text), SCHEMA)
-        except Exception as e:  # every failure is counted
-            errors.append(repr(e))
+        p = prompts[i // 2]
+        if i % 2:
+            r = client.completions.create(model="default", prompt=p, max_tokens=24, temperature=0)
+            assert r.choices[0].text == want[p], (p, r.choices[0].text)
+        else:
+            r = client.completions.create(model="default", prompt=p, max_tokens=220, temperature=1.5, seed=i,
+                                          extra_body={"response_format": schema_format(SCHEMA)})
+            jsonschema.validate(json.loads(r.choices[0].text), SCHEMA)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = failures_in_threads(one, 8)
     assert not errors, errors
 
 
