@@ -8,7 +8,6 @@ import json
 import re
 import threading
 
-import jsonschema
 import numpy as np
 import pytest
 
@@ -19,6 +18,8 @@ from tellme.model import GenerationStats
 from tellme.sampling import SamplingParams
 from tellme.scheduler import Request, Scheduler
 from tests.helpers import failures_in_threads
+
+jsonschema = pytest.importorskip("jsonschema")  # the test extra's; the ARM and sanitizer runs have only pytest
 
 # nested objects, arrays, enums, anyOf, string patterns and number ranges, every part bounded so
 # that a reply sampled at random ends within the token budget
