@@ -26,8 +26,8 @@ def i2s_by_loop(t: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def write_small_gguf(path, tokenizer, vocab=None):
-    """A 1-layer TQ2_0 GGUF (hidden 256, random weights) with `tokenizer` and `vocab` embedding rows."""
+def write_small_gguf(path, tokenizer, vocab=None, kind="tq2_0"):
+    """A 1-layer GGUF (hidden 256, random weights, TQ2_0 or `kind`) with `tokenizer` and `vocab` embedding rows."""
     from tellme.config import ModelConfig
     from tellme.formats.gguf_export import write_gguf
 
@@ -54,7 +54,7 @@ def write_small_gguf(path, tokenizer, vocab=None):
         def final_norm(self):
             return np.ones(c.hidden, np.float32)
 
-    write_gguf(Reader(), tokenizer, path, "tq2_0")
+    write_gguf(Reader(), tokenizer, path, kind)
 
 
 class SyntheticReader:

@@ -17,7 +17,7 @@ LAYERS = [  # bottom first
     {"packed"},
     {"engine", "reference", "accel"},
     {"model"},
-    {"loading", "scheduler"},
+    {"loading", "scheduler", "hub"},
     {"server"},
     {"__init__", "__main__", "cli", "cli_accel", "bench", "train"},
 ]

@@ -50,6 +50,8 @@ def _model_args(p) -> None:
                    help="embedding/LM head precision (default: int6, or a converted file's own)")
     p.add_argument("--kv", choices=KV_FORMATS, help=f"KV cache format: f16, or q8 (int8 with a scale per head "
                    f"and position: half the bytes; docs/kernels.md) (default: {DEFAULT_KV})")
+    p.add_argument("--pull", action="store_true", help="download the model id from the Hub first if it is not "
+                                                       "cached (as `tellme pull`)")
 
 
 def _numerics_arg(p) -> None:
@@ -89,6 +91,9 @@ def _sampling(args) -> dict:
 
 def _load(args, **kwargs):
     from .loading import load
+    if getattr(args, "pull", False):
+        from .hub import pull
+        pull(args.model)
     start = time.perf_counter()
     kwargs.setdefault("numerics", getattr(args, "numerics", "native"))
     model = load(args.model, threads=args.threads, context=args.context, head=args.head, kv=args.kv, **kwargs)
@@ -157,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--kernel", choices=("auto", "tlmm", "i2"), default="auto",
                       help="kernel layout of a .safetensors output")
     conv.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+
+    pl = sub.add_parser("pull", help="download a model from the Hugging Face Hub into its cache, verified")
+    pl.add_argument("ref", metavar="REPO[:FILE or :QUANT]",
+                    help="a model id, e.g. microsoft/bitnet-b1.58-2B-4T-gguf:i2_s (one GGUF of several, by file "
+                         "name or weight type)")
+    pl.add_argument("--revision", help="a branch, tag or commit (default: main)")
+    pl.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the Hub (default 30)")
+    sub.add_parser("list", help="the cached models tellme can run")
+    rm = sub.add_parser("rm", help="remove a cached model")
+    rm.add_argument("id", help="a model id as `tellme list` shows it")
 
     srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the serve extra)")
     _model_args(srv)
@@ -438,6 +453,37 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_pull(args) -> int:
+    from .hub import pull
+    path = pull(args.ref, args.revision, args.timeout)
+    print(f"{args.ref}: ready ({path})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from datetime import datetime
+
+    from .hub import cached_models
+    from .loading import hf_cache_dir
+
+    rows = cached_models()
+    if not rows:
+        print(f"no models tellme can run in {hf_cache_dir()} (`tellme pull REPO` fetches one)")
+        return 0
+    print(f"{'ID':<48} {'FORMAT':<6} {'SIZE':>9} {'PARAMS':>7} {'WEIGHTS':<12} LAST USED")
+    for m in rows:
+        print(f"{m.id:<48} {m.format:<6} {m.size_bytes / 2**30:>7.2f}GB {m.parameters / 1e9:>6.2f}B "
+              f"{m.quant or '?':<12} {datetime.fromtimestamp(m.last_used):%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_rm(args) -> int:
+    from .hub import remove
+    freed = remove(args.id)
+    print(f"{args.id}: removed ({freed / 2**20:.1f} MB freed)")
+    return 0
+
+
 def cmd_train(args) -> int:
     from . import train
     return train.run(args)
@@ -455,7 +501,7 @@ def cmd_accel(args) -> int:
 
 
 COMMANDS = {"accel": cmd_accel, "info": cmd_info, "generate": cmd_generate, "chat": cmd_chat, "perplexity": cmd_perplexity,
-            "convert": cmd_convert, "serve": cmd_serve, "train": cmd_train, "bench": cmd_bench}
+            "convert": cmd_convert, "serve": cmd_serve, "pull": cmd_pull, "list": cmd_list, "rm": cmd_rm, "train": cmd_train, "bench": cmd_bench}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -44,31 +45,69 @@ def resolve(name: str | os.PathLike) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         return path
-    parts = str(name).split("/")
-    if len(parts) == 2 and all(parts) and not str(name).startswith((".", "~")):  # owner/name
-        return _from_hf_cache(str(name))
+    if re.fullmatch(r"[\w.-]+/[\w.-]+(:[^/]+)?", str(name)) and not str(name).startswith((".", "~")):
+        return _from_hf_cache(*split_ref(str(name)))  # owner/name[:FILE or :QUANT]
     raise FileNotFoundError(f"model not found: {name}")
 
 
-def _from_hf_cache(repo_id: str) -> Path:
+# an HF checkpoint: its weights, config and tokenizer, nothing else from the repo
+CHECKPOINT_FILES = re.compile(r"^[^/]*(\.safetensors|\.json|tokenizer\.model)$")
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """"owner/name[:FILE or :QUANT]" -> (repo id, selector)."""
+    repo, _, selector = ref.partition(":")
+    if len(repo.split("/")) != 2 or not all(repo.split("/")):
+        raise UsageError(f"{ref!r}: give a Hub model id, owner/name, optionally :FILE or :QUANT (e.g. :TQ2_0)")
+    return repo, selector or None
+
+
+def choose_files(repo: str, files: list[str], selector: str | None) -> list[str]:
+    """The files of `repo` that tellme needs: one GGUF (picked by name or quant type when there
+    are several), or an HF checkpoint's weights, config and tokenizer."""
+    ggufs = sorted(f for f in files if f.endswith(".gguf"))
+    if selector is not None:
+        exact = [f for f in ggufs if f == selector or f.rsplit("/", 1)[-1] == selector]
+        by_type = [f for f in ggufs if re.search(rf"(^|[-_.]){re.escape(selector)}([-_.]|$)",
+                                                 f.rsplit("/", 1)[-1], re.IGNORECASE)]
+        chosen = exact or by_type
+        if len(chosen) != 1:
+            what = "matches none of" if not chosen else "matches several of"
+            raise UsageError(f"{repo}:{selector} {what} its GGUF files: {', '.join(ggufs) or 'it has none'}")
+        return chosen
+    if len(ggufs) > 1:
+        raise UsageError(f"{repo} holds several GGUF files; pick one with {repo}:FILE or {repo}:QUANT: "
+                         + ", ".join(ggufs))
+    if ggufs:
+        return ggufs
+    if "config.json" not in files:
+        raise FormatError(f"{repo} has neither a .gguf file nor config.json: not a model tellme can run")
+    return sorted(f for f in files if CHECKPOINT_FILES.match(f))
+
+
+def _from_hf_cache(repo_id: str, selector: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
         snapshot = Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, HFValidationError, OSError):
+        # pulled at another revision than main: its newest snapshot
+        snapshots = Path(hf_cache_dir()) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+        newest = max(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, default=None) if snapshots.is_dir() else None
+        if newest is not None:
+            return _choose_in(repo_id, newest, selector)
         raise FileNotFoundError(
             f"model not found: {repo_id!r} is not a path, and not in the Hugging Face cache ({hf_cache_dir()}); "
-            f"tellme never downloads: fetch it first (`hf download {repo_id}`), or set HF_HOME") from None
-    if (snapshot / "config.json").exists():
-        return snapshot
-    ggufs = sorted(snapshot.glob("*.gguf"))
-    if len(ggufs) == 1:
-        return ggufs[0]
-    if ggufs:
-        raise FileNotFoundError(f"{repo_id} holds several GGUF files; name one: "
-                                + ", ".join(str(g) for g in ggufs))
-    raise FormatError(f"{snapshot}: the cached {repo_id} has neither config.json nor a .gguf file")
+            f"tellme downloads only when asked: `tellme pull {repo_id}` (or -m {repo_id} --pull), or set HF_HOME"
+        ) from None
+    return _choose_in(repo_id, snapshot, selector)
+
+
+def _choose_in(repo_id: str, snapshot: Path, selector: str | None) -> Path:
+    files = [str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()]
+    chosen = choose_files(repo_id, files, selector)
+    return snapshot / chosen[0] if chosen[0].endswith(".gguf") else snapshot
 
 
 def open_checkpoint(path: Path) -> HFCheckpoint | GGUFCheckpoint:
