@@ -26,15 +26,16 @@ def i2s_by_loop(t: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def write_small_gguf(path, tokenizer, vocab=None, kind="tq2_0"):
-    """A 1-layer GGUF (hidden 256, random weights, TQ2_0 or `kind`) with `tokenizer` and `vocab` embedding rows."""
+def write_small_gguf(path, tokenizer, vocab=None, kind="tq2_0", hidden=256, layers=1, seed=0):
+    """A GGUF of random weights (1 layer of hidden 256 unless told, TQ2_0 or `kind`) with
+    `tokenizer` and `vocab` embedding rows."""
     from tellme.config import ModelConfig
     from tellme.formats.gguf_export import write_gguf
 
-    c = ModelConfig(architecture="bitnet-2b4t", hidden=256, intermediate=512, layers=1, heads=4, kv_heads=2,
-                    head_dim=64, vocab=vocab or tokenizer.vocab_size, context=128, eps=1e-5, activation="relu2",
+    c = ModelConfig(architecture="bitnet-2b4t", hidden=hidden, intermediate=2 * hidden, layers=layers,
+                    heads=hidden // 64, kv_heads=2, head_dim=64, vocab=vocab or tokenizer.vocab_size, context=128, eps=1e-5, activation="relu2",
                     sub_norms=True, tied_embeddings=True, rope_theta=10000.0)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
 
     class Reader:
         config = c

@@ -245,7 +245,7 @@ def test_bench_serve_constrained_writes_records(tmp_path):
     assert rec["vocab"] == 32002 and rec["concurrency"] == 2
     held = rec["constrained"]
     assert held["tokens"] == rec["free"]["tokens"] == 12  # the schema is long: no reply ends early
-    assert held["constrained_tokens"] == 12 and held["mask_s"] > 0 and 0 <= held["mask_wait_s"] <= held["mask_s"]
+    assert held["constrained_tokens"] == 12 and held["mask_s"] > 0 and held["mask_wait_s"] >= 0
     assert rec["overhead"] == pytest.approx(rec["free"]["decode_tokens_per_s"] / held["decode_tokens_per_s"] - 1)
 
 

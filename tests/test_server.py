@@ -63,13 +63,16 @@ def model():
 
 
 def metric(url, name) -> float:
+    """A series' value, summed over its models' labels."""
     text = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
-    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name]
+    assert values, name
+    return sum(values)
 
 
 def test_models_and_health(server, client):
     assert [m.id for m in client.models.list().data] == ["default"]
-    assert httpx.get(server + "/health").json() == {"status": "ok"}
+    assert httpx.get(server + "/health").json() == {"status": "ok", "models": {"default": "loaded"}}
 
 
 def test_completions_match_the_model_run_alone(client, model):

@@ -14,7 +14,8 @@ from .config import DEFAULT_KV, KV_FORMATS
 from .errors import UsageError
 
 MODEL_HELP = ("Hugging Face checkpoint directory, GGUF file, file written by `tellme convert`, Hugging Face "
-              "model id in the local cache (e.g. microsoft/bitnet-b1.58-2B-4T; never downloaded), or 'default' "
+              "model id in the local cache (e.g. microsoft/bitnet-b1.58-2B-4T; downloaded only with --pull or "
+              "`tellme pull`), or 'default' "
               "(the small Shakespeare model shipped with tellme)")
 
 
@@ -41,8 +42,12 @@ def _threads(text: str):
         raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") from None
 
 
-def _model_args(p) -> None:
-    p.add_argument("-m", "--model", default="default", help=MODEL_HELP + "; default: default")
+def _model_args(p, many: bool = False) -> None:
+    if many:
+        p.add_argument("-m", "--model", action="append", help="a model to serve (repeatable; " + MODEL_HELP +
+                       "); default: the shipped model and every runnable model in the Hugging Face cache")
+    else:
+        p.add_argument("-m", "--model", default="default", help=MODEL_HELP + "; default: default")
     p.add_argument("--threads", type=_threads, help="native threads, or auto: up to the physical cores, as many "
                    "as other programs leave free (default: auto)")
     p.add_argument("--context", type=_count(1), help="KV cache length in tokens (default: the model's)")
@@ -89,14 +94,15 @@ def _sampling(args) -> dict:
     return p
 
 
-def _load(args, **kwargs):
+def _load(args, path=None, **kwargs):
     from .loading import load
-    if getattr(args, "pull", False):
+    path = path or args.model
+    if getattr(args, "pull", False) and path != "default" and not Path(path).exists():
         from .hub import pull
-        pull(args.model)
+        pull(path)
     start = time.perf_counter()
     kwargs.setdefault("numerics", getattr(args, "numerics", "native"))
-    model = load(args.model, threads=args.threads, context=args.context, head=args.head, kv=args.kv, **kwargs)
+    model = load(path, threads=args.threads, context=args.context, head=args.head, kv=args.kv, **kwargs)
     args.load_s = time.perf_counter() - start
     return model
 
@@ -174,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("id", help="a model id as `tellme list` shows it")
 
     srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the serve extra)")
-    _model_args(srv)
+    _model_args(srv, many=True)
+    srv.add_argument("--models-dir", help="serve every model (GGUF, converted file, checkpoint directory) in DIR")
+    srv.add_argument("--max-memory", type=float, metavar="GIB",
+                     help="memory for the models loaded at once, weights and KV caches (default: 3/4 of what is "
+                          "available); the least recently used is unloaded to make room")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     srv.add_argument("--port", type=_count(0), default=8080)
     srv.add_argument("--max-batch", type=_count(1), help="sequences generated at once (default: 8, or what "
@@ -441,16 +451,68 @@ def cmd_serve(args) -> int:
     except ImportError:
         raise UsageError("tellme serve needs the serve extra: pip install 'tellme[serve]'") from None
     from .server import serve
+    from .server.models import Registry
 
-    model = _load(args, max_sequences=args.max_batch)
-    if model.tokenizer is None:
-        raise UsageError(f"{args.model} has no tokenizer; the server takes text")
-    name = args.name or (args.model if args.model == "default" or not Path(args.model).exists()
-                         else Path(args.model).resolve().name)
-    print(f"tellme: serving {name} on http://{args.host}:{args.port}/v1 ({model.max_sequences} sequences of "
-          f"{model.context} tokens; Ctrl-C stops)", file=sys.stderr)
-    serve(model, name, args.host, args.port, args.max_batch, args.max_queue, args.api_key)
+    entries = _served_models(args)
+    budget = int(args.max_memory * 2**30) if args.max_memory else _default_budget()
+    registry = Registry(entries, budget, args.max_batch, args.max_queue)
+    if len(entries) == 1:  # one model: loaded now, so that a bad one stops the server at once
+        only = entries[0]
+        model = only.load()
+        if model.tokenizer is None:
+            raise UsageError(f"{only.name} has no tokenizer; the server takes text")
+        registry = Registry.of(model, only.name, args.max_batch, args.max_queue)
+        what = f"{only.name} ({model.max_sequences} sequences of {model.context} tokens)"
+    else:
+        what = f"{len(entries)} models, loaded on first use within {budget / 2**30:.1f} GiB: " + \
+               ", ".join(e.name for e in entries)
+    print(f"tellme: serving {what} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr)
+    serve(registry, args.host, args.port, args.api_key)
     return 0
+
+
+def _served_models(args):
+    """The models `tellme serve` offers: each -m, every model in --models-dir, or with neither the
+    shipped model and every runnable model in the Hugging Face cache."""
+    from .server.models import Entry, files_bytes
+
+    refs = list(args.model or ())
+    if args.models_dir:
+        d = Path(args.models_dir)
+        if not d.is_dir():
+            raise UsageError(f"--models-dir {d}: not a directory")
+        refs += sorted(str(p) for p in d.iterdir() if p.suffix in (".gguf", ".safetensors") or
+                       (p / "config.json").exists())
+    if not refs:
+        from .hub import cached_models
+        refs = ["default"] + [m.id for m in cached_models()]
+    if args.name and len(refs) != 1:
+        raise UsageError("--name names one model; with several, each is known by its id or file name")
+    entries, seen = [], set()
+    for ref in refs:
+        if args.pull and ref != "default" and not Path(ref).exists():
+            from .hub import pull
+            pull(ref)
+        from .loading import resolve
+        path = resolve(ref)  # a missing model is reported now, not at its first request
+        name = args.name or (ref if ref == "default" or not Path(ref).exists() else Path(ref).resolve().name)
+        if name in seen:
+            raise UsageError(f"two models would both be called {name!r}")
+        seen.add(name)
+        entries.append(Entry(name, lambda ref=ref: _load(args, path=ref, max_sequences=args.max_batch),
+                             files_bytes(path)))
+    return entries
+
+
+def _default_budget() -> int:
+    """Three quarters of the memory available now."""
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        from .model import physical_memory_bytes
+        available = physical_memory_bytes()
+    return available * 3 // 4
 
 
 def cmd_pull(args) -> int:

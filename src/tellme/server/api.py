@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import uuid
 
 from fastapi import Request
@@ -28,7 +27,6 @@ class Api:
         self.model, self.name = model, name
         self.max_batch, self.max_queue = max_batch, max_queue
         self.scheduler: Scheduler | None = None
-        self.started = int(time.time())
 
     # ---- checks ----
     def check(self, body: Sampling, prompt: list[int], max_tokens: int | None, param: str) -> int:
@@ -170,20 +168,17 @@ class Api:
         return f"{prefix}-{uuid.uuid4().hex}"
 
     # ---- the small endpoints ----
-    def model_card(self) -> dict:
-        return {"id": self.name, "object": "model", "created": self.started, "owned_by": "tellme"}
-
-    def metrics(self) -> str:
-        s = self.scheduler
+    def metric_lines(self) -> list[str]:
+        """This model's Prometheus series, labelled with its name."""
+        s, label = self.scheduler, f'{{model="{self.name}"}}'
         m, ttft = s.metrics, sorted(s.ttft_s)
-        lines = [f"tellme_{k}_total {v}" for k, v in m.items()]
-        lines += [f"tellme_queue_length {s.queued}", f"tellme_running_sequences {s.running}",
-                  f"tellme_batch_tokens_per_step {m['batch_tokens'] / max(m['steps'], 1):.3f}"]
+        lines = [f"tellme_{k}_total{label} {v}" for k, v in m.items()]
+        lines += [f"tellme_queue_length{label} {s.queued}", f"tellme_running_sequences{label} {s.running}",
+                  f"tellme_batch_tokens_per_step{label} {m['batch_tokens'] / max(m['steps'], 1):.3f}"]
         for q in (0.5, 0.99):
             value = ttft[min(int(q * len(ttft)), len(ttft) - 1)] if ttft else float("nan")
-            lines.append(f'tellme_time_to_first_token_seconds{{quantile="{q}"}} {value:.6f}')
-        lines.append(f"process_resident_memory_bytes {_rss_bytes()}")
-        return "\n".join(lines) + "\n"
+            lines.append(f'tellme_time_to_first_token_seconds{{model="{self.name}",quantile="{q}"}} {value:.6f}')
+        return lines
 
     def tokenize(self, body: TokenizeRequest) -> dict:
         ids = self.model.encode(body.content, add_special_tokens=body.add_special)
@@ -204,7 +199,7 @@ def event(obj: dict) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

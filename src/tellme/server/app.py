@@ -2,65 +2,104 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from ..model import Model
-from ..scheduler import Scheduler
 from . import chat, completions
-from .api import Api
+from .api import rss_bytes
 from .guard import Guard
+from .models import Registry
 from .protocol import ApiError, DetokenizeRequest, TokenizeRequest, error_body
 
 MAX_BODY_BYTES = 4 << 20
 
 
-def create_app(model: Model, name: str, max_batch: int | None = None, max_queue: int = 64,
-               api_key: str | None = None):
-    api = Api(model, name, max_batch, max_queue)
-
+def create_app(registry: Registry, api_key: str | None = None):
     async def lifespan(app):
-        api.scheduler = Scheduler(model, max_batch, max_queue)
-        # the grammar engine's view of the tokenizer (a second at 128k tokens), before a request needs it
-        threading.Thread(target=_warm, args=(model,), daemon=True).start()
+        # the first model's grammar view of its tokenizer (a second at 128k tokens), before a request needs it
+        first = registry.entries[registry.names()[0]]
+        if first.api is not None:
+            threading.Thread(target=_warm, args=(first.api.model,), daemon=True).start()
         yield
-        api.scheduler.close()  # uvicorn has drained the open requests by now
+        registry.close()  # uvicorn has drained the open requests by now
 
     app = FastAPI(title="tellme", lifespan=lifespan)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid)
-    app.get("/health")(lambda: {"status": "ok"})
-    app.get("/v1/models")(lambda: {"object": "list", "data": [api.model_card()]})
+    app.get("/health")(lambda: {"status": "ok", "models": registry.health()})
+    app.get("/v1/models")(lambda: {"object": "list", "data": [_card(registry, n) for n in registry.names()]})
 
     @app.get("/v1/models/{model_id:path}")
     async def one_model(model_id: str):
-        if model_id != name:
-            raise ApiError(404, f"model {model_id!r} not found; this server serves {name!r}", "model",
-                           "not_found_error")
-        return api.model_card()
+        if model_id not in registry.entries:
+            raise ApiError(404, f"model {model_id!r} not found; this server serves {', '.join(registry.names())}",
+                           "model", "not_found_error")
+        return _card(registry, model_id)
 
-    app.get("/metrics")(lambda: PlainTextResponse(api.metrics(), media_type="text/plain; version=0.0.4"))
+    app.get("/metrics")(lambda: PlainTextResponse(_metrics(registry), media_type="text/plain; version=0.0.4"))
 
-    @app.post("/tokenize")  # llama-server's
+    @app.post("/tokenize")  # llama-server's; a `model` field picks one (default: the first)
     async def tokenize(body: TokenizeRequest):
-        return api.tokenize(body)
+        return await _with(registry, body.model, lambda api: api.tokenize(body))
 
     @app.post("/detokenize")
     async def detokenize(body: DetokenizeRequest):
-        return api.detokenize(body)
+        return await _with(registry, body.model, lambda api: api.detokenize(body))
 
     @app.post("/v1/completions")
     async def completions_(body: completions.CompletionRequest, request: Request):
-        return await completions.handle(api, body, request)
+        return await _with(registry, body.model, lambda api: completions.handle(api, body, request))
 
     @app.post("/v1/chat/completions")
     async def chat_(body: chat.ChatRequest, request: Request):
-        return await chat.handle(api, body, request)
+        return await _with(registry, body.model, lambda api: chat.handle(api, body, request))
 
     return Guard(app, api_key, MAX_BODY_BYTES)
+
+
+async def _with(registry: Registry, name: str | None, handle):
+    """Runs `handle(api)` on the named model, held (not unloaded) until its reply is sent: for a
+    stream, until the stream ends or its client goes away."""
+    api = await registry.acquire(name or registry.names()[0])
+    try:
+        response = handle(api)
+        if inspect.isawaitable(response):
+            response = await response
+    except BaseException:
+        registry.release(api)
+        raise
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = _released(response.body_iterator, registry, api)
+    else:
+        registry.release(api)
+    return response
+
+
+async def _released(chunks, registry: Registry, api):
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        registry.release(api)
+
+
+def _card(registry: Registry, name: str) -> dict:
+    return {"id": name, "object": "model", "created": registry.started, "owned_by": "tellme"}
+
+
+def _metrics(registry: Registry) -> str:
+    """Prometheus text: each loaded model's series labelled with its name, then the process's."""
+    lines = []
+    for api in registry.loaded():
+        lines += api.metric_lines()
+    lines += [f"tellme_model_loads_total {registry.loads}", f"tellme_model_unloads_total {registry.unloads}",
+              f"process_resident_memory_bytes {rss_bytes()}"]
+    return "\n".join(lines) + "\n"
 
 
 def _warm(model: Model) -> None:
@@ -82,15 +121,14 @@ async def _invalid(_, e: RequestValidationError):
     return JSONResponse(error_body(400, f"{param}: {first.get('msg')}", param), status_code=400)
 
 
-def serve(model: Model, name: str, host: str = "127.0.0.1", port: int = 8080, max_batch: int | None = None,
-          max_queue: int = 64, api_key: str | None = None) -> None:
+def serve(registry: Registry, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None) -> None:
     """Runs the server until Ctrl-C or SIGTERM; open requests are finished first."""
     import signal
     import sys
 
     import uvicorn
 
-    app = create_app(model, name, max_batch, max_queue, api_key)
+    app = create_app(registry, api_key)
     # uvicorn drains, then raises the signal it caught again: SIGTERM (a service stop) then exits 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=60)

@@ -180,10 +180,12 @@ class ChatRequest(Sampling):
 
 
 class TokenizeRequest(BaseModel):
+    model: str | None = None          # default: the server's first model
     content: str
     add_special: bool = False
     with_pieces: bool = False
 
 
 class DetokenizeRequest(BaseModel):
+    model: str | None = None
     tokens: list[int]
