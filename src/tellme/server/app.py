@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 import threading
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..model import Model
 from . import chat, completions
@@ -32,6 +33,9 @@ def create_app(registry: Registry, api_key: str | None = None):
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.get("/health")(lambda: {"status": "ok", "models": registry.health()})
+    page = (Path(__file__).parent / "static" / "chat.html").read_text(encoding="utf-8")
+    app.get("/", response_class=HTMLResponse)(lambda: HTMLResponse(page))  # the chat page
+    app.get("/favicon.ico")(lambda: Response(status_code=204))
     app.get("/v1/models")(lambda: {"object": "list", "data": [_card(registry, n) for n in registry.names()]})
 
     @app.get("/v1/models/{model_id:path}")

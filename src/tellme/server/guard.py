@@ -8,6 +8,9 @@ import json
 from .protocol import error_body
 
 
+OPEN_PATHS = ("/health", "/", "/favicon.ico")  # no key needed: the chat page holds no data and asks for it
+
+
 class Guard:
     def __init__(self, app, api_key: str | None, max_body: int):
         self.app, self.api_key, self.max_body = app, api_key, max_body
@@ -16,7 +19,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if self.api_key and scope["path"] != "/health" and \
+        if self.api_key and scope["path"] not in OPEN_PATHS and \
                 headers.get(b"authorization", b"") != b"Bearer " + self.api_key.encode():
             return await _respond(send, 401, error_body(401, "missing or wrong API key (Authorization: Bearer ...)",
                                                         None, "authentication_error"))
