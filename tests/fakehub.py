@@ -27,9 +27,13 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
-    def add(self, repo: str, files: dict[str, bytes], private: bool = False) -> None:
-        sha = hashlib.sha1(repo.encode() + b"".join(sorted(files.values()))).hexdigest()
-        self.repos[repo] = {"sha": sha, "files": files, "private": private}
+    def add(self, repo: str, files: dict[str, bytes], private: bool = False, revisions=None) -> None:
+        """`files` at main; `revisions` maps other branch names to their files."""
+        revs = {}
+        for name, fs in {"main": files, **(revisions or {})}.items():
+            sha = hashlib.sha1(repo.encode() + name.encode() + b"".join(sorted(fs.values()))).hexdigest()
+            revs[name] = revs[sha] = {"sha": sha, "files": fs}
+        self.repos[repo] = {"private": private, "revisions": revs}
 
     def close(self) -> None:
         self._server.shutdown()
@@ -71,6 +75,12 @@ class FakeHub:
                     return r
                 return None
 
+            def _revision(self, repo, rev):
+                r = repo["revisions"].get(rev)
+                if r is None:
+                    self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+                return r
+
             def do_GET(self):
                 self._serve(body=True)
 
@@ -86,10 +96,10 @@ class FakeHub:
                 parts = path.strip("/").split("/")
                 if parts[:2] == ["api", "models"]:
                     repo = "/".join(parts[2:4])
-                    r = self._repo(repo)
+                    r = self._repo(repo) and self._revision(self._repo(repo), parts[5] if len(parts) > 5 else "main")
                     if r is None:
                         return
-                    info = {"id": repo, "modelId": repo, "sha": r["sha"], "private": r["private"],
+                    info = {"id": repo, "modelId": repo, "sha": r["sha"], "private": hub.repos[repo]["private"],
                             "siblings": [hub.sibling(n, d) for n, d in sorted(r["files"].items())]}
                     data = json.dumps(info).encode()
                     self.send_response(200)
@@ -100,7 +110,7 @@ class FakeHub:
                     return
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo, name = "/".join(parts[:2]), "/".join(parts[4:])
-                    r = self._repo(repo)
+                    r = self._repo(repo) and self._revision(self._repo(repo), parts[3])
                     if r is None:
                         return
                     if name not in r["files"]:

@@ -35,7 +35,8 @@ def files(tmp_path_factory):
 @pytest.fixture()
 def hub(files):
     h = FakeHub()
-    h.add("org/tiny-gguf", {"m-TQ2_0.gguf": files["tq2_0"], "m-TQ1_0.gguf": files["tq1_0"], "README.md": b"# tiny"})
+    h.add("org/tiny-gguf", {"m-TQ2_0.gguf": files["tq2_0"], "m-TQ1_0.gguf": files["tq1_0"], "README.md": b"# tiny"},
+          revisions={"v1": {"m-TQ2_0.gguf": files["tq1_0"]}})  # a branch whose one file differs
     h.add("org/shakespeare", {**{p.name: p.read_bytes() for p in SHIPPED.iterdir() if p.is_file()},
                               "README.md": b"# a model card", "training_args.bin": b"\0" * 100})
     h.add("org/private", {"m.gguf": files["tq2_0"]}, private=True)
@@ -140,3 +141,12 @@ def test_hub_errors_are_clear(hub, tmp_path):
     out = tellme_cmd(hub, tmp_path, "pull", "org/tiny-gguf:TQ2_0", "--timeout", "2")
     assert out.returncode == 1 and "did not answer within 2 s" in out.stderr and "Traceback" not in out.stderr
     assert time.time() - start < 40
+
+
+def test_a_revision(hub, tmp_path, files):
+    out = tellme_cmd(hub, tmp_path, "pull", "org/tiny-gguf", "--revision", "v1")
+    assert out.returncode == 0, out.stderr
+    path = Path(out.stdout.split("(")[-1].rstrip(")\n"))
+    assert path.read_bytes() == files["tq1_0"] and "/resolve/v1/" in [p for m, p, _ in hub.requests if m == "GET"][-1]
+    out = tellme_cmd(hub, tmp_path, "pull", "org/tiny-gguf", "--revision", "nope")
+    assert out.returncode == 1 and "no such revision" in out.stderr and "Traceback" not in out.stderr

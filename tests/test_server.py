@@ -28,10 +28,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(*args):
+def start(*args, env=None):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tellme", "serve", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tellme", "serve", "--port", str(port), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env} if env else None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:

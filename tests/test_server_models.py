@@ -90,3 +90,28 @@ def test_a_model_over_the_budget_is_refused_clearly(two):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
+
+
+def test_a_models_dir_and_the_cache(two, tmp_path):
+    from tests.test_cli import hf_cache
+
+    proc, url = start("--models-dir", two, "--context", "128")
+    try:
+        assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == ["alpha.gguf", "beta.gguf"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    # no -m: the shipped model and every runnable model in the Hugging Face cache
+    hf_cache(tmp_path, "someone/tiny", {"tiny.gguf": two / "beta.gguf"})
+    hf_cache(tmp_path, "someone/broken", {"config.json": None})
+    env = {"HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    proc, url = start("--context", "128", env=env)
+    try:
+        assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == ["default", "someone/tiny"]
+        r = httpx.post(url + "/v1/completions", json={"model": "someone/tiny", "prompt": "ROMEO:", "max_tokens": 4,
+                                                       "temperature": 0}, timeout=60)
+        want = tellme.load(two / "beta.gguf", context=128).generate("ROMEO:", 4, temperature=0)
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == want
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
