@@ -92,7 +92,7 @@ def test_chat_page(server, browser):
     set_field(browser, "max_tokens", 230)
     browser.find_element("id", "input").send_keys(ASK)
     browser.find_element("id", "send").click()
-    partial = wait(lambda: browser.execute_script(
+    wait(lambda: browser.execute_script(
         "const b = document.querySelectorAll('.message.assistant .body'); return b.length && b[b.length-1].innerHTML"),
         what="the first streamed text", state=lambda: stored(browser))
     assert browser.find_element("id", "send").get_attribute("disabled")  # still streaming
