@@ -501,6 +501,7 @@ def _served_models(args):
         seen.add(name)
         entries.append(Entry(name, lambda ref=ref: _load(args, path=ref, max_sequences=args.max_batch),
                              files_bytes(path)))
+    args.pull = False  # pulled above, once
     return entries
 
 
