@@ -25,17 +25,13 @@ class Api:
 
     def __init__(self, model: Model, name: str, max_batch: int | None, max_queue: int):
         self.model, self.name = model, name
-        self.max_batch, self.max_queue = max_batch, max_queue
-        self.scheduler: Scheduler | None = None
+        self.scheduler = Scheduler(model, max_batch, max_queue)
 
     # ---- checks ----
     def check(self, body: Sampling, prompt: list[int], max_tokens: int | None, param: str) -> int:
-        """The request's model, its prompt against the context, and max_tokens (None: the rest of
-        the context). Returns the token budget."""
+        """The request's fields, its prompt against the context, and max_tokens (None: the rest of
+        the context). Returns the token budget. (The model was picked by the registry.)"""
         body.check()
-        if body.model != self.name:
-            raise ApiError(404, f"model {body.model!r} not found; this server serves {self.name!r}", "model",
-                           "not_found_error")
         vocab = self.model.config.vocab
         for field, ids in (("logit_bias", body.logit_bias or {}), ("stop_token_ids", body.stop_token_ids or ()),
                            ("stop", [s for s in (body.stop or ()) if isinstance(s, int)])):

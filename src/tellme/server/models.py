@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..model import Model
-from ..scheduler import Scheduler
 from .api import Api
 from .protocol import ApiError
 
@@ -64,7 +63,6 @@ class Registry:
     def of(cls, model: Model, name: str, max_batch: int | None = None, max_queue: int = 64) -> "Registry":
         """One model, already loaded: never unloaded."""
         api = Api(model, name, max_batch, max_queue)
-        api.scheduler = Scheduler(model, max_batch, max_queue)
         entry = Entry(name, lambda: model, model_bytes(model), api, footprint=model_bytes(model))
         return cls([entry], 1 << 62, max_batch, max_queue)
 
@@ -98,7 +96,6 @@ class Registry:
             await self._make_room(e, e.estimate)
             model = await asyncio.to_thread(e.load)
             api = Api(model, e.name, self.max_batch, self.max_queue)
-            api.scheduler = Scheduler(model, self.max_batch, self.max_queue)
             async with self._lock:
                 e.api, e.footprint = api, model_bytes(model)
                 self.loads += 1
