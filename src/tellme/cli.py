@@ -533,10 +533,16 @@ def cmd_list(args) -> int:
     if not rows:
         print(f"no models tellme can run in {hf_cache_dir()} (`tellme pull REPO` fetches one)")
         return 0
-    print(f"{'ID':<48} {'FORMAT':<6} {'SIZE':>9} {'PARAMS':>7} {'WEIGHTS':<12} LAST USED")
+    def size(n: float) -> str:
+        return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+    def count(n: float) -> str:
+        return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+    print(f"{'ID':<48} {'FORMAT':<6} {'SIZE':>10} {'PARAMS':>8} {'WEIGHTS':<14} LAST USED")
     for m in rows:
-        print(f"{m.id:<48} {m.format:<6} {m.size_bytes / 2**30:>7.2f}GB {m.parameters / 1e9:>6.2f}B "
-              f"{m.quant or '?':<12} {datetime.fromtimestamp(m.last_used):%Y-%m-%d %H:%M}")
+        print(f"{m.id:<48} {m.format:<6} {size(m.size_bytes):>10} {count(m.parameters):>8} {m.quant or '?':<14} "
+              f"{datetime.fromtimestamp(m.last_used):%Y-%m-%d %H:%M}")
     return 0
 
 
