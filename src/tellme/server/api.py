@@ -58,6 +58,16 @@ class Api:
         except UsageError as e:
             raise ApiError(400, f"response_format: {e}", "response_format") from None
 
+    async def vocabulary_for(self, grammar: str | None) -> None:
+        """The grammar engine's view of the tokenizer, built off the event loop (a second at 128k
+        tokens, once per model) before a constrained request needs it."""
+        if grammar is None:
+            return
+        try:
+            await asyncio.to_thread(lambda: self.model.vocabulary)
+        except UsageError as e:
+            raise ApiError(400, f"response_format: {e}", "response_format") from None
+
     def token(self, t: Token) -> dict:
         """A token's logprob entry, OpenAI's chat shape (completions reshape it)."""
         def one(i, lp):

@@ -55,6 +55,7 @@ async def handle(api: Api, body: ChatRequest, request: Request):
         return {"id": rid, "object": kind, "created": created, "model": api.name, "choices": choices,
                 **({"usage": usage} if usage else {})}
 
+    await api.vocabulary_for(grammar)
     gen = api.submit(body, prompt, max_tokens, top, grammar, stop)
     if body.stream:
         return StreamingResponse(_stream(api, body, gen, obj, prompt, offered), media_type="text/event-stream")

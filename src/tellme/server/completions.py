@@ -67,6 +67,7 @@ async def handle(api: Api, body: CompletionRequest, request: Request):
         return {"id": rid, "object": "text_completion", "created": created, "model": api.name, "choices": choices,
                 **({"usage": usage} if usage else {})}
 
+    await api.vocabulary_for(grammar)
     gen = api.submit(body, prompt, max_tokens, body.logprobs, grammar, body.stop)
     if body.stream:
         async def sse():
