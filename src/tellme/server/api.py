@@ -29,9 +29,9 @@ class Api:
 
     # ---- checks ----
     def check(self, body: Sampling, prompt: list[int], max_tokens: int | None, param: str) -> int:
-        """The request's fields, its prompt against the context, and max_tokens (None: the rest of
-        the context). Returns the token budget. (The model was picked by the registry.)"""
-        body.check()
+        """The token ids the request names (logit_bias, stops) against the vocabulary, its prompt
+        against the context, and max_tokens (None: the rest of the context). Returns the token
+        budget. (The registry picked the model; body.check() the other fields.)"""
         vocab = self.model.config.vocab
         for field, ids in (("logit_bias", body.logit_bias or {}), ("stop_token_ids", body.stop_token_ids or ()),
                            ("stop", [s for s in (body.stop or ()) if isinstance(s, int)])):

@@ -8,6 +8,7 @@ import time
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from ..constrain import compile_grammar
 from ..errors import UsageError
 from . import tools as toolkit
 from .api import Api, event
@@ -34,7 +35,6 @@ def prepare(api: Api, body: ChatRequest) -> tuple[list[int], str | None, bool]:
         if grammar is not None:
             raise ApiError(400, "response_format and a tool_choice that requires a call cannot both constrain the "
                                 "reply", "tool_choice")
-        from ..constrain import compile_grammar
         try:
             grammar = compile_grammar(grammar=calls)
         except UsageError as e:

@@ -51,6 +51,7 @@ def logprobs_shape(api: Api, tokens: list[Token | None], prompt: list[int] = ())
 
 
 async def handle(api: Api, body: CompletionRequest, request: Request):
+    body.check()
     prompt = prompt_ids(api, body)
     max_tokens = api.check(body, prompt, body.max_tokens, "prompt")
     grammar = api.grammar(body)
