@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from ..model import Model
 from . import chat, completions
 from .api import rss_bytes
 from .guard import Guard
@@ -22,10 +20,6 @@ MAX_BODY_BYTES = 4 << 20
 
 def create_app(registry: Registry, api_key: str | None = None):
     async def lifespan(app):
-        # the first model's grammar view of its tokenizer (a second at 128k tokens), before a request needs it
-        first = registry.entries[registry.names()[0]]
-        if first.api is not None:
-            threading.Thread(target=_warm, args=(first.api.model,), daemon=True).start()
         yield
         registry.close()  # uvicorn has drained the open requests by now
 
@@ -40,10 +34,7 @@ def create_app(registry: Registry, api_key: str | None = None):
 
     @app.get("/v1/models/{model_id:path}")
     async def one_model(model_id: str):
-        if model_id not in registry.entries:
-            raise ApiError(404, f"model {model_id!r} not found; this server serves {', '.join(registry.names())}",
-                           "model", "not_found_error")
-        return _card(registry, model_id)
+        return _card(registry, registry.entry(model_id).name)
 
     app.get("/metrics")(lambda: PlainTextResponse(_metrics(registry), media_type="text/plain; version=0.0.4"))
 
@@ -104,13 +95,6 @@ def _metrics(registry: Registry) -> str:
     lines += [f"tellme_model_loads_total {registry.loads}", f"tellme_model_unloads_total {registry.unloads}",
               f"process_resident_memory_bytes {rss_bytes()}"]
     return "\n".join(lines) + "\n"
-
-
-def _warm(model: Model) -> None:
-    try:
-        model.vocabulary
-    except Exception:  # noqa: BLE001 - a request that needs it reports the error
-        pass
 
 
 async def _api_error(_, e: ApiError):

@@ -69,12 +69,16 @@ class Registry:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    async def acquire(self, name: str) -> Api:
-        """The model's Api, loading it first if needed; held until `release`."""
+    def entry(self, name: str) -> Entry:
         e = self.entries.get(name)
         if e is None:
             raise ApiError(404, f"model {name!r} not found; this server serves {', '.join(self.entries)}", "model",
                            "not_found_error")
+        return e
+
+    async def acquire(self, name: str) -> Api:
+        """The model's Api, loading it first if needed; held until `release`."""
+        e = self.entry(name)
         while True:
             async with self._lock:
                 if e.api is not None:
