@@ -94,10 +94,12 @@ def _sampling(args) -> dict:
     return p
 
 
-def _load(args, path=None, **kwargs):
+def _load(args, path=None, pull=None, **kwargs):
+    """The model at `path` (default: -m), pulled first with --pull (or `pull`)."""
     from .loading import load
     path = path or args.model
-    if getattr(args, "pull", False) and path != "default" and not Path(path).exists():
+    pull = getattr(args, "pull", False) if pull is None else pull
+    if pull and path != "default" and not Path(path).exists():
         from .hub import pull
         pull(path)
     start = time.perf_counter()
@@ -454,8 +456,6 @@ def cmd_serve(args) -> int:
     from .server.models import Registry
 
     entries = _served_models(args)
-    budget = int(args.max_memory * 2**30) if args.max_memory else _default_budget()
-    registry = Registry(entries, budget, args.max_batch, args.max_queue)
     if len(entries) == 1:  # one model: loaded now, so that a bad one stops the server at once
         only = entries[0]
         model = only.load()
@@ -464,6 +464,8 @@ def cmd_serve(args) -> int:
         registry = Registry.of(model, only.name, args.max_batch, args.max_queue)
         what = f"{only.name} ({model.max_sequences} sequences of {model.context} tokens)"
     else:
+        budget = int(args.max_memory * 2**30) if args.max_memory else _default_budget()
+        registry = Registry(entries, budget, args.max_batch, args.max_queue)
         what = f"{len(entries)} models, loaded on first use within {budget / 2**30:.1f} GiB: " + \
                ", ".join(e.name for e in entries)
     print(f"tellme: serving {what} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr)
@@ -474,6 +476,7 @@ def cmd_serve(args) -> int:
 def _served_models(args):
     """The models `tellme serve` offers: each -m, every model in --models-dir, or with neither the
     shipped model and every runnable model in the Hugging Face cache."""
+    from .loading import resolve
     from .server.models import Entry, files_bytes
 
     refs = list(args.model or ())
@@ -493,15 +496,13 @@ def _served_models(args):
         if args.pull and ref != "default" and not Path(ref).exists():
             from .hub import pull
             pull(ref)
-        from .loading import resolve
         path = resolve(ref)  # a missing model is reported now, not at its first request
         name = args.name or (ref if ref == "default" or not Path(ref).exists() else Path(ref).resolve().name)
         if name in seen:
             raise UsageError(f"two models would both be called {name!r}")
         seen.add(name)
-        entries.append(Entry(name, lambda ref=ref: _load(args, path=ref, max_sequences=args.max_batch),
-                             files_bytes(path)))
-    args.pull = False  # pulled above, once
+        entries.append(Entry(name, lambda ref=ref: _load(args, path=ref, pull=False, max_sequences=args.max_batch),
+                             files_bytes(path)))  # pulled above
     return entries
 
 
@@ -533,6 +534,7 @@ def cmd_list(args) -> int:
     if not rows:
         print(f"no models tellme can run in {hf_cache_dir()} (`tellme pull REPO` fetches one)")
         return 0
+
     def size(n: float) -> str:
         return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
 

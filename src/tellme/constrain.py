@@ -86,6 +86,7 @@ class Vocabulary:
         self.size = size
         self.tokenizer = llg.LLTokenizer(tokenizer.json, n_vocab=size, eos_token=eos)
         self._executor = llg.LLExecutor()
+        self._lock = threading.Lock()  # one batch at a time on the executor's threads
 
 
 class Constraint:
@@ -118,9 +119,6 @@ def new_masks(rows: int, size: int) -> np.ndarray:
     return np.full((rows, (size + 31) // 32), -1, dtype=np.int32)
 
 
-_fill_lock = threading.Lock()
-
-
 def fill_masks(constraints: list[Constraint], masks: np.ndarray) -> None:
     """Row i of `masks` gets constraints[i]'s allowed tokens (one bit each), computed in parallel
     without the GIL."""
@@ -128,9 +126,10 @@ def fill_masks(constraints: list[Constraint], masks: np.ndarray) -> None:
         return
     import llguidance.numpy as lnp
 
-    with _fill_lock:  # one batch at a time on the executor's threads
-        lnp.fill_next_token_bitmask_par(constraints[0].vocabulary._executor,
-                                        [(c.matcher, i) for i, c in enumerate(constraints)], masks)
+    vocabulary = constraints[0].vocabulary  # one model's: a step's constraints share it
+    with vocabulary._lock:
+        lnp.fill_next_token_bitmask_par(vocabulary._executor, [(c.matcher, i) for i, c in enumerate(constraints)],
+                                        masks)
 
 
 def unpack(mask: np.ndarray, size: int) -> np.ndarray:

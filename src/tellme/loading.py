@@ -88,12 +88,13 @@ def choose_files(repo: str, files: list[str], selector: str | None) -> list[str]
 def _from_hf_cache(repo_id: str, selector: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    from huggingface_hub.file_download import repo_folder_name
 
     try:
         snapshot = Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, HFValidationError, OSError):
         # pulled at another revision than main: its newest snapshot
-        snapshots = Path(hf_cache_dir()) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+        snapshots = Path(hf_cache_dir()) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots"
         newest = max(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, default=None) if snapshots.is_dir() else None
         if newest is not None:
             return _choose_in(repo_id, newest, selector)
